@@ -1,0 +1,13 @@
+//! Sans-IO model of the handset side of the authenticator, and the wire formats the gateway
+//! shares with it.
+//!
+//! - [`text`]: GSM 03.38 7-bit and UCS2 text, SMS segmentation, USSD limits.
+//! - [`ota`]: TS 102 225 / TS 31.115 secured command and response packets.
+//! - [`cat`]: TS 102 223 proactive commands, terminal responses and envelopes.
+//! - [`applet`]: our Mobile Connect authenticator applet (see `docs/stk-applet-protocol.md`).
+//! - [`handset`]: a handset with its SIM and its user, on a virtual clock.
+//!
+//! Nothing here performs I/O or reads a clock: inputs are bytes and instants, outputs are bytes,
+//! actions and the next instant to wake at.
+
+pub mod text;
