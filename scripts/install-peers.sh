@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs the real SMPP implementations (written by others) that the interop tests run against:
+# - the npm package `smpp` (node-smpp), as an SMSC for the gateway's ESME;
+# - the PyPI package `smpplib`, as an ESME for our simulated SMSC.
+# Everything is pinned and installed inside the repository (node_modules, scripts/.deps).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need() { command -v "$1" >/dev/null 2>&1 || { echo "missing required tool: $1" >&2; exit 1; }; }
+
+for dir in gateway/tests/peers/node load-tests/tests/peers/node; do
+  if [ -f "$dir/package.json" ]; then
+    need npm
+    echo "npm install in $dir"
+    if [ -f "$dir/package-lock.json" ]; then
+      (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+    else
+      (cd "$dir" && npm install --no-audit --no-fund --loglevel=error)
+    fi
+  fi
+done
+
+req=load-tests/tests/peers/python/requirements.txt
+if [ -f "$req" ]; then
+  need python3
+  echo "pip install -r $req"
+  python3 -m pip install --quiet --disable-pip-version-check -r "$req"
+fi
