@@ -1,1 +1,20 @@
-fn main() {}
+//! The `gateway` binary: operator tools for reading captures (OTA secured packets, GSM text),
+//! and, as the gateway grows, the server itself.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    let mut out = std::io::stdout().lock();
+    match cli::run(args, &mut out) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}

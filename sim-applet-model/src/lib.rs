@@ -10,4 +10,6 @@
 //! Nothing here performs I/O or reads a clock: inputs are bytes and instants, outputs are bytes,
 //! actions and the next instant to wake at.
 
+pub mod ota;
 pub mod text;
+pub mod cat;
