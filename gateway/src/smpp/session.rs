@@ -1,0 +1,1355 @@
+//! Sans-IO ESME session: one SMPP bind, from `bind_*` to `unbind_resp`, with no socket or clock.
+//!
+//! The I/O shell ([`super::bind`]) creates a [`Session`] once TCP is up, feeds it every frame
+//! ([`Session::handle_frame`]), wakes it at [`Session::poll_timeout`] ([`Session::handle_timeout`])
+//! and writes whatever [`Session::poll_transmit`] yields; callers put submissions in with
+//! [`Session::submit`] and read outcomes from [`Session::poll_event`].
+//!
+//! Inside: a bind state machine (`Binding -> Bound -> Unbinding -> Closed`), sequence numbers
+//! 1..=0x7FFF_FFFF with wrap, a queue of submissions waiting for a window slot (at most
+//! `window` unacknowledged `submit_sm`, each with a response timer), `enquire_link` after
+//! `enquire_link_interval` of silence and a dead-link verdict when its answer does not come
+//! within `enquire_link_timeout`, and throttle handling: `ESME_RTHROTTLED` / `ESME_RMSGQFUL`
+//! put the same submission back at the head of the queue and pause all submits of the bind for
+//! a back-off that doubles up to `throttle_backoff_max` and resets on the next success.
+//!
+//! Guarantee: every submission the session accepted ends with exactly one
+//! [`SessionEvent::SubmitAccepted`] or [`SessionEvent::SubmitFailed`], or (when the session
+//! closes before it could be answered) is handed back in [`SessionEvent::Closed::unsent`] so
+//! that the shell can re-send it on the next bind or fail it at its deadline.
+
+use std::collections::{HashMap, VecDeque};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rusmpp::{
+    pdus::{BindReceiver, BindTransceiver, BindTransmitter, DeliverSm, DeliverSmResp, SubmitSm},
+    types::COctetString,
+    values::{InterfaceVersion, Npi, Ton},
+    Command, CommandId, CommandStatus, Pdu,
+};
+
+use super::pdu::{decode_frame, encode_command, generic_nack, Decoded};
+
+/// Identifier the caller gives a submission; echoed in its final event.
+pub type SubmitId = u64;
+
+/// Which bind PDU the session opens with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BindKind {
+    /// `bind_transceiver`: submits and MO on one connection.
+    Transceiver,
+    /// `bind_transmitter`: submits only (pair it with a receiver bind).
+    Transmitter,
+    /// `bind_receiver`: MO and receipts only; submits are rejected.
+    Receiver,
+}
+
+/// Settings of one bind.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Bind PDU to open with.
+    pub bind_kind: BindKind,
+    /// `system_id` (at most 15 characters).
+    pub system_id: String,
+    /// `password` (at most 8 characters).
+    pub password: String,
+    /// `system_type` (at most 12 characters, may be empty).
+    pub system_type: String,
+    /// `address_range` (at most 40 characters, may be empty).
+    pub address_range: String,
+    /// Most unacknowledged `submit_sm` at a time.
+    pub window: usize,
+    /// Most submissions waiting for a window slot; more are rejected.
+    pub max_queued: usize,
+    /// Time allowed for a `submit_sm_resp`.
+    pub response_timeout: Duration,
+    /// Time allowed for the bind response.
+    pub bind_timeout: Duration,
+    /// Silence after which an `enquire_link` is sent.
+    pub enquire_link_interval: Duration,
+    /// Time allowed for the `enquire_link_resp` before the link is declared dead.
+    pub enquire_link_timeout: Duration,
+    /// First pause after a throttling answer.
+    pub throttle_backoff_initial: Duration,
+    /// Longest pause after repeated throttling.
+    pub throttle_backoff_max: Duration,
+    /// Time allowed for in-flight submits to drain and for the `unbind_resp`.
+    pub unbind_timeout: Duration,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            bind_kind: BindKind::Transceiver,
+            system_id: "gateway".into(),
+            password: "secret".into(),
+            system_type: String::new(),
+            address_range: String::new(),
+            window: 10,
+            max_queued: 1000,
+            response_timeout: Duration::from_secs(10),
+            bind_timeout: Duration::from_secs(10),
+            enquire_link_interval: Duration::from_secs(30),
+            enquire_link_timeout: Duration::from_secs(10),
+            throttle_backoff_initial: Duration::from_millis(200),
+            throttle_backoff_max: Duration::from_secs(10),
+            unbind_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A configuration the session cannot bind with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A bind field is too long or not ASCII.
+    #[error("bind field `{field}` is invalid (too long or not ASCII, max {max} characters)")]
+    BindField {
+        /// Field name.
+        field: &'static str,
+        /// Its maximum length in characters.
+        max: usize,
+    },
+    /// `window` is 0.
+    #[error("`window` must be at least 1")]
+    ZeroWindow,
+}
+
+/// One `submit_sm` to send, with the instant after which it is no longer worth sending.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubmitRequest {
+    /// The PDU body; the session assigns the sequence number.
+    pub submit_sm: SubmitSm,
+    /// If still unsent at this instant (queued, throttled, link down), it fails definitely.
+    pub deadline: Option<Instant>,
+}
+
+/// Why a submission failed for good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubmitFailure {
+    /// The SMSC answered with this error status.
+    Rejected(CommandStatus),
+    /// No `submit_sm_resp` within `response_timeout`; the SMSC may or may not have it.
+    ResponseTimeout,
+    /// Still unsent at the request's deadline.
+    DeadlineExpired,
+    /// Written on a link that then died, and the bind is set not to re-send such submissions
+    /// (the SMSC may or may not have it).
+    LinkLostInFlight,
+    /// The bind was shutting down.
+    ShuttingDown,
+    /// Too many submissions waiting while the link was down.
+    QueueFull,
+}
+
+/// Why [`Session::submit`] refused a submission (it is handed back, no event will follow).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitRejected {
+    /// The queue holds `max_queued` submissions already.
+    #[error("submission queue is full")]
+    QueueFull,
+    /// The session is unbinding or closed.
+    #[error("session is unbinding or closed")]
+    NotAccepting,
+    /// A receiver bind cannot submit.
+    #[error("a receiver bind cannot submit")]
+    ReceiverBind,
+}
+
+/// Why the session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Our `unbind` was answered (or timed out) after a graceful drain.
+    Unbound,
+    /// The SMSC sent `unbind`; we answered it.
+    PeerUnbound,
+    /// The SMSC refused the bind with this status (0x05 means an old bind still lingers).
+    BindRejected(CommandStatus),
+    /// No bind response within `bind_timeout`.
+    BindTimeout,
+    /// No `enquire_link_resp` within `enquire_link_timeout`.
+    DeadLink,
+    /// The shell reported the transport gone.
+    LinkLost,
+    /// A frame shorter than the SMPP header: framing cannot be recovered.
+    FramingLost,
+}
+
+/// A submission that was not answered before the session closed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsent {
+    /// Caller's id.
+    pub id: SubmitId,
+    /// The request, unchanged.
+    pub request: SubmitRequest,
+    /// Whether it had been written to the link (an answer may have been lost: re-sending it
+    /// can duplicate it at the SMSC).
+    pub was_in_flight: bool,
+}
+
+/// What the session reports to its owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// The bind was accepted.
+    Bound {
+        /// The SMSC's `system_id`.
+        smsc_system_id: String,
+    },
+    /// The SMSC accepted a submission (this says nothing about delivery).
+    SubmitAccepted {
+        /// Caller's id.
+        id: SubmitId,
+        /// The SMSC's `message_id`.
+        message_id: String,
+    },
+    /// A submission failed for good.
+    SubmitFailed {
+        /// Caller's id.
+        id: SubmitId,
+        /// Why.
+        reason: SubmitFailure,
+    },
+    /// The SMSC throttled a submission; it is queued again and sends pause until `until`.
+    Throttled {
+        /// Caller's id.
+        id: SubmitId,
+        /// The status received (`ESME_RTHROTTLED` or `ESME_RMSGQFUL`).
+        status: CommandStatus,
+        /// End of the pause.
+        until: Instant,
+    },
+    /// A `deliver_sm` (MO message or receipt); it has been answered with `deliver_sm_resp`.
+    Mo(Box<DeliverSm>),
+    /// The session ended; nothing more will be sent or reported.
+    Closed {
+        /// Why.
+        reason: CloseReason,
+        /// Submissions not answered, in submission order, for the shell to re-send or fail.
+        unsent: Vec<Unsent>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Binding {
+        seq: u32,
+        deadline: Instant,
+    },
+    Bound,
+    /// Draining in-flight submits; `unbind_seq` is set once `unbind` went out.
+    Unbinding {
+        deadline: Instant,
+        unbind_seq: Option<u32>,
+    },
+    Closed,
+}
+
+#[derive(Debug)]
+struct Queued {
+    id: SubmitId,
+    request: SubmitRequest,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    id: SubmitId,
+    request: SubmitRequest,
+    deadline: Instant,
+}
+
+/// One ESME bind, sans IO. See the module docs.
+#[derive(Debug)]
+pub struct Session {
+    config: SessionConfig,
+    state: State,
+    next_seq: u32,
+    queue: VecDeque<Queued>,
+    in_flight: HashMap<u32, InFlight>,
+    /// Sequence number and deadline of the outstanding `enquire_link`.
+    enquire_link: Option<(u32, Instant)>,
+    last_rx: Instant,
+    paused_until: Option<Instant>,
+    backoff: Duration,
+    transmit: VecDeque<Bytes>,
+    events: VecDeque<SessionEvent>,
+}
+
+fn c_string<const MIN: usize, const MAX: usize>(
+    value: &str,
+    field: &'static str,
+) -> Result<COctetString<MIN, MAX>, ConfigError> {
+    COctetString::from_str(value).map_err(|_| ConfigError::BindField {
+        field,
+        max: MAX - 1,
+    })
+}
+
+impl Session {
+    /// A session on a freshly connected transport; the bind PDU is queued at once.
+    pub fn new(config: SessionConfig, now: Instant) -> Result<Self, ConfigError> {
+        if config.window == 0 {
+            return Err(ConfigError::ZeroWindow);
+        }
+        let system_id = c_string(&config.system_id, "system_id")?;
+        let password = c_string(&config.password, "password")?;
+        let system_type = c_string(&config.system_type, "system_type")?;
+        let address_range = c_string(&config.address_range, "address_range")?;
+        let body = BindTransceiver::new(
+            system_id,
+            password,
+            system_type,
+            InterfaceVersion::Smpp3_4,
+            Ton::Unknown,
+            Npi::Unknown,
+            address_range,
+        );
+        let pdu: Pdu = match config.bind_kind {
+            BindKind::Transceiver => body.into(),
+            BindKind::Transmitter => BindTransmitter::new(
+                body.system_id,
+                body.password,
+                body.system_type,
+                body.interface_version,
+                body.addr_ton,
+                body.addr_npi,
+                body.address_range,
+            )
+            .into(),
+            BindKind::Receiver => BindReceiver::new(
+                body.system_id,
+                body.password,
+                body.system_type,
+                body.interface_version,
+                body.addr_ton,
+                body.addr_npi,
+                body.address_range,
+            )
+            .into(),
+        };
+        let backoff = config.throttle_backoff_initial;
+        let bind_timeout = config.bind_timeout;
+        let mut session = Self {
+            config,
+            state: State::Closed,
+            next_seq: 1,
+            queue: VecDeque::new(),
+            in_flight: HashMap::new(),
+            enquire_link: None,
+            last_rx: now,
+            paused_until: None,
+            backoff,
+            transmit: VecDeque::new(),
+            events: VecDeque::new(),
+        };
+        let seq = session.send_request(pdu);
+        session.state = State::Binding {
+            seq,
+            deadline: now + bind_timeout,
+        };
+        Ok(session)
+    }
+
+    /// Whether the bind is up and accepting submissions.
+    pub fn is_bound(&self) -> bool {
+        matches!(self.state, State::Bound)
+    }
+
+    /// Whether the session has ended.
+    pub fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed)
+    }
+
+    /// Submissions accepted and not yet answered (queued plus in flight).
+    pub fn pending(&self) -> usize {
+        self.queue.len() + self.in_flight.len()
+    }
+
+    /// Submissions written and not yet answered.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Queue a submission; it is sent once bound, a window slot is free and no throttle pause
+    /// runs. On `Err` the request is handed back and no event will follow.
+    pub fn submit(
+        &mut self,
+        now: Instant,
+        request: SubmitRequest,
+        id: SubmitId,
+    ) -> Result<(), (SubmitRejected, Box<SubmitRequest>)> {
+        if self.config.bind_kind == BindKind::Receiver {
+            return Err((SubmitRejected::ReceiverBind, Box::new(request)));
+        }
+        if !matches!(self.state, State::Binding { .. } | State::Bound) {
+            return Err((SubmitRejected::NotAccepting, Box::new(request)));
+        }
+        if self.queue.len() >= self.config.max_queued {
+            return Err((SubmitRejected::QueueFull, Box::new(request)));
+        }
+        self.queue.push_back(Queued { id, request });
+        self.pump(now);
+        Ok(())
+    }
+
+    /// Start a graceful unbind: no new submissions, in-flight ones drain, then `unbind`.
+    /// Queued, unsent submissions are handed back in the final `Closed` event.
+    pub fn unbind(&mut self, now: Instant) {
+        match self.state {
+            State::Bound => {
+                self.state = State::Unbinding {
+                    deadline: now + self.config.unbind_timeout,
+                    unbind_seq: None,
+                };
+                self.pump(now);
+            }
+            State::Binding { .. } => self.close(CloseReason::Unbound),
+            State::Unbinding { .. } | State::Closed => {}
+        }
+    }
+
+    /// The transport is gone (EOF, I/O error): close at once.
+    pub fn handle_disconnect(&mut self, _now: Instant) {
+        self.close(CloseReason::LinkLost);
+    }
+
+    /// One frame from the link, 4-byte length header included.
+    pub fn handle_frame(&mut self, now: Instant, frame: &[u8]) {
+        if self.is_closed() {
+            return;
+        }
+        self.last_rx = now;
+        if frame.len() < 16 {
+            self.close(CloseReason::FramingLost);
+            return;
+        }
+        match decode_frame(frame) {
+            Decoded::Nack {
+                sequence_number,
+                status,
+                reason,
+            } => {
+                tracing::warn!(sequence_number, ?status, %reason, "undecodable PDU, sending generic_nack");
+                self.send(generic_nack(sequence_number, status));
+            }
+            Decoded::Pdu(command) => self.handle_command(now, command),
+        }
+        self.pump(now);
+    }
+
+    fn handle_command(&mut self, now: Instant, command: Command) {
+        let seq = command.sequence_number();
+        let status = command.status();
+        match command.id() {
+            CommandId::BindTransceiverResp
+            | CommandId::BindTransmitterResp
+            | CommandId::BindReceiverResp => self.on_bind_resp(now, &command),
+            CommandId::SubmitSmResp => {
+                let message_id = match command.pdu() {
+                    Some(Pdu::SubmitSmResp(resp)) => resp.message_id().to_string(),
+                    _ => String::new(),
+                };
+                self.on_submit_resp(now, seq, status, message_id);
+            }
+            CommandId::GenericNack => {
+                if self.in_flight.contains_key(&seq) {
+                    self.on_submit_resp(now, seq, status, String::new());
+                } else if self.enquire_link.is_some_and(|(s, _)| s == seq) {
+                    self.enquire_link = None;
+                } else if let State::Binding { seq: bind_seq, .. } = self.state {
+                    if bind_seq == seq {
+                        self.close(CloseReason::BindRejected(status));
+                    }
+                } else {
+                    tracing::warn!(seq, ?status, "generic_nack for no known request");
+                }
+            }
+            CommandId::EnquireLinkResp => {
+                if self.enquire_link.is_some_and(|(s, _)| s == seq) {
+                    self.enquire_link = None;
+                }
+            }
+            CommandId::EnquireLink => {
+                self.send(Command::new(
+                    CommandStatus::EsmeRok,
+                    seq,
+                    Pdu::EnquireLinkResp,
+                ));
+            }
+            CommandId::DeliverSm => {
+                let resp = DeliverSmResp::builder().build();
+                self.send(Command::new(CommandStatus::EsmeRok, seq, resp));
+                if let Some(Pdu::DeliverSm(deliver)) = command.pdu() {
+                    self.events
+                        .push_back(SessionEvent::Mo(Box::new(deliver.clone())));
+                }
+            }
+            CommandId::Unbind => {
+                self.send(Command::new(CommandStatus::EsmeRok, seq, Pdu::UnbindResp));
+                self.close(CloseReason::PeerUnbound);
+            }
+            CommandId::UnbindResp => {
+                if let State::Unbinding {
+                    unbind_seq: Some(s),
+                    ..
+                } = self.state
+                {
+                    if s == seq {
+                        self.close(CloseReason::Unbound);
+                    }
+                }
+            }
+            id if id.is_response() => {
+                tracing::debug!(?id, seq, "ignoring response to a request we never send");
+            }
+            // alert_notification takes no response; everything else we do not serve.
+            CommandId::AlertNotification => {}
+            id => {
+                tracing::debug!(?id, seq, "unsupported request, sending generic_nack");
+                self.send(generic_nack(seq, CommandStatus::EsmeRinvcmdid));
+            }
+        }
+    }
+
+    fn on_bind_resp(&mut self, now: Instant, command: &Command) {
+        let State::Binding { seq, .. } = self.state else {
+            return;
+        };
+        if command.sequence_number() != seq {
+            return;
+        }
+        if command.status() != CommandStatus::EsmeRok {
+            self.close(CloseReason::BindRejected(command.status()));
+            return;
+        }
+        let smsc_system_id = match command.pdu() {
+            Some(Pdu::BindTransceiverResp(r)) => r.system_id.to_string(),
+            Some(Pdu::BindTransmitterResp(r)) => r.system_id.to_string(),
+            Some(Pdu::BindReceiverResp(r)) => r.system_id.to_string(),
+            _ => String::new(),
+        };
+        self.state = State::Bound;
+        self.last_rx = now;
+        self.events
+            .push_back(SessionEvent::Bound { smsc_system_id });
+    }
+
+    fn on_submit_resp(
+        &mut self,
+        now: Instant,
+        seq: u32,
+        status: CommandStatus,
+        message_id: String,
+    ) {
+        let Some(entry) = self.in_flight.remove(&seq) else {
+            tracing::warn!(seq, ?status, "submit_sm_resp for no submission in flight");
+            return;
+        };
+        match status {
+            CommandStatus::EsmeRok => {
+                self.backoff = self.config.throttle_backoff_initial;
+                self.events.push_back(SessionEvent::SubmitAccepted {
+                    id: entry.id,
+                    message_id,
+                });
+            }
+            CommandStatus::EsmeRthrottled | CommandStatus::EsmeRmsgqful => {
+                let until = now + self.backoff;
+                self.paused_until = Some(self.paused_until.map_or(until, |p| p.max(until)));
+                self.backoff = (self.backoff * 2).min(self.config.throttle_backoff_max);
+                self.events.push_back(SessionEvent::Throttled {
+                    id: entry.id,
+                    status,
+                    until,
+                });
+                // Back at the head: throttling must not reorder a user's prompts.
+                self.queue.push_front(Queued {
+                    id: entry.id,
+                    request: entry.request,
+                });
+            }
+            other => self.events.push_back(SessionEvent::SubmitFailed {
+                id: entry.id,
+                reason: SubmitFailure::Rejected(other),
+            }),
+        }
+    }
+
+    /// Timers: response timeouts, keep-alive, dead link, throttle pause, deadlines, unbind.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.state {
+            State::Closed => return,
+            State::Binding { deadline, .. } if now >= deadline => {
+                self.close(CloseReason::BindTimeout);
+                return;
+            }
+            State::Unbinding { deadline, .. } if now >= deadline => {
+                self.close(CloseReason::Unbound);
+                return;
+            }
+            _ => {}
+        }
+        if let Some((_, deadline)) = self.enquire_link {
+            if now >= deadline {
+                self.close(CloseReason::DeadLink);
+                return;
+            }
+        }
+        let mut expired: Vec<u32> = self
+            .in_flight
+            .iter()
+            .filter(|(_, f)| now >= f.deadline)
+            .map(|(s, _)| *s)
+            .collect();
+        expired.sort_unstable();
+        for seq in expired {
+            if let Some(entry) = self.in_flight.remove(&seq) {
+                self.events.push_back(SessionEvent::SubmitFailed {
+                    id: entry.id,
+                    reason: SubmitFailure::ResponseTimeout,
+                });
+            }
+        }
+        self.expire_queued(now);
+        if self.paused_until.is_some_and(|p| now >= p) {
+            self.paused_until = None;
+        }
+        if matches!(self.state, State::Bound | State::Unbinding { .. })
+            && self.enquire_link.is_none()
+            && now >= self.last_rx + self.config.enquire_link_interval
+        {
+            let seq = self.send_request(Pdu::EnquireLink);
+            self.enquire_link = Some((seq, now + self.config.enquire_link_timeout));
+        }
+        self.pump(now);
+    }
+
+    fn expire_queued(&mut self, now: Instant) {
+        let mut kept = VecDeque::with_capacity(self.queue.len());
+        for q in self.queue.drain(..) {
+            if q.request.deadline.is_some_and(|d| now >= d) {
+                self.events.push_back(SessionEvent::SubmitFailed {
+                    id: q.id,
+                    reason: SubmitFailure::DeadlineExpired,
+                });
+            } else {
+                kept.push_back(q);
+            }
+        }
+        self.queue = kept;
+    }
+
+    /// The next instant [`Session::handle_timeout`] must be called at.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        let mut consider = |t: Instant| next = Some(next.map_or(t, |n: Instant| n.min(t)));
+        match self.state {
+            State::Closed => return None,
+            State::Binding { deadline, .. } | State::Unbinding { deadline, .. } => {
+                consider(deadline)
+            }
+            State::Bound => {}
+        }
+        match self.enquire_link {
+            Some((_, deadline)) => consider(deadline),
+            None if !matches!(self.state, State::Binding { .. }) => {
+                consider(self.last_rx + self.config.enquire_link_interval)
+            }
+            None => {}
+        }
+        for f in self.in_flight.values() {
+            consider(f.deadline);
+        }
+        for q in &self.queue {
+            if let Some(d) = q.request.deadline {
+                consider(d);
+            }
+        }
+        if let Some(p) = self.paused_until {
+            if !self.queue.is_empty() {
+                consider(p);
+            }
+        }
+        next
+    }
+
+    /// The next encoded PDU to write to the link.
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        self.transmit.pop_front()
+    }
+
+    /// The next event for the owner.
+    pub fn poll_event(&mut self) -> Option<SessionEvent> {
+        self.events.pop_front()
+    }
+
+    /// Moves queued submissions into the window and drives the unbind drain.
+    fn pump(&mut self, now: Instant) {
+        if self.paused_until.is_some_and(|p| now >= p) {
+            self.paused_until = None;
+        }
+        if self.state == State::Bound && self.paused_until.is_none() {
+            while self.in_flight.len() < self.config.window {
+                let Some(q) = self.queue.pop_front() else {
+                    break;
+                };
+                if q.request.deadline.is_some_and(|d| now >= d) {
+                    self.events.push_back(SessionEvent::SubmitFailed {
+                        id: q.id,
+                        reason: SubmitFailure::DeadlineExpired,
+                    });
+                    continue;
+                }
+                let seq = self.send_request(Pdu::SubmitSm(q.request.submit_sm.clone()));
+                self.in_flight.insert(
+                    seq,
+                    InFlight {
+                        id: q.id,
+                        request: q.request,
+                        deadline: now + self.config.response_timeout,
+                    },
+                );
+            }
+        }
+        if let State::Unbinding {
+            deadline,
+            unbind_seq: None,
+        } = self.state
+        {
+            if self.in_flight.is_empty() {
+                let seq = self.send_request(Pdu::Unbind);
+                self.state = State::Unbinding {
+                    deadline,
+                    unbind_seq: Some(seq),
+                };
+            }
+        }
+    }
+
+    fn next_sequence_number(&mut self) -> u32 {
+        loop {
+            let seq = self.next_seq;
+            self.next_seq = if seq >= 0x7FFF_FFFF { 1 } else { seq + 1 };
+            // After a wrap, a number still waiting for its answer must not be reused.
+            if !self.in_flight.contains_key(&seq) {
+                return seq;
+            }
+        }
+    }
+
+    fn send_request(&mut self, pdu: Pdu) -> u32 {
+        let seq = self.next_sequence_number();
+        self.send(Command::new(CommandStatus::EsmeRok, seq, pdu));
+        seq
+    }
+
+    fn send(&mut self, command: Command) {
+        self.transmit.push_back(encode_command(&command));
+    }
+
+    fn close(&mut self, reason: CloseReason) {
+        if self.is_closed() {
+            return;
+        }
+        self.state = State::Closed;
+        self.enquire_link = None;
+        let mut in_flight: Vec<(u32, InFlight)> = self.in_flight.drain().collect();
+        // Sequence order is send order (wraps aside), which keeps the user's order.
+        in_flight.sort_unstable_by_key(|(s, _)| *s);
+        let mut unsent: Vec<Unsent> = in_flight
+            .into_iter()
+            .map(|(_, f)| Unsent {
+                id: f.id,
+                request: f.request,
+                was_in_flight: true,
+            })
+            .collect();
+        unsent.extend(self.queue.drain(..).map(|q| Unsent {
+            id: q.id,
+            request: q.request,
+            was_in_flight: false,
+        }));
+        self.events
+            .push_back(SessionEvent::Closed { reason, unsent });
+    }
+
+    /// Test hook: start numbering at `seq` (to exercise the wrap).
+    #[cfg(test)]
+    fn set_next_sequence_number(&mut self, seq: u32) {
+        self.next_seq = seq;
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use rusmpp::{
+        pdus::{BindTransceiverResp, SubmitSmResp},
+        types::OctetString,
+    };
+
+    fn cfg() -> SessionConfig {
+        SessionConfig {
+            window: 2,
+            ..SessionConfig::default()
+        }
+    }
+
+    fn decode(bytes: &Bytes) -> Command {
+        match decode_frame(bytes) {
+            Decoded::Pdu(c) => c,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn sent(s: &mut Session) -> Vec<Command> {
+        std::iter::from_fn(|| s.poll_transmit())
+            .map(|b| decode(&b))
+            .collect()
+    }
+
+    fn events(s: &mut Session) -> Vec<SessionEvent> {
+        std::iter::from_fn(|| s.poll_event()).collect()
+    }
+
+    fn frame(cmd: Command) -> Bytes {
+        encode_command(&cmd)
+    }
+
+    fn request(text: &str) -> SubmitRequest {
+        SubmitRequest {
+            submit_sm: SubmitSm::builder()
+                .destination_addr(COctetString::from_str("48600100200").unwrap())
+                .short_message(OctetString::from_str(text).unwrap())
+                .build(),
+            deadline: None,
+        }
+    }
+
+    fn bound(config: SessionConfig, t0: Instant) -> Session {
+        let mut s = Session::new(config, t0).unwrap();
+        let bind = sent(&mut s);
+        assert_eq!(bind.len(), 1);
+        let resp = BindTransceiverResp::builder()
+            .system_id(COctetString::from_str("SMSC").unwrap())
+            .build();
+        s.handle_frame(
+            t0,
+            &frame(Command::new(
+                CommandStatus::EsmeRok,
+                bind[0].sequence_number(),
+                resp,
+            )),
+        );
+        assert_eq!(
+            events(&mut s),
+            vec![SessionEvent::Bound {
+                smsc_system_id: "SMSC".into()
+            }]
+        );
+        s
+    }
+
+    fn submit_resp(seq: u32, status: CommandStatus, id: &str) -> Bytes {
+        let resp = SubmitSmResp::builder()
+            .message_id(COctetString::from_str(id).unwrap())
+            .build();
+        frame(Command::new(status, seq, resp))
+    }
+
+    #[test]
+    fn bind_transceiver_says_interface_version_3_4() {
+        let t0 = Instant::now();
+        let mut s = Session::new(cfg(), t0).unwrap();
+        let bind = sent(&mut s);
+        match bind[0].pdu() {
+            Some(Pdu::BindTransceiver(b)) => {
+                assert_eq!(b.interface_version, InterfaceVersion::Smpp3_4);
+                assert_eq!(b.system_id.to_string(), "gateway");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(bind[0].sequence_number(), 1);
+    }
+
+    #[test]
+    fn transmitter_and_receiver_binds_use_their_pdus() {
+        let t0 = Instant::now();
+        for (kind, id) in [
+            (BindKind::Transmitter, CommandId::BindTransmitter),
+            (BindKind::Receiver, CommandId::BindReceiver),
+        ] {
+            let mut s = Session::new(
+                SessionConfig {
+                    bind_kind: kind,
+                    ..cfg()
+                },
+                t0,
+            )
+            .unwrap();
+            assert_eq!(sent(&mut s)[0].id(), id);
+        }
+    }
+
+    #[test]
+    fn over_long_system_id_is_a_config_error() {
+        let err = Session::new(
+            SessionConfig {
+                system_id: "x".repeat(16),
+                ..cfg()
+            },
+            Instant::now(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            ConfigError::BindField {
+                field: "system_id",
+                max: 15
+            }
+        );
+    }
+
+    #[test]
+    fn rejected_bind_closes_with_the_status() {
+        let t0 = Instant::now();
+        let mut s = Session::new(cfg(), t0).unwrap();
+        let seq = sent(&mut s)[0].sequence_number();
+        s.submit(t0, request("a"), 1).unwrap();
+        s.handle_frame(
+            t0,
+            &frame(Command::new(
+                CommandStatus::EsmeRalybnd,
+                seq,
+                BindTransceiverResp::builder().build(),
+            )),
+        );
+        assert_eq!(
+            events(&mut s),
+            vec![SessionEvent::Closed {
+                reason: CloseReason::BindRejected(CommandStatus::EsmeRalybnd),
+                unsent: vec![Unsent {
+                    id: 1,
+                    request: request("a"),
+                    was_in_flight: false
+                }]
+            }]
+        );
+    }
+
+    #[test]
+    fn bind_without_answer_times_out() {
+        let t0 = Instant::now();
+        let mut s = Session::new(cfg(), t0).unwrap();
+        assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(10)));
+        s.handle_timeout(t0 + Duration::from_secs(10));
+        assert!(matches!(
+            events(&mut s)[..],
+            [SessionEvent::Closed {
+                reason: CloseReason::BindTimeout,
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn submits_wait_for_the_bind_then_respect_the_window() {
+        let t0 = Instant::now();
+        let mut s = Session::new(cfg(), t0).unwrap();
+        let bind_seq = sent(&mut s)[0].sequence_number();
+        for id in 1..=3 {
+            s.submit(t0, request("x"), id).unwrap();
+        }
+        assert!(sent(&mut s).is_empty(), "nothing goes out before the bind");
+        s.handle_frame(
+            t0,
+            &frame(Command::new(
+                CommandStatus::EsmeRok,
+                bind_seq,
+                BindTransceiverResp::builder().build(),
+            )),
+        );
+        let out = sent(&mut s);
+        assert_eq!(out.len(), 2, "window of 2");
+        assert_eq!(s.in_flight(), 2);
+        s.handle_frame(
+            t0,
+            &submit_resp(out[0].sequence_number(), CommandStatus::EsmeRok, "m1"),
+        );
+        let out2 = sent(&mut s);
+        assert_eq!(out2.len(), 1, "a freed slot lets the third go");
+        let ev = events(&mut s);
+        assert!(ev.contains(&SessionEvent::SubmitAccepted {
+            id: 1,
+            message_id: "m1".into()
+        }));
+    }
+
+    #[test]
+    fn throttled_submission_is_resent_unchanged_after_a_growing_pause() {
+        let t0 = Instant::now();
+        let mut s = bound(cfg(), t0);
+        s.submit(t0, request("hello"), 7).unwrap();
+        let first = sent(&mut s);
+        s.handle_frame(
+            t0,
+            &submit_resp(
+                first[0].sequence_number(),
+                CommandStatus::EsmeRthrottled,
+                "",
+            ),
+        );
+        let until1 = t0 + Duration::from_millis(200);
+        assert_eq!(
+            events(&mut s),
+            vec![SessionEvent::Throttled {
+                id: 7,
+                status: CommandStatus::EsmeRthrottled,
+                until: until1
+            }]
+        );
+        // Paused: a new submission waits too.
+        s.submit(t0, request("later"), 8).unwrap();
+        assert!(sent(&mut s).is_empty());
+        assert_eq!(s.poll_timeout(), Some(until1));
+        s.handle_timeout(until1);
+        let second = sent(&mut s);
+        assert_eq!(second.len(), 2);
+        assert_eq!(
+            second[0].pdu(),
+            first[0].pdu(),
+            "same PDU body, re-sent first"
+        );
+        assert_ne!(second[0].sequence_number(), first[0].sequence_number());
+        // Throttled again (MSGQFUL): the pause doubles.
+        s.handle_frame(
+            until1,
+            &submit_resp(second[0].sequence_number(), CommandStatus::EsmeRmsgqful, ""),
+        );
+        assert_eq!(
+            events(&mut s),
+            vec![SessionEvent::Throttled {
+                id: 7,
+                status: CommandStatus::EsmeRmsgqful,
+                until: until1 + Duration::from_millis(400)
+            }]
+        );
+        s.handle_frame(
+            until1,
+            &submit_resp(second[1].sequence_number(), CommandStatus::EsmeRok, "m8"),
+        );
+        s.handle_timeout(until1 + Duration::from_millis(400));
+        let third = sent(&mut s);
+        s.handle_frame(
+            until1,
+            &submit_resp(third[0].sequence_number(), CommandStatus::EsmeRok, "m7"),
+        );
+        let ev = events(&mut s);
+        assert!(ev.contains(&SessionEvent::SubmitAccepted {
+            id: 7,
+            message_id: "m7".into()
+        }));
+        assert!(ev.contains(&SessionEvent::SubmitAccepted {
+            id: 8,
+            message_id: "m8".into()
+        }));
+    }
+
+    #[test]
+    fn throttle_backoff_is_capped() {
+        let t0 = Instant::now();
+        let mut s = bound(
+            SessionConfig {
+                throttle_backoff_max: Duration::from_millis(500),
+                ..cfg()
+            },
+            t0,
+        );
+        s.submit(t0, request("x"), 1).unwrap();
+        let mut now = t0;
+        let mut pauses = vec![];
+        for _ in 0..5 {
+            let out = sent(&mut s);
+            s.handle_frame(
+                now,
+                &submit_resp(out[0].sequence_number(), CommandStatus::EsmeRthrottled, ""),
+            );
+            if let [SessionEvent::Throttled { until, .. }] = events(&mut s)[..] {
+                pauses.push(until - now);
+                now = until;
+            }
+            s.handle_timeout(now);
+        }
+        let ms: Vec<u128> = pauses.iter().map(|d| d.as_millis()).collect();
+        assert_eq!(ms, vec![200, 400, 500, 500, 500]);
+    }
+
+    #[test]
+    fn error_status_fails_the_submission() {
+        let t0 = Instant::now();
+        let mut s = bound(cfg(), t0);
+        s.submit(t0, request("x"), 3).unwrap();
+        let out = sent(&mut s);
+        s.handle_frame(
+            t0,
+            &submit_resp(out[0].sequence_number(), CommandStatus::EsmeRinvdstadr, ""),
+        );
+        assert_eq!(
+            events(&mut s),
+            vec![SessionEvent::SubmitFailed {
+                id: 3,
+                reason: SubmitFailure::Rejected(CommandStatus::EsmeRinvdstadr)
+            }]
+        );
+    }
+
+    #[test]
+    fn missing_submit_resp_fails_after_the_response_timeout() {
+        let t0 = Instant::now();
+        let mut s = bound(cfg(), t0);
+        s.submit(t0, request("x"), 4).unwrap();
+        sent(&mut s);
+        let t = t0 + Duration::from_secs(10);
+        assert_eq!(s.poll_timeout(), Some(t));
+        s.handle_timeout(t);
+        assert_eq!(
+            events(&mut s),
+            vec![SessionEvent::SubmitFailed {
+                id: 4,
+                reason: SubmitFailure::ResponseTimeout
+            }]
+        );
+    }
+
+    #[test]
+    fn queued_submission_past_its_deadline_fails() {
+        let t0 = Instant::now();
+        let mut s = Session::new(cfg(), t0).unwrap();
+        let mut req = request("x");
+        req.deadline = Some(t0 + Duration::from_secs(2));
+        s.submit(t0, req, 9).unwrap();
+        assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(2)));
+        s.handle_timeout(t0 + Duration::from_secs(2));
+        assert_eq!(
+            events(&mut s),
+            vec![SessionEvent::SubmitFailed {
+                id: 9,
+                reason: SubmitFailure::DeadlineExpired
+            }]
+        );
+    }
+
+    #[test]
+    fn silence_sends_enquire_link_and_no_answer_closes_as_dead() {
+        let t0 = Instant::now();
+        let mut s = bound(cfg(), t0);
+        s.submit(t0, request("x"), 5).unwrap();
+        let sub = sent(&mut s);
+        s.handle_frame(
+            t0,
+            &submit_resp(sub[0].sequence_number(), CommandStatus::EsmeRok, "m"),
+        );
+        events(&mut s);
+        let t30 = t0 + Duration::from_secs(30);
+        assert_eq!(s.poll_timeout(), Some(t30));
+        s.handle_timeout(t30);
+        let out = sent(&mut s);
+        assert_eq!(out[0].id(), CommandId::EnquireLink);
+        assert_eq!(s.poll_timeout(), Some(t30 + Duration::from_secs(10)));
+        s.submit(t30, request("y"), 6).unwrap();
+        sent(&mut s);
+        s.handle_timeout(t30 + Duration::from_secs(10));
+        assert_eq!(
+            events(&mut s),
+            vec![SessionEvent::Closed {
+                reason: CloseReason::DeadLink,
+                unsent: vec![Unsent {
+                    id: 6,
+                    request: request("y"),
+                    was_in_flight: true
+                }]
+            }]
+        );
+        assert_eq!(s.poll_timeout(), None);
+    }
+
+    #[test]
+    fn answered_enquire_link_keeps_the_link() {
+        let t0 = Instant::now();
+        let mut s = bound(cfg(), t0);
+        let t30 = t0 + Duration::from_secs(30);
+        s.handle_timeout(t30);
+        let el = sent(&mut s);
+        s.handle_frame(
+            t30,
+            &frame(Command::new(
+                CommandStatus::EsmeRok,
+                el[0].sequence_number(),
+                Pdu::EnquireLinkResp,
+            )),
+        );
+        s.handle_timeout(t30 + Duration::from_secs(10));
+        assert!(s.is_bound());
+        assert_eq!(s.poll_timeout(), Some(t30 + Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn smsc_enquire_link_and_deliver_sm_are_answered() {
+        let t0 = Instant::now();
+        let mut s = bound(cfg(), t0);
+        s.handle_frame(
+            t0,
+            &frame(Command::new(CommandStatus::EsmeRok, 900, Pdu::EnquireLink)),
+        );
+        let deliver = DeliverSm::builder()
+            .source_addr(COctetString::from_str("48600100200").unwrap())
+            .short_message(OctetString::from_str("1").unwrap())
+            .build();
+        s.handle_frame(
+            t0,
+            &frame(Command::new(CommandStatus::EsmeRok, 901, deliver.clone())),
+        );
+        let out = sent(&mut s);
+        assert_eq!(out[0].id(), CommandId::EnquireLinkResp);
+        assert_eq!(out[0].sequence_number(), 900);
+        assert_eq!(out[1].id(), CommandId::DeliverSmResp);
+        assert_eq!(out[1].sequence_number(), 901);
+        assert_eq!(events(&mut s), vec![SessionEvent::Mo(Box::new(deliver))]);
+    }
+
+    #[test]
+    fn undecodable_frame_gets_generic_nack_and_the_bind_stays() {
+        let t0 = Instant::now();
+        let mut s = bound(cfg(), t0);
+        s.handle_frame(
+            t0,
+            &[0, 0, 0, 16, 0, 0, 0x66, 0x66, 0, 0, 0, 0, 0, 0, 0, 42],
+        );
+        let out = sent(&mut s);
+        assert_eq!(out[0].id(), CommandId::GenericNack);
+        assert_eq!(out[0].status(), CommandStatus::EsmeRinvcmdid);
+        assert_eq!(out[0].sequence_number(), 42);
+        assert!(s.is_bound());
+    }
+
+    #[test]
+    fn graceful_unbind_drains_in_flight_then_unbinds() {
+        let t0 = Instant::now();
+        let mut s = bound(cfg(), t0);
+        s.submit(t0, request("a"), 1).unwrap();
+        s.submit(t0, request("b"), 2).unwrap();
+        s.submit(t0, request("c"), 3).unwrap();
+        let out = sent(&mut s);
+        assert_eq!(out.len(), 2);
+        s.unbind(t0);
+        assert!(matches!(
+            s.submit(t0, request("d"), 4),
+            Err((SubmitRejected::NotAccepting, _))
+        ));
+        assert!(
+            sent(&mut s).is_empty(),
+            "unbind waits for the in-flight ones"
+        );
+        s.handle_frame(
+            t0,
+            &submit_resp(out[0].sequence_number(), CommandStatus::EsmeRok, "1"),
+        );
+        assert!(
+            sent(&mut s).is_empty(),
+            "queued ones are not sent while draining"
+        );
+        s.handle_frame(
+            t0,
+            &submit_resp(out[1].sequence_number(), CommandStatus::EsmeRok, "2"),
+        );
+        let unbind = sent(&mut s);
+        assert_eq!(unbind[0].id(), CommandId::Unbind);
+        s.handle_frame(
+            t0,
+            &frame(Command::new(
+                CommandStatus::EsmeRok,
+                unbind[0].sequence_number(),
+                Pdu::UnbindResp,
+            )),
+        );
+        let ev = events(&mut s);
+        assert_eq!(
+            ev.last(),
+            Some(&SessionEvent::Closed {
+                reason: CloseReason::Unbound,
+                unsent: vec![Unsent {
+                    id: 3,
+                    request: request("c"),
+                    was_in_flight: false
+                }]
+            })
+        );
+    }
+
+    #[test]
+    fn peer_unbind_is_answered_and_closes() {
+        let t0 = Instant::now();
+        let mut s = bound(cfg(), t0);
+        s.handle_frame(
+            t0,
+            &frame(Command::new(CommandStatus::EsmeRok, 77, Pdu::Unbind)),
+        );
+        let out = sent(&mut s);
+        assert_eq!(out[0].id(), CommandId::UnbindResp);
+        assert!(s.is_closed());
+    }
+
+    #[test]
+    fn sequence_numbers_wrap_to_one_and_skip_those_in_flight() {
+        let t0 = Instant::now();
+        let mut s = bound(SessionConfig { window: 5, ..cfg() }, t0);
+        s.set_next_sequence_number(0x7FFF_FFFF);
+        s.submit(t0, request("a"), 1).unwrap();
+        s.submit(t0, request("b"), 2).unwrap();
+        let seqs: Vec<u32> = sent(&mut s).iter().map(|c| c.sequence_number()).collect();
+        assert_eq!(seqs, vec![0x7FFF_FFFF, 1]);
+        s.set_next_sequence_number(1);
+        s.submit(t0, request("c"), 3).unwrap();
+        assert_eq!(sent(&mut s)[0].sequence_number(), 2);
+    }
+
+    #[test]
+    fn receiver_bind_rejects_submits() {
+        let t0 = Instant::now();
+        let mut s = Session::new(
+            SessionConfig {
+                bind_kind: BindKind::Receiver,
+                ..cfg()
+            },
+            t0,
+        )
+        .unwrap();
+        assert!(matches!(
+            s.submit(t0, request("a"), 1),
+            Err((SubmitRejected::ReceiverBind, _))
+        ));
+    }
+
+    #[test]
+    fn disconnect_hands_back_in_flight_and_queued_in_order() {
+        let t0 = Instant::now();
+        let mut s = bound(cfg(), t0);
+        for id in 1..=3 {
+            s.submit(t0, request("x"), id).unwrap();
+        }
+        s.handle_disconnect(t0);
+        match &events(&mut s)[..] {
+            [SessionEvent::Closed {
+                reason: CloseReason::LinkLost,
+                unsent,
+            }] => {
+                let ids: Vec<(u64, bool)> =
+                    unsent.iter().map(|u| (u.id, u.was_in_flight)).collect();
+                assert_eq!(ids, vec![(1, true), (2, true), (3, false)]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
