@@ -32,7 +32,9 @@ fn flip_bit(hex_str: &str, index: usize) -> String {
 
 #[test]
 fn decodes_the_3des_vector_fields_and_reports_a_valid_cc() {
-    let (out, code) = gateway(&["ota", "decode", "--kic", KIC_3DES, "--kid", KID_3DES, CMD_3DES]);
+    let (out, code) = gateway(&[
+        "ota", "decode", "--kic", KIC_3DES, "--kid", KID_3DES, CMD_3DES,
+    ]);
     assert_eq!(code, 0, "{out}");
     for line in [
         "SPI:   06 19",
@@ -50,7 +52,10 @@ fn decodes_the_3des_vector_fields_and_reports_a_valid_cc() {
 fn decodes_the_aes_vector_with_a_valid_cc() {
     let (out, code) = gateway(&["ota", "decode", "--kic", KIC_AES, "--kid", KID_AES, CMD_AES]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("CC:    ec ba b1 f8 f5 55 02 c5 (valid)"), "{out}");
+    assert!(
+        out.contains("CC:    ec ba b1 f8 f5 55 02 c5 (valid)"),
+        "{out}"
+    );
     assert!(out.contains("PCNTR: 11"), "{out}");
     assert!(out.contains("data:  00 a4 00 04 02 3f 00"), "{out}");
 }
@@ -68,7 +73,10 @@ fn a_flipped_bit_anywhere_is_a_cc_failure_or_a_named_error_never_a_crash() {
             KID_3DES,
             &flip_bit(CMD_3DES, index),
         ]);
-        assert_eq!(code, 2, "octet {index}: expected exit 2, got {code}:\n{out}");
+        assert_eq!(
+            code, 2,
+            "octet {index}: expected exit 2, got {code}:\n{out}"
+        );
         assert!(
             out.contains("INVALID"),
             "octet {index}: no INVALID verdict:\n{out}"

@@ -10,6 +10,8 @@
 //! Nothing here performs I/O or reads a clock: inputs are bytes and instants, outputs are bytes,
 //! actions and the next instant to wake at.
 
+pub mod applet;
+pub mod cat;
+pub mod handset;
 pub mod ota;
 pub mod text;
-pub mod cat;

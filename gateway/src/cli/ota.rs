@@ -141,8 +141,18 @@ fn decode(args: DecodeArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     };
     let p = &decoded.packet;
     write_spi(out, p.spi)?;
-    writeln!(out, "KIc:   {:02x} ({})", p.kic.to_byte(), describe_kic(p.kic))?;
-    writeln!(out, "KID:   {:02x} ({})", p.kid.to_byte(), describe_kid(p.kid))?;
+    writeln!(
+        out,
+        "KIc:   {:02x} ({})",
+        p.kic.to_byte(),
+        describe_kic(p.kic)
+    )?;
+    writeln!(
+        out,
+        "KID:   {:02x} ({})",
+        p.kid.to_byte(),
+        describe_kid(p.kid)
+    )?;
     writeln!(out, "TAR:   {}", spaced_hex(&p.tar))?;
     writeln!(
         out,
@@ -152,7 +162,12 @@ fn decode(args: DecodeArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     )?;
     writeln!(out, "PCNTR: {}", decoded.padding_len)?;
     let verdict = write_cc(out, decoded.cc.as_ref())?;
-    writeln!(out, "data:  {} ({} octets)", spaced_hex(&p.data), p.data.len())?;
+    writeln!(
+        out,
+        "data:  {} ({} octets)",
+        spaced_hex(&p.data),
+        p.data.len()
+    )?;
     Ok(verdict)
 }
 
@@ -210,7 +225,12 @@ fn decode_por(
     writeln!(out, "PCNTR: {}", decoded.padding_len)?;
     writeln!(out, "RSC:   {:02x} ({:?})", p.status.to_byte(), p.status)?;
     let verdict = write_cc(out, decoded.cc.as_ref())?;
-    writeln!(out, "data:  {} ({} octets)", spaced_hex(&p.data), p.data.len())?;
+    writeln!(
+        out,
+        "data:  {} ({} octets)",
+        spaced_hex(&p.data),
+        p.data.len()
+    )?;
     Ok(verdict)
 }
 
@@ -296,7 +316,9 @@ fn encode(args: EncodeArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
                 counter,
                 data,
             };
-            let bytes = command.encode(&keys).context("encoding the command packet")?;
+            let bytes = command
+                .encode(&keys)
+                .context("encoding the command packet")?;
             writeln!(out, "packet: command packet")?;
             if args.sms {
                 [COMMAND_UDH.as_slice(), &bytes].concat()
