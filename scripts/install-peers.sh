@@ -24,5 +24,5 @@ req=load-tests/tests/peers/python/requirements.txt
 if [ -f "$req" ]; then
   need python3
   echo "pip install -r $req"
-  python3 -m pip install --quiet --disable-pip-version-check -r "$req"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -r "$req"
 fi

@@ -4,14 +4,21 @@
 //! whatever the network later yields from [`Network::poll_mo`] goes back to the ESMEs as
 //! `deliver_sm`. The network is sans-IO: it never reads the clock and never sleeps. One task in
 //! the server owns it, passes `now` in, and wakes it at [`Network::poll_timeout`] mapped onto
-//! real time. [`EchoNetwork`] is the stand-in until a population of simulated handsets
-//! (`sim_applet_model::handset`) is plugged in behind the same trait.
+//! real time. [`EchoNetwork`] answers every USSD request alike; [`HandsetNetwork`] hosts a
+//! seeded population of simulated handsets (`sim_applet_model::handset`) behind the same trait.
 //!
 //! Values are kept as plain octets (no rusmpp types) so a handset model without SMPP
 //! knowledge can produce and consume them.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
+
+// The handset population lives beside this file (`smsc/population.rs`); declared here so the
+// network's owner adds it without touching `smsc/mod.rs`.
+#[path = "population.rs"]
+pub mod population;
+
+pub use population::{HandsetNetwork, PopulationConfig, PopulationError, PopulationStats};
 
 /// `ussd_service_op` 2: USSR request (network asks, handset answers).
 pub const USSD_OP_USSR_REQUEST: u8 = 2;
