@@ -586,7 +586,252 @@ const EXPECTED: [(&str, &str); 8] = [
     ),
 ];
 
+// ---- Concatenated requests (docs/stk-applet-protocol.md §6) ----
+
+const POLISH_CONSENT: &str = "mDokumenty: potwierdź udostępnienie danych dowodu osobistego dla: Urząd Gminy Warszawa-Bemowo. Podaj PIN";
+const POLISH_RP: &str = "Urząd Gminy Warszawa-Bemowo";
+
+fn polish_request(txid: u8) -> AuthRequest {
+    let ucs2 = |s: &str| sim_applet_model::text::ucs2_encode(s).unwrap();
+    AuthRequest {
+        txid: [txid; 8],
+        challenge: [0x5A ^ txid; 16],
+        loa: Loa::Loa3,
+        expiry_secs: 300,
+        encoding: TextEncoding::Ucs2,
+        rp_name: ucs2(POLISH_RP),
+        consent: ucs2(POLISH_CONSENT),
+        binding_code: ucs2("4821"),
+        question: None,
+    }
+}
+
+/// Deliver `order` (0-based segment indexes) to the handset at `now`, then run it.
+fn deliver(h: &mut Handset, sms: &[Vec<u8>], order: &[usize], now: u64) -> Vec<MoMessage> {
+    for &i in order {
+        h.handle_mt_sms_pp(VirtualInstant(now), &mt(sms[i].clone()));
+    }
+    run(h, VirtualInstant(now)).0
+}
+
+fn answer_of(h: &Handset, mo: &[MoMessage], counter: u64, req: &AuthRequest) -> Outcome {
+    assert_eq!(mo.len(), 1, "{mo:?}");
+    let MoMessage::Sms(s) = &mo[0] else {
+        panic!("{mo:?}")
+    };
+    let secrets = h.card_secrets();
+    let reply = open_answer_sms(&secrets, &s.user_data).unwrap();
+    verify_answer(&secrets, &reply, counter, &req.txid, &req.challenge).unwrap()
+}
+
+#[test]
+fn polish_consent_in_three_concatenated_sms_is_approved_with_the_pin() {
+    let mut h = handset(approve_all());
+    let req = polish_request(1);
+    let sms = build_request_sms(&h.card_secrets(), 1, &req, 0x2A).unwrap();
+    assert_eq!(sms.len(), 3);
+    assert_eq!(
+        &sms[0][..8],
+        &[0x07, 0x00, 0x03, 0x2A, 0x03, 0x01, 0x70, 0x00]
+    );
+    assert_eq!(&sms[1][..6], &[0x05, 0x00, 0x03, 0x2A, 0x03, 0x02]);
+    assert_eq!(&sms[2][..6], &[0x05, 0x00, 0x03, 0x2A, 0x03, 0x03]);
+    assert!(sms.iter().all(|s| s.len() <= 140));
+
+    // Nothing is shown before the last segment.
+    h.handle_mt_sms_pp(VirtualInstant(1_000), &mt(sms[0].clone()));
+    h.handle_mt_sms_pp(VirtualInstant(1_000), &mt(sms[1].clone()));
+    assert!(h.is_idle());
+    assert_eq!(h.card_mut().unwrap().pending_concatenations(), 1);
+    let mo = deliver(&mut h, &sms, &[2], 1_000);
+    assert_eq!(
+        answer_of(&h, &mo, 1, &req),
+        Outcome::Approved { loa: Loa::Loa3 }
+    );
+    assert_eq!(h.card_mut().unwrap().pending_concatenations(), 0);
+    assert_eq!(h.card_state().unwrap().pin_tries_left, 3);
+}
+
+#[test]
+fn concatenated_segments_out_of_order_work() {
+    let mut h = handset(approve_all());
+    let req = polish_request(2);
+    let sms = build_request_sms(&h.card_secrets(), 1, &req, 7).unwrap();
+    let mo = deliver(&mut h, &sms, &[2, 0, 1], 1_000);
+    assert_eq!(
+        answer_of(&h, &mo, 1, &req),
+        Outcome::Approved { loa: Loa::Loa3 }
+    );
+}
+
+#[test]
+fn duplicate_segments_are_harmless() {
+    let mut h = handset(approve_all());
+    let req = polish_request(3);
+    let sms = build_request_sms(&h.card_secrets(), 1, &req, 9).unwrap();
+    let mo = deliver(&mut h, &sms, &[0, 0, 1, 1, 0, 2], 1_000);
+    assert_eq!(
+        answer_of(&h, &mo, 1, &req),
+        Outcome::Approved { loa: Loa::Loa3 }
+    );
+    // A late copy after completion starts a message that never completes: no second prompt.
+    let mo = deliver(&mut h, &sms, &[2], 200_000);
+    assert!(mo.is_empty(), "{mo:?}");
+    assert!(h.is_idle());
+}
+
+#[test]
+fn missing_segment_shows_nothing_and_the_pending_state_expires() {
+    let mut h = handset(approve_all());
+    let req = polish_request(4);
+    let sms = build_request_sms(&h.card_secrets(), 1, &req, 3).unwrap();
+    let mo = deliver(&mut h, &sms, &[0, 2], 1_000);
+    assert!(mo.is_empty(), "{mo:?}");
+    assert!(h.is_idle());
+    assert_eq!(h.poll_timeout(), None);
+    assert_eq!(h.card_mut().unwrap().pending_concatenations(), 1);
+
+    // 60 s later the card has forgotten the segments: the next APDU (a new one-SMS request)
+    // finds nothing pending, and the late middle segment alone completes nothing.
+    let short = request(Loa::Loa2, 5);
+    let one = build_request_sms(&h.card_secrets(), 2, &short, 4).unwrap();
+    assert_eq!(one.len(), 1);
+    let mo = deliver(&mut h, &one, &[0], 61_000);
+    assert_eq!(
+        answer_of(&h, &mo, 2, &short),
+        Outcome::Approved { loa: Loa::Loa2 }
+    );
+    assert_eq!(h.card_mut().unwrap().pending_concatenations(), 0);
+    let mo = deliver(&mut h, &sms, &[1], 200_000);
+    assert!(mo.is_empty(), "{mo:?}");
+    assert_eq!(h.card_mut().unwrap().pending_concatenations(), 1);
+}
+
+#[test]
+fn long_text_is_shown_on_two_display_text_pages() {
+    let mut card = Card::new();
+    let req = polish_request(6);
+    let sms = build_request_sms(&card.secrets, 1, &req, 1).unwrap();
+    assert!(matches!(card.envelope_ud(0, &sms[1]), Shown::Done));
+    assert!(matches!(card.envelope_ud(0, &sms[2]), Shown::Done));
+    let c1 = cmd(card.envelope_ud(0, &sms[0]));
+    let c2 = cmd(card.tr(1_000, TerminalResponse::new(c1.details(), ResultCode::Ok)));
+    let (Command::DisplayText(p1), Command::DisplayText(p2)) = (&c1.command, &c2.command) else {
+        panic!("{c1:?} {c2:?}")
+    };
+    assert!(c1.encode().unwrap().len() <= 255 && c2.encode().unwrap().len() <= 255);
+    let shown = format!("{} {}", p1.text.text, p2.text.text);
+    assert_eq!(shown, format!("{POLISH_RP}\n{POLISH_CONSENT}\n4821"));
+    let c3 = cmd(card.tr(2_000, TerminalResponse::new(c2.details(), ResultCode::Ok)));
+    assert!(matches!(c3.command, Command::GetInput(_)), "{c3:?}");
+    let pin = user_pin(&card);
+    let shown = card.tr(3_000, pin_tr(&c3, &pin));
+    let ud = card.take_sms(3_000, shown);
+    assert_eq!(
+        card.outcome(&ud, 1, &req),
+        Outcome::Approved { loa: Loa::Loa3 }
+    );
+}
+
+#[test]
+fn largest_request_takes_three_segments() {
+    let req = AuthRequest {
+        rp_name: vec![b'r'; 64],
+        consent: vec![b'c'; 240],
+        binding_code: vec![b'1'; 16],
+        question: Some(vec![b'q'; 12]),
+        encoding: TextEncoding::Gsm7Unpacked,
+        ..polish_request(8)
+    };
+    assert_eq!(req.encode().unwrap().len(), 370);
+    let sms = build_request_sms(&CardSecrets::derive(1, 1), 1, &req, 0).unwrap();
+    assert_eq!(sms.len(), 3);
+    let mut card = Card::new();
+    let sms = build_request_sms(&card.secrets, 1, &req, 0).unwrap();
+    assert!(matches!(card.envelope_ud(0, &sms[0]), Shown::Done));
+    assert!(matches!(card.envelope_ud(0, &sms[1]), Shown::Done));
+    let c = cmd(card.envelope_ud(0, &sms[2]));
+    assert!(matches!(c.command, Command::DisplayText(_)), "{c:?}");
+}
+
+/// The concatenated example of docs/stk-applet-protocol.md §7: the worked example's keys, the
+/// Polish request, counter 2, reference 2A.
+#[test]
+fn concatenated_worked_example_is_the_documented_one() {
+    let secrets = CardSecrets {
+        kic_key: *b"\x00\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c\x0d\x0e\x0f",
+        kid_key: *b"\x10\x11\x12\x13\x14\x15\x16\x17\x18\x19\x1a\x1b\x1c\x1d\x1e\x1f",
+        k_auth: *b"\x20\x21\x22\x23\x24\x25\x26\x27\x28\x29\x2a\x2b\x2c\x2d\x2e\x2f",
+        initial_pin: Pin::new(b"1234").unwrap(),
+        puk: Pin::new_puk(b"12345678").unwrap(),
+    };
+    let req = AuthRequest {
+        txid: *b"\x01\x02\x03\x04\x05\x06\x07\x08",
+        challenge: [0xA5; 16],
+        expiry_secs: 120,
+        ..polish_request(0)
+    };
+    let app = req.encode().unwrap();
+    let sms = build_request_sms(&secrets, 2, &req, 0x2A).unwrap();
+    let got: Vec<String> = std::iter::once(hex::encode(&app))
+        .chain(sms.iter().map(hex::encode))
+        .collect();
+    for g in &got {
+        println!("{g}");
+    }
+    assert_eq!(got, CONCAT_EXPECTED);
+    let mut card = Card {
+        applet: Applet::new(secrets.clone()),
+        secrets,
+    };
+    assert!(matches!(card.envelope_ud(0, &sms[2]), Shown::Done));
+    assert!(matches!(card.envelope_ud(0, &sms[1]), Shown::Done));
+    let c = cmd(card.envelope_ud(0, &sms[0]));
+    assert!(matches!(c.command, Command::DisplayText(_)), "{c:?}");
+}
+
+const CONCAT_EXPECTED: [&str; 4] = [
+    "01010102030405060708a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a503007808013600550072007a0105006400200047006d0069006e007900200057006100720073007a006100770061002d00420065006d006f0077006f02d0006d0044006f006b0075006d0065006e00740079003a00200070006f007400770069006500720064017a002000750064006f0073007401190070006e00690065006e00690065002000640061006e00790063006800200064006f0077006f006400750020006f0073006f006200690073007400650067006f00200064006c0061003a002000550072007a0105006400200047006d0069006e007900200057006100720073007a006100770061002d00420065006d006f0077006f002e00200050006f00640061006a002000500049004e03080034003800320031",
+    "0700032a03017000014815163912124d4341ddd9aa83411b27ca5370e63ee82137aff14eaf6ab9babb967a1c4feb5747ac820b8a1786043f8bc4d7258f6a609b00e07a85ea0270ef9c69b35517a42b700e9a34747e3844df03e94a81a7f8136b4fcc0d04b0c4df1df560cf33a43d4fbc92904177a335005d3c68af1110192c1907a0dac42b049c289d371d49",
+    "0500032a03026b4933d328e1633253207e5cbd4c3f25c9727e8957e7cbdd59992a62b5790b756a8f64166d1aa388a7f13fceb54b0df18f8f38ef231d04fa01c7712d5af657529abbf4a6c7db5d4880f234266b6223aaa994e282f41158ce567a59320142644730f9ce83ce144fe42af5d0b8014cacb80a7ee88901ace4ba7ac83a4407af13b36e0ee46f9a20",
+    "0500032a03035338707714fc2beb970ab6568379bd321bf939a840010113bba8329147def05ebb35e3c4fa711ed99d7dce3de109340f0de64bbd295b02a4de43514c86ae8a4e",
+];
+
+#[test]
+fn request_too_long_for_the_protocol_is_refused_by_the_gateway() {
+    let mut req = polish_request(7);
+    req.consent = vec![0x00; 242];
+    assert!(matches!(
+        build_request_sms(&CardSecrets::derive(1, 1), 1, &req, 0),
+        Err(GatewayError::Protocol(_))
+    ));
+}
+
 proptest::proptest! {
+    #[test]
+    fn handset_never_panics_on_arbitrary_segments(
+        segs in proptest::collection::vec(
+            (0u8..3, 0u8..6, 0u8..6, proptest::bool::ANY, proptest::collection::vec(proptest::num::u8::ANY, 0..140)),
+            0..12,
+        ),
+        step in 0u64..40_000,
+    ) {
+        let mut h = handset(approve_all());
+        for (i, (reference, total, seq, first, body)) in segs.into_iter().enumerate() {
+            let mut ud = if first {
+                vec![0x07, 0x70, 0x00, 0x00, 0x03, reference, total, seq]
+            } else {
+                vec![0x05, 0x00, 0x03, reference, total, seq]
+            };
+            ud.extend_from_slice(&body);
+            ud.truncate(140);
+            let now = VirtualInstant(i as u64 * step);
+            h.handle_mt_sms_pp(now, &mt(ud));
+            let _ = run(&mut h, now);
+            proptest::prop_assert!(h.card_mut().unwrap().pending_concatenations() <= 2);
+        }
+    }
+
     #[test]
     fn applet_never_panics_on_arbitrary_apdus(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
         let mut card = Card::new();

@@ -6,9 +6,10 @@ use thiserror::Error;
 
 use super::protocol::{AuthAnswer, AuthRequest, Outcome, ProtocolError, CHALLENGE_LEN, TAR};
 use super::state::CardSecrets;
+use crate::cat::tpdu::{command_segments, MAX_CONCATENATED_PACKET, MAX_SEGMENTS};
 use crate::ota::{
     decode_response, Algorithm, ChecksumKind, CommandPacket, Counter, CounterPolicy, KeySet, Kic,
-    Kid, OtaError, PorRequired, PorSecurity, ResponseStatus, Spi, COMMAND_UDH,
+    Kid, OtaError, PorRequired, PorSecurity, ResponseStatus, Spi,
 };
 
 /// SPI the gateway sends: CC, ciphered, counter must be higher; PoR required, with CC,
@@ -62,18 +63,32 @@ pub enum GatewayError {
     Rejected { status: ResponseStatus },
     #[error("PoR status OK but it carries no answer")]
     MissingAnswer,
-    #[error("command packet of {len} octets does not fit one SMS (137 octets)")]
+    #[error("command packet of {len} octets does not fit {MAX_SEGMENTS} concatenated SMS ({MAX_CONCATENATED_PACKET} octets)")]
     TooManySegments { len: usize },
 }
 
-/// Build the SMS user data (with UDH) carrying `request` under counter `counter`. One element
-/// today (see [`split_command_sms`]); a list so concatenation can come without an API change.
+/// Build the SMS user data (each with its UDH) carrying `request` under counter `counter`: one
+/// element when the packet fits one SMS, else 2..=[`MAX_SEGMENTS`] concatenated segments with
+/// reference `concat_ref` (see [`split_command_sms`]). Send them all to the same MSISDN; the
+/// order does not matter, the card reassembles. A version-1 request (at most
+/// [`MAX_REQUEST_LEN`](super::protocol::MAX_REQUEST_LEN) octets) needs at most 3 segments.
 pub fn build_request_sms(
     secrets: &CardSecrets,
     counter: u64,
     request: &AuthRequest,
     concat_ref: u8,
 ) -> Result<Vec<Vec<u8>>, GatewayError> {
+    let bytes = build_request_packet(secrets, counter, request)?;
+    split_command_sms(&bytes, concat_ref)
+}
+
+/// The secured command packet (from CPL on, no UDH) carrying `request`, for a caller that does
+/// its own SMS segmentation; [`build_request_sms`] is this plus [`split_command_sms`].
+pub fn build_request_packet(
+    secrets: &CardSecrets,
+    counter: u64,
+    request: &AuthRequest,
+) -> Result<Vec<u8>, GatewayError> {
     let packet = CommandPacket {
         spi: request_spi(),
         kic: applet_kic(),
@@ -82,22 +97,19 @@ pub fn build_request_sms(
         counter: Counter::new(counter)?,
         data: request.encode()?,
     };
-    let bytes = packet.encode(&applet_key_set(secrets))?;
-    split_command_sms(&bytes, concat_ref)
+    Ok(packet.encode(&applet_key_set(secrets))?)
 }
 
-/// Wrap an encoded command packet as SMS user data `02 70 00 | packet`. Version 1 of the
-/// protocol fits one SMS: the card model does not reassemble concatenated packets yet, so a
-/// longer packet is refused here ([`GatewayError::TooManySegments`]) and the gateway must shorten
-/// the texts. `concat_ref` is reserved for concatenation.
+/// Wrap an encoded command packet as SMS user data: `02 70 00 | packet` when it fits one SMS
+/// (137 octets), else concatenated: first segment `07 00 03 ref n 1 70 00 | 132 octets`, later
+/// ones `05 00 03 ref n k | up to 134 octets`. The gateway should vary `concat_ref` per message
+/// to a card (e.g. the low octet of the counter) so segments of two requests never mix.
 pub fn split_command_sms(packet: &[u8], concat_ref: u8) -> Result<Vec<Vec<u8>>, GatewayError> {
-    let _ = concat_ref;
-    if COMMAND_UDH.len() + packet.len() > SMS_USER_DATA_MAX {
+    if packet.len() > MAX_CONCATENATED_PACKET {
         return Err(GatewayError::TooManySegments { len: packet.len() });
     }
-    let mut ud = COMMAND_UDH.to_vec();
-    ud.extend_from_slice(packet);
-    Ok(vec![ud])
+    command_segments(packet, concat_ref)
+        .map_err(|_| GatewayError::TooManySegments { len: packet.len() })
 }
 
 /// A PoR from the applet, opened but not yet matched to a request.

@@ -1,7 +1,8 @@
 //! Our Mobile Connect authenticator applet, as a card that answers APDUs (the protocol is in
 //! `docs/stk-applet-protocol.md`).
 //!
-//! Data flow: the handset sends an ENVELOPE (SMS-PP DOWNLOAD) to [`Applet::process_apdu`]; the
+//! Data flow: the handset sends an ENVELOPE (SMS-PP DOWNLOAD) to [`Applet::process_apdu`] (one
+//! per SMS; segments of a concatenated packet are joined by [`reassembly`] first); the
 //! card's OTA layer opens the secured command packet with `ota` (CC, ciphering, counter policy)
 //! and either answers at once with an error PoR or hands the data to the applet, which decodes
 //! the [`protocol::AuthRequest`] and runs a `session` dialog: each step is a proactive command
@@ -11,17 +12,19 @@
 //! - [`protocol`]: the request/answer codec and the card's MAC, shared with the gateway.
 //! - [`pin`]: the PIN object (try counter, PUK).
 //! - [`state`]: provisioned secrets and the durable state (18 octets).
+//! - [`reassembly`]: concatenated command packets, one ENVELOPE per segment, joined on the card.
 //! - `session`: one dialog as a state machine over proactive commands.
 //! - [`gateway`]: what the gateway calls: build the request SMS, open and verify the answer.
 
 pub mod gateway;
 pub mod pin;
 pub mod protocol;
+pub mod reassembly;
 mod session;
 pub mod state;
 
 use crate::cat::apdu::{CLA_TOOLKIT, INS_ENVELOPE, INS_FETCH, INS_TERMINAL_RESPONSE};
-use crate::cat::tpdu::{PacketIei, SecuredDeliver, SecuredSubmit};
+use crate::cat::tpdu::{DeliverSegment, PacketIei, SecuredSubmit};
 use crate::cat::{
     Address, Apdu, Command, CommandDetails, ProactiveCommand, ResponseData, SendShortMessage,
     SmsPpDownload, StatusWord, TerminalResponse,
@@ -35,6 +38,7 @@ use crate::ota::{
 
 use pin::{PinError, PinObject};
 use protocol::{AuthAnswer, AuthRequest, ErrorCode, Loa, Outcome, CHALLENGE_LEN, TAR};
+use reassembly::{Fed, Reassembly};
 use session::{Dialog, Next, TrSummary};
 use state::{AppletState, CardSecrets};
 
@@ -73,6 +77,8 @@ pub struct Applet {
     last_counter: u64,
     message_reference: u8,
     run: Option<Box<Run>>,
+    /// Concatenated packets in progress; boxed only while one is.
+    reassembly: Option<Box<Reassembly>>,
 }
 
 impl Applet {
@@ -90,6 +96,7 @@ impl Applet {
             last_counter: state.last_counter,
             message_reference: 0,
             run: None,
+            reassembly: None,
         }
     }
 
@@ -113,6 +120,12 @@ impl Applet {
         self.pins.pin_tries_left()
     }
 
+    /// Concatenated command packets waiting for segments (expired ones are dropped at the next
+    /// APDU).
+    pub fn pending_concatenations(&self) -> usize {
+        self.reassembly.as_ref().map_or(0, |r| r.pending())
+    }
+
     /// True while a proactive session runs.
     pub fn is_busy(&self) -> bool {
         self.run.is_some()
@@ -125,6 +138,12 @@ impl Applet {
         };
         if apdu.cla != CLA_TOOLKIT {
             return SW_CLA.to_vec();
+        }
+        if let Some(r) = self.reassembly.as_mut() {
+            r.expire(now);
+            if r.pending() == 0 {
+                self.reassembly = None;
+            }
         }
         match apdu.ins {
             INS_ENVELOPE => self.envelope(now, &apdu.data),
@@ -147,13 +166,36 @@ impl Applet {
         let Ok(env) = SmsPpDownload::decode(data) else {
             return SW_WRONG_DATA.to_vec();
         };
-        let Ok(deliver) = SecuredDeliver::decode(&env.tpdu) else {
+        let Ok(seg) = DeliverSegment::decode(&env.tpdu) else {
             return SW_WRONG_DATA.to_vec();
         };
-        if deliver.iei != PacketIei::Command {
-            return SW_WRONG_DATA.to_vec();
+        match seg.header.concat.filter(|c| c.total > 1) {
+            None => {
+                if seg.header.iei != Some(PacketIei::Command) {
+                    return SW_WRONG_DATA.to_vec();
+                }
+                self.command_packet(now, &seg.body, seg.originator)
+            }
+            Some(concat) => {
+                let r = self.reassembly.get_or_insert_with(Box::default);
+                match r.feed(now, &seg.originator, concat, seg.header.iei, &seg.body) {
+                    Fed::Complete(packet) => {
+                        if r.pending() == 0 {
+                            self.reassembly = None;
+                        }
+                        self.command_packet(now, &packet, seg.originator)
+                    }
+                    // A segment is acknowledged like any SMS-PP download without an answer yet;
+                    // a refused one too, since nothing the network can do would fix it.
+                    Fed::Waiting | Fed::Duplicate | Fed::Refused(_) => {
+                        if r.pending() == 0 {
+                            self.reassembly = None;
+                        }
+                        StatusWord::Ok.to_bytes().to_vec()
+                    }
+                }
+            }
         }
-        self.command_packet(now, &deliver.packet, deliver.originator)
     }
 
     fn key_set(&self) -> KeySet {

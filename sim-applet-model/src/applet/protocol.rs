@@ -27,8 +27,10 @@ pub const MAC_LEN: usize = 16;
 pub const REQUEST_HEADER_LEN: usize = 30;
 /// Length of an encoded answer.
 pub const ANSWER_LEN: usize = 12 + MAC_LEN;
-/// Upper bound on a whole request, so the card's buffer has a fixed size.
-pub const MAX_REQUEST_LEN: usize = 240;
+/// Upper bound on a whole request, so the card's buffer has a fixed size. Below the sum of the
+/// field maxima on purpose: its secured packet (AES, CC: 10 + 384 = 394 octets) must fit 3
+/// concatenated SMS (400 octets).
+pub const MAX_REQUEST_LEN: usize = 370;
 /// Bounds on the expiry, in seconds.
 pub const MIN_EXPIRY_SECS: u16 = 10;
 /// See [`MIN_EXPIRY_SECS`].
@@ -49,9 +51,11 @@ pub mod tag {
 }
 
 /// Maximum value lengths in octets, by tag.
-pub const MAX_RP_NAME: usize = 40;
+/// (32 UCS2 characters: "Urząd Gminy Warszawa-Bemowo" is 27).
+pub const MAX_RP_NAME: usize = 64;
 /// See [`MAX_RP_NAME`].
-pub const MAX_CONSENT: usize = 160;
+/// (120 UCS2 characters: a Polish consent sentence with the RP name in it).
+pub const MAX_CONSENT: usize = 240;
 /// See [`MAX_RP_NAME`].
 pub const MAX_BINDING_CODE: usize = 16;
 /// See [`MAX_RP_NAME`].

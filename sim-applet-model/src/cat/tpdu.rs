@@ -4,8 +4,14 @@
 //! set, and a user data header holding only the packet IEI (`02 70 00` command packet,
 //! `02 71 00` response packet). `packet` is everything after that header.
 //!
-//! Concatenated secured packets (IEI 0x00 beside 0x70) are not modelled: decoding accepts and
-//! drops other header elements, encoding writes a single SMS.
+//! A command packet longer than one SMS travels as concatenated SMS (TS 31.115 §4.3, TS 23.040
+//! §9.2.3.24.1): every segment has a concatenation element (`00 03 ref total seq`, or the 16-bit
+//! reference form `08 04 ref ref total seq` on receive) and the first one also the `70 00`
+//! element. [`command_segments`] writes `07 00 03 ref n 1 70 00 | part` then `05 00 03 ref n k |
+//! part`; [`parse_user_data_header`] accepts the elements in any order, so a sender putting
+//! `70 00` first is understood too. [`DeliverSegment`] is one such SMS-DELIVER as the card sees
+//! it; reassembly is the card's job (`applet::reassembly`). [`SecuredDeliver::decode`] refuses a
+//! segment of a multi-part message so a part is never mistaken for a whole packet.
 
 use nom::bytes::complete::take;
 use nom::number::complete::u8 as octet;
@@ -21,6 +27,178 @@ pub const DCS_8BIT_CLASS2: u8 = 0xF6;
 /// Most secured-packet octets one SMS carries after the 3-octet header.
 pub const MAX_SINGLE_PACKET: usize = 137;
 const MAX_TP_DIGITS: usize = 20;
+
+/// Longest SMS user data (TP-UDL of 8-bit data).
+pub const MAX_USER_DATA: usize = 140;
+/// UDH of the first segment of a concatenated command packet: UDHL, `00 03 ref n 1`, `70 00`.
+pub const FIRST_SEGMENT_UDH_LEN: usize = 8;
+/// UDH of a later segment: UDHL, `00 03 ref n k`.
+pub const NEXT_SEGMENT_UDH_LEN: usize = 6;
+/// Most segments [`command_segments`] writes (and the card reassembles): 4 segments carry
+/// 132 + 3 x 134 = 534 octets of secured packet.
+pub const MAX_SEGMENTS: u8 = 4;
+/// Longest secured packet that fits [`MAX_SEGMENTS`] segments.
+pub const MAX_CONCATENATED_PACKET: usize = (MAX_USER_DATA - FIRST_SEGMENT_UDH_LEN)
+    + (MAX_SEGMENTS as usize - 1) * (MAX_USER_DATA - NEXT_SEGMENT_UDH_LEN);
+
+/// The concatenation element of one segment (TS 23.040 IEI 00 or 08).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Concat {
+    /// Reference shared by all segments of one message (8-bit IEI 00 or 16-bit IEI 08).
+    pub reference: u16,
+    /// Number of segments, 1..=255.
+    pub total: u8,
+    /// This segment's number, 1..=total.
+    pub seq: u8,
+}
+
+/// What a user data header says about the user data that follows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserDataHeader {
+    /// The `70 00` / `71 00` element, if present (only the first segment carries it).
+    pub iei: Option<PacketIei>,
+    /// The concatenation element, if present and meaningful (TS 23.040: total 0 or seq outside
+    /// 1..=total means "ignore the element").
+    pub concat: Option<Concat>,
+    /// Offset of the first octet after the header.
+    pub body_at: usize,
+}
+
+/// Parse the UDH at the start of `ud` (TP-UDHI set): elements in any order, unknown ones skipped.
+pub fn parse_user_data_header(ud: &[u8]) -> Result<UserDataHeader, CatError> {
+    let (&udhl, after) = ud
+        .split_first()
+        .ok_or(err("TP-UDHL", 0, "user data header missing"))?;
+    let header = after.get(..usize::from(udhl)).ok_or(err(
+        "TP-UDHL",
+        0,
+        "header longer than the user data",
+    ))?;
+    let mut out = UserDataHeader {
+        iei: None,
+        concat: None,
+        body_at: 1 + header.len(),
+    };
+    let mut ies = header;
+    while let [id, len, rest @ ..] = ies {
+        let at = 1 + header.len() - ies.len();
+        let data = rest.get(..usize::from(*len)).ok_or(err(
+            "TP-UDH",
+            at,
+            "information element truncated",
+        ))?;
+        match (id, data) {
+            (0x70, []) => out.iei = Some(PacketIei::Command),
+            (0x71, []) => out.iei = Some(PacketIei::Response),
+            (0x00, &[r, total, seq]) => out.concat = concat(u16::from(r), total, seq),
+            (0x08, &[r1, r2, total, seq]) => {
+                out.concat = concat(u16::from_be_bytes([r1, r2]), total, seq)
+            }
+            // A concatenation element of the wrong length is ignored like any element the
+            // receiver cannot use (TS 23.040 §9.2.3.24): the packet then reads as one SMS.
+            _ => {}
+        }
+        ies = &rest[data.len()..];
+    }
+    if !ies.is_empty() {
+        return Err(err(
+            "TP-UDH",
+            1 + header.len() - ies.len(),
+            "information element truncated",
+        ));
+    }
+    Ok(out)
+}
+
+fn concat(reference: u16, total: u8, seq: u8) -> Option<Concat> {
+    (total != 0 && seq != 0 && seq <= total).then_some(Concat {
+        reference,
+        total,
+        seq,
+    })
+}
+
+/// Split an encoded command packet (from CPL on) into SMS user data: one SMS `02 70 00 | packet`
+/// when it fits, else up to [`MAX_SEGMENTS`] segments with the 8-bit concatenation element and
+/// `70 00` in the first one.
+pub fn command_segments(packet: &[u8], reference: u8) -> Result<Vec<Vec<u8>>, CatError> {
+    if packet.len() <= MAX_SINGLE_PACKET {
+        let mut ud = vec![0x02, 0x70, 0x00];
+        ud.extend_from_slice(packet);
+        return Ok(vec![ud]);
+    }
+    if packet.len() > MAX_CONCATENATED_PACKET {
+        return Err(CatError::Invalid {
+            field: "secured packet",
+            reason: "longer than 534 octets (4 concatenated SMS)",
+        });
+    }
+    let first = MAX_USER_DATA - FIRST_SEGMENT_UDH_LEN;
+    let next = MAX_USER_DATA - NEXT_SEGMENT_UDH_LEN;
+    let total = 1 + (packet.len() - first).div_ceil(next);
+    // Bounded by MAX_CONCATENATED_PACKET above, so at most MAX_SEGMENTS.
+    let total = u8::try_from(total).unwrap_or(MAX_SEGMENTS);
+    let mut out = Vec::with_capacity(usize::from(total));
+    let (head, mut rest) = packet.split_at(first);
+    let mut ud = vec![0x07, 0x00, 0x03, reference, total, 1, 0x70, 0x00];
+    ud.extend_from_slice(head);
+    out.push(ud);
+    for seq in 2..=total {
+        let (part, tail) = rest.split_at(next.min(rest.len()));
+        let mut ud = vec![0x05, 0x00, 0x03, reference, total, seq];
+        ud.extend_from_slice(part);
+        out.push(ud);
+        rest = tail;
+    }
+    Ok(out)
+}
+
+/// One SMS-DELIVER of a command packet as the card receives it: a whole packet (no
+/// concatenation element) or one segment of a concatenated one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliverSegment {
+    pub originator: Address,
+    pub header: UserDataHeader,
+    /// The user data after the header: the whole packet, or this segment's part of it.
+    pub body: Vec<u8>,
+}
+
+impl DeliverSegment {
+    /// Decode an SMS-DELIVER with PID 7F, DCS F6 and a UDH; the UDH need not hold `70 00`
+    /// (later segments do not). At most 140 octets of user data, so the body is bounded.
+    pub fn decode(input: &[u8]) -> Result<Self, CatError> {
+        let mut r = Reader::new(input);
+        let first = r.octet("first octet")?;
+        if first & 0x03 != 0x00 {
+            return Err(err("TP-MTI", 0, "not SMS-DELIVER"));
+        }
+        if first & 0x40 == 0 {
+            return Err(err("TP-UDHI", 0, "user data header indicator not set"));
+        }
+        let originator = r.address("TP-OA")?;
+        check_pid_dcs(&mut r)?;
+        r.take(7, "TP-SCTS")?;
+        let udl_at = r.at();
+        let udl = usize::from(r.octet("TP-UDL")?);
+        if udl != r.rest.len() {
+            return Err(err("TP-UDL", udl_at, "disagrees with the user data length"));
+        }
+        if udl > MAX_USER_DATA {
+            return Err(err("TP-UDL", udl_at, "more than 140 octets"));
+        }
+        let ud_at = r.at();
+        let header = parse_user_data_header(r.rest).map_err(|e| match e {
+            CatError::Tpdu { field, at, reason } => err(field, ud_at + at, reason),
+            other => other,
+        })?;
+        let body = r.rest.get(header.body_at..).unwrap_or_default().to_vec();
+        Ok(Self {
+            originator,
+            header,
+            body,
+        })
+    }
+}
 
 /// The user data header element that says what the user data is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -120,36 +298,19 @@ impl<'a> Reader<'a> {
             return Err(err("TP-UDL", udl_at, "disagrees with the user data length"));
         }
         let ud_at = self.at();
-        let ud = self.rest;
-        let (&udhl, after) =
-            ud.split_first()
-                .ok_or(err("TP-UDHL", ud_at, "user data header missing"))?;
-        let header = after.get(..usize::from(udhl)).ok_or(err(
-            "TP-UDHL",
-            ud_at,
-            "header longer than the user data",
-        ))?;
-        let mut iei = None;
-        let mut ies = header;
-        while let [id, len, rest @ ..] = ies {
-            let data = rest.get(..usize::from(*len)).ok_or(err(
-                "TP-UDH",
-                ud_at,
-                "information element truncated",
-            ))?;
-            match id {
-                0x70 if data.is_empty() => iei = Some(PacketIei::Command),
-                0x71 if data.is_empty() => iei = Some(PacketIei::Response),
-                _ => {}
-            }
-            ies = &rest[data.len()..];
+        let header = parse_user_data_header(self.rest).map_err(|e| match e {
+            CatError::Tpdu { field, at, reason } => err(field, ud_at + at, reason),
+            other => other,
+        })?;
+        if header.concat.is_some_and(|c| c.total > 1) {
+            return Err(err("TP-UDH", ud_at, "segment of a concatenated packet"));
         }
-        if !ies.is_empty() {
-            return Err(err("TP-UDH", ud_at, "information element truncated"));
-        }
-        let iei = iei.ok_or(err("TP-UDH", ud_at, "no secured packet element (70 or 71)"))?;
+        let iei = header
+            .iei
+            .ok_or(err("TP-UDH", ud_at, "no secured packet element (70 or 71)"))?;
+        let body = self.rest.get(header.body_at..).unwrap_or_default().to_vec();
         self.rest = &[];
-        Ok((iei, after[usize::from(udhl)..].to_vec()))
+        Ok((iei, body))
     }
 }
 
@@ -341,6 +502,84 @@ mod tests {
         assert!(matches!(s.encode(), Err(CatError::Invalid { .. })));
     }
 
+    #[test]
+    fn long_packet_is_split_with_concat_then_command_element_in_the_first_segment() {
+        let packet: Vec<u8> = (0..300u16).map(|i| i as u8).collect();
+        let segs = command_segments(&packet, 0x2A).unwrap();
+        assert_eq!(segs.len(), 3);
+        assert_eq!(&segs[0][..8], &hex!("07 00 03 2A 03 01 70 00"));
+        assert_eq!(&segs[1][..6], &hex!("05 00 03 2A 03 02"));
+        assert_eq!(&segs[2][..6], &hex!("05 00 03 2A 03 03"));
+        assert_eq!(
+            (segs[0].len(), segs[1].len(), segs[2].len()),
+            (140, 140, 6 + 300 - 132 - 134)
+        );
+        let joined: Vec<u8> = segs
+            .iter()
+            .flat_map(|s| s[parse_user_data_header(s).unwrap().body_at..].to_vec())
+            .collect();
+        assert_eq!(joined, packet);
+    }
+
+    #[test]
+    fn short_packet_is_one_plain_sms_and_oversized_is_refused() {
+        assert_eq!(
+            command_segments(&[1, 2], 0).unwrap(),
+            vec![vec![0x02, 0x70, 0x00, 1, 2]]
+        );
+        assert_eq!(command_segments(&[0; 137], 0).unwrap().len(), 1);
+        assert_eq!(command_segments(&[0; 138], 0).unwrap().len(), 2);
+        assert_eq!(
+            command_segments(&[0; MAX_CONCATENATED_PACKET], 0)
+                .unwrap()
+                .len(),
+            4
+        );
+        assert!(command_segments(&[0; MAX_CONCATENATED_PACKET + 1], 0).is_err());
+    }
+
+    #[test]
+    fn header_elements_are_read_in_either_order() {
+        let ours = parse_user_data_header(&hex!("07 00 03 05 02 01 70 00 AA")).unwrap();
+        let theirs = parse_user_data_header(&hex!("07 70 00 00 03 05 02 01 AA")).unwrap();
+        let sixteen = parse_user_data_header(&hex!("08 70 00 08 04 01 05 02 01 AA")).unwrap();
+        for (h, reference) in [(ours, 5), (theirs, 5), (sixteen, 0x105)] {
+            assert_eq!(h.iei, Some(PacketIei::Command));
+            assert_eq!(
+                h.concat,
+                Some(Concat {
+                    reference,
+                    total: 2,
+                    seq: 1
+                })
+            );
+        }
+        assert_eq!((ours.body_at, sixteen.body_at), (8, 9));
+        // Sequence 0 or beyond the total: the element is ignored (TS 23.040).
+        let h = parse_user_data_header(&hex!("05 00 03 05 02 03")).unwrap();
+        assert_eq!((h.iei, h.concat), (None, None));
+    }
+
+    #[test]
+    fn segment_decodes_but_is_not_a_whole_deliver() {
+        let bytes = hex!("44 04 91 21 43 7F F6 32 11 13 01 00 00 00 08 05 00 03 07 02 02 AB CD");
+        let seg = DeliverSegment::decode(&bytes).unwrap();
+        assert_eq!(seg.originator, Address::international("1234"));
+        assert_eq!(
+            seg.header.concat,
+            Some(Concat {
+                reference: 7,
+                total: 2,
+                seq: 2
+            })
+        );
+        assert_eq!((seg.header.iei, seg.body), (None, vec![0xAB, 0xCD]));
+        assert_eq!(
+            SecuredDeliver::decode(&bytes),
+            Err(err("TP-UDH", 15, "segment of a concatenated packet"))
+        );
+    }
+
     fn iei() -> impl Strategy<Value = PacketIei> {
         prop_oneof![Just(PacketIei::Command), Just(PacketIei::Response)]
     }
@@ -362,6 +601,25 @@ mod tests {
         fn tpdu_decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = SecuredDeliver::decode(&bytes);
             let _ = SecuredSubmit::decode(&bytes);
+            let _ = DeliverSegment::decode(&bytes);
+            let _ = parse_user_data_header(&bytes);
+        }
+
+        #[test]
+        fn segments_fit_one_sms_and_rejoin(packet in proptest::collection::vec(any::<u8>(), 0..=MAX_CONCATENATED_PACKET), reference in any::<u8>()) {
+            let segs = command_segments(&packet, reference).unwrap();
+            prop_assert!(segs.len() <= usize::from(MAX_SEGMENTS));
+            let mut joined = Vec::new();
+            for (i, s) in segs.iter().enumerate() {
+                prop_assert!(s.len() <= MAX_USER_DATA);
+                let h = parse_user_data_header(s).unwrap();
+                prop_assert_eq!(h.iei.is_some(), i == 0);
+                if segs.len() > 1 {
+                    prop_assert_eq!(h.concat, Some(Concat { reference: u16::from(reference), total: segs.len() as u8, seq: i as u8 + 1 }));
+                }
+                joined.extend_from_slice(&s[h.body_at..]);
+            }
+            prop_assert_eq!(joined, packet);
         }
     }
 }

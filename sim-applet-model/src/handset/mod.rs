@@ -3,7 +3,8 @@
 //! `handle_mt_sms_pp`) and wake-ups (`handle_timeout`), and takes MO traffic (`poll_mo`) and the
 //! next wake-up (`poll_timeout`).
 //!
-//! Data flow for SMS-PP: the MT user data becomes an SMS-DELIVER in an ENVELOPE to the card; the
+//! Data flow for SMS-PP: the MT user data becomes an SMS-DELIVER in an ENVELOPE to the card (one
+//! per SMS, also for the segments of a concatenated packet, which the card joins); the
 //! handset then FETCHes proactive commands, shows them, lets the [`user`] model answer after a
 //! think time (or not: the UI timers of 25 s / 180 s answer "no response", TR 12) and returns
 //! TERMINAL RESPONSEs; a SEND SHORT MESSAGE becomes an MO SMS. For USSD the user reads the
@@ -301,7 +302,9 @@ impl Handset {
     }
 
     /// An MT SMS arrives. Only SIM data download (PID 7F) reaches the card; others are read and
-    /// forgotten.
+    /// forgotten. Each segment of a concatenated secured packet is one call: the ME passes it
+    /// unchanged in its own ENVELOPE and the card reassembles (`applet::reassembly`), so
+    /// segments may come in any order and the prompt appears with the last one.
     pub fn handle_mt_sms_pp(&mut self, now: VirtualInstant, sms: &MtSms) {
         if sms.protocol_id != PID_SIM_DATA_DOWNLOAD || !self.has_applet() {
             return;
@@ -320,10 +323,12 @@ impl Handset {
             .map(|c| c.process_apdu(now, &apdu))
             .unwrap_or_default();
         if let Ok(r) = ApduResponse::decode(&response) {
+            // 90 00 (a segment stored, a packet refused silently) and 93 00 (toolkit busy) leave
+            // any dialog on screen as it is; only a new proactive session is driven.
             if matches!(r.sw, StatusWord::ProactiveCommandPending(_)) {
                 self.new_intent();
+                self.drive_card(now, r.sw);
             }
-            self.drive_card(now, r.sw);
         }
         self.gc();
     }
