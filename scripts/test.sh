@@ -22,6 +22,9 @@ cargo fmt --all -- --check
 say "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+say "Fuzz targets build (they run by hand: see sim-applet-model/fuzz/README.md)"
+cargo check --quiet --manifest-path sim-applet-model/fuzz/Cargo.toml --locked
+
 say "cargo test"
 export PATH="$root/scripts/.deps/bin:$PATH"
 cargo test --workspace --locked
