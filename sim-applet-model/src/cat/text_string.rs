@@ -155,6 +155,10 @@ impl AlphaId {
         if let Ok(septets) = text::gsm7_encode(&self.0) {
             return Ok(septets);
         }
+        // U+FFFF is the records' padding value in format 80: it cannot be sent as a character.
+        if let Some((index, ch)) = self.0.chars().enumerate().find(|&(_, c)| c == '\u{FFFF}') {
+            return Err(TextError::NotUcs2 { ch, index });
+        }
         let mut out = vec![0x80];
         out.extend(text::ucs2_encode(&self.0)?);
         Ok(out)
@@ -245,7 +249,8 @@ fn decode_windowed(tlv: &Tlv<'_>, base: u32, chars: &[u8]) -> Result<String, Cat
         } else {
             flush(&mut gsm_run, &mut out)?;
             let code = base + u32::from(b & 0x7F);
-            let ch = (code <= 0xFFFF)
+            // 0xFFFF is padding in the 80 format, not a character (and a noncharacter anyway).
+            let ch = (code < 0xFFFF)
                 .then(|| char::from_u32(code))
                 .flatten()
                 .ok_or(tlv.bad_value("UCS2 window character is not a valid code point"))?;
@@ -389,6 +394,17 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn ffff_is_padding_never_a_character() {
+        // Format 82 with base 0xFF80: 0xFF would name U+FFFF, the padding value of format 80;
+        // accepting it would not survive a round trip (found by the cat_decode fuzz target).
+        assert!(matches!(
+            AlphaId::decode_tlv(&one(&hex!("05 05 82 01 FF 80 FF"))),
+            Err(CatError::BadValue { tag: 0x05, .. })
+        ));
+        assert!(AlphaId("a\u{FFFF}".into()).encode_value().is_err());
     }
 
     fn text_strategy() -> impl Strategy<Value = String> {
