@@ -3,6 +3,7 @@
 //! Tools write to a caller-supplied writer so that tests read exactly what an operator sees.
 
 mod ota;
+mod provision;
 mod text;
 
 use std::io::Write;
@@ -26,6 +27,8 @@ pub enum Command {
     /// GSM 03.38 text: encoding choice, SMS segments, USSD strings.
     #[command(subcommand)]
     Text(text::TextCommand),
+    /// Write the subscriber registry of a simulated population (keys inside: mode 0600).
+    Provision(provision::ProvisionArgs),
 }
 
 /// Run one parsed command. `Ok(code)` carries the exit status a tool chose (for instance a
@@ -34,6 +37,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Ota(cmd) => ota::run(cmd, out),
         Command::Text(cmd) => text::run(cmd, out),
+        Command::Provision(args) => provision::run(args, out),
     }
 }
 

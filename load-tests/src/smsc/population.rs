@@ -45,7 +45,6 @@ use std::time::{Duration, Instant};
 
 use gateway::smpp::dialect::{DcsScheme, Dialect, EndSignal, SessionKeyLocation};
 use sim_applet_model::applet::state::CardSecrets;
-use sim_applet_model::handset::rng::{derive_seed, SplitMix64};
 use sim_applet_model::handset::user::UserParams;
 use sim_applet_model::handset::{self, Handset, HandsetParams, MtSms, UssdMt, VirtualInstant};
 use sim_applet_model::text;
@@ -61,8 +60,6 @@ pub const ERR_SIM_DATA_DOWNLOAD: u16 = 0xD5;
 
 /// `esm_class` UDHI bit.
 const ESM_UDHI: u8 = 0x40;
-/// Stream of the applet-share draw, apart from the handsets' own streams (1 and up).
-const APPLET_STREAM: u64 = 0;
 /// How long the network keeps a SIM data download dialog without news, virtual ms: longer than
 /// the handset's GET INPUT timer (180 s) plus the screens before it.
 const SMS_DIALOG_MS: u64 = 300_000;
@@ -219,9 +216,11 @@ impl HandsetNetwork {
         });
         let handsets = (0..config.size)
             .map(|i| {
-                let draw = SplitMix64::new(derive_seed(config.seed, u64::from(i), APPLET_STREAM))
-                    .next_f64();
-                Handset::new(params.clone(), i, draw < config.applet_share)
+                // The gateway's provisioning draws the same way, so both sides agree on who has
+                // the applet without exchanging a table.
+                let has_applet =
+                    gateway::subscribers::has_applet(config.seed, u64::from(i), config.applet_share);
+                Handset::new(params.clone(), i, has_applet)
             })
             .collect();
         Ok(Self {
