@@ -8,10 +8,11 @@
 //! [`Dialect::parse_mo`] turns a `deliver_sm` into a [`UssdMo`] keyed by MSISDN plus session
 //! key, which is how dialogs must be found (the answer may arrive on any bind).
 //!
-//! Text: the ASCII characters that the GSM 7-bit default alphabet shares with ASCII go out one
-//! octet per character (the SMSC packs them); anything else goes out as UCS2.
-// TODO: switch to `sim_applet_model::text` (full GSM 03.38 with the extension table) once
-// its bodies land; it is still a contract of `todo!()`s in this tree.
+//! Text goes through the shared codec (`sim_applet_model::text`): GSM 7-bit when the default
+//! alphabet and its extension table can write it, UCS2 otherwise. The dialect's [`DcsScheme`]
+//! picks the `data_coding` numbering, and [`Dialect::gsm7_packed`] whether GSM 7-bit text
+//! travels packed (the USSD string as MAP carries it) or one septet per octet (what most SMPP
+//! USSD gateways expect, whatever the numbering: the SMSC packs).
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -25,6 +26,9 @@ use rusmpp::{
     },
 };
 use serde::Deserialize;
+use sim_applet_model::text::{
+    choose_encoding, decode_ussd, encode_ussd, gsm7_decode, gsm7_encode, Encoding, TextError,
+};
 
 /// `ussd_service_op` values of one dialect.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -98,6 +102,10 @@ pub struct Dialect {
     pub step_timeout_secs: u64,
     /// Longest whole dialog, in seconds.
     pub session_timeout_secs: u64,
+    /// GSM 7-bit text packed into octets (USSD CR rule) rather than one septet per octet
+    /// (the default).
+    #[serde(default)]
+    pub gsm7_packed: bool,
 }
 
 /// A step of a network-initiated dialog.
@@ -154,30 +162,12 @@ pub enum DialectError {
     /// UCS2 text of odd length.
     #[error("UCS2 text of odd length {len}")]
     OddUcs2 { len: usize },
-}
-
-/// GSM 7-bit default alphabet characters that have the same code in ASCII.
-fn is_gsm_ascii(c: char) -> bool {
-    c.is_ascii_alphanumeric()
-        || matches!(c, ' ' | '\n' | '\r')
-        || "!\"#%&'()*+,-./:;<=>?".contains(c)
-}
-
-/// Encoded text and whether it is UCS2.
-fn encode_text(text: &str) -> Result<(Vec<u8>, bool), DialectError> {
-    if text.chars().all(is_gsm_ascii) {
-        return Ok((text.as_bytes().to_vec(), false));
-    }
-    let mut out = Vec::with_capacity(text.len() * 2);
-    for (index, ch) in text.chars().enumerate() {
-        let mut buf = [0u16; 2];
-        let units = ch.encode_utf16(&mut buf);
-        if units.len() != 1 {
-            return Err(DialectError::NotUcs2 { ch, index });
-        }
-        out.extend_from_slice(&units[0].to_be_bytes());
-    }
-    Ok((out, true))
+    /// The text cannot be encoded, or the MO text does not decode in its `data_coding`.
+    #[error("USSD text: {0}")]
+    Text(#[from] TextError),
+    /// The MO `data_coding` is not one the dialect reads as text.
+    #[error("deliver_sm data_coding 0x{data_coding:02x} is not text this dialect reads")]
+    UnsupportedDataCoding { data_coding: u8 },
 }
 
 impl Dialect {
@@ -203,6 +193,7 @@ impl Dialect {
             max_octets: 160,
             step_timeout_secs: 30,
             session_timeout_secs: 180,
+            gsm7_packed: false,
         }
     }
 
@@ -254,20 +245,66 @@ impl Dialect {
         Duration::from_secs(self.session_timeout_secs)
     }
 
-    fn data_coding(&self, ucs2: bool) -> u8 {
-        match (self.dcs, ucs2) {
-            (DcsScheme::Smpp, false) => 0x00,
-            (DcsScheme::Smpp, true) => 0x08,
-            (DcsScheme::Cbs, false) => 0x0F,
-            (DcsScheme::Cbs, true) => 0x48,
+    fn data_coding(&self, encoding: Encoding) -> u8 {
+        match self.dcs {
+            DcsScheme::Smpp => encoding.smpp_data_coding(),
+            DcsScheme::Cbs => encoding.cbs_dcs(),
         }
     }
 
-    fn is_ucs2(&self, data_coding: u8) -> bool {
+    /// The octets of `text` for `short_message` and its `data_coding`. The length limit is on
+    /// the air (packed septets or UTF-16), whatever form the SMSC receives.
+    pub fn encode_text(&self, text: &str) -> Result<(Vec<u8>, u8), DialectError> {
+        let ussd = encode_ussd(text).map_err(|e| match e {
+            TextError::TooLong { len, .. } if choose_encoding(text) == Encoding::Gsm7 => {
+                DialectError::TooLong {
+                    octets: (len * 7).div_ceil(8),
+                    max: self.max_octets.min(255),
+                }
+            }
+            TextError::TooLong { len, .. } => DialectError::TooLong {
+                octets: len * 2,
+                max: self.max_octets.min(255),
+            },
+            other => DialectError::Text(other),
+        })?;
+        let air = ussd.bytes.len();
+        let bytes = match ussd.encoding {
+            Encoding::Gsm7 if !self.gsm7_packed => gsm7_encode(text)?,
+            _ => ussd.bytes,
+        };
+        let max = self.max_octets.min(255);
+        if air > self.max_octets || bytes.len() > 255 {
+            return Err(DialectError::TooLong {
+                octets: air.max(bytes.len()),
+                max,
+            });
+        }
+        Ok((bytes, self.data_coding(ussd.encoding)))
+    }
+
+    /// The text of an MO `short_message` in `data_coding`.
+    pub fn decode_text(&self, data_coding: u8, raw: &[u8]) -> Result<String, DialectError> {
+        let unsupported = DialectError::UnsupportedDataCoding { data_coding };
         match self.dcs {
-            DcsScheme::Smpp => data_coding == 0x08,
-            // CBS: 0100xxxx with alphabet bits 10, or 0x11 (UCS2 with language).
-            DcsScheme::Cbs => data_coding & 0xCC == 0x48 || data_coding == 0x11,
+            DcsScheme::Smpp => match data_coding {
+                0x00 if self.gsm7_packed => Ok(decode_ussd(0x0F, raw)?),
+                0x00 => Ok(gsm7_decode(raw)?),
+                // IA5 (ASCII) and Latin-1: each octet is its code point.
+                0x01 | 0x03 => Ok(raw.iter().map(|&b| char::from(b)).collect()),
+                0x08 => Ok(decode_ussd(0x48, raw)?),
+                _ => Err(unsupported),
+            },
+            DcsScheme::Cbs if self.gsm7_packed => Ok(decode_ussd(data_coding, raw)?),
+            // CBS numbering but septets one per octet: only the alphabet is read from the DCS.
+            DcsScheme::Cbs => {
+                if data_coding & 0xCC == 0x48 || data_coding == 0x11 {
+                    Ok(decode_ussd(data_coding, raw)?)
+                } else {
+                    decode_ussd(data_coding, &[]).map_err(|_| unsupported)?;
+                    Ok(gsm7_decode(raw)?)
+                }
+            }
         }
     }
 
@@ -312,13 +349,7 @@ impl Dialect {
         step_no: u8,
         text: &str,
     ) -> Result<SubmitSm, DialectError> {
-        let (octets, ucs2) = encode_text(text)?;
-        if octets.len() > self.max_octets || octets.len() > 255 {
-            return Err(DialectError::TooLong {
-                octets: octets.len(),
-                max: self.max_octets.min(255),
-            });
-        }
+        let (octets, data_coding) = self.encode_text(text)?;
         let op = match step {
             Step::Start => self.ops.start,
             Step::Continue => self.ops.continue_,
@@ -357,7 +388,7 @@ impl Dialect {
             .destination_addr(
                 COctetString::from_str(msisdn).map_err(|_| field("destination_addr"))?,
             )
-            .data_coding(DataCoding::from(self.data_coding(ucs2)))
+            .data_coding(DataCoding::from(data_coding))
             .short_message(OctetString::from_vec(octets).map_err(|_| field("short_message"))?)
             .tlvs(tlvs)
             .build())
@@ -402,19 +433,10 @@ impl Dialect {
         let end = aborted
             || (self.end_signal == EndSignal::ItsSessionInfoBit && end_bit)
             || op == self.ops.end;
-        let raw = deliver.short_message().as_ref();
-        let text = if self.is_ucs2(u8::from(deliver.data_coding)) {
-            if raw.len() % 2 != 0 {
-                return Err(DialectError::OddUcs2 { len: raw.len() });
-            }
-            let units: Vec<u16> = raw
-                .chunks_exact(2)
-                .map(|c| u16::from_be_bytes([c[0], c[1]]))
-                .collect();
-            String::from_utf16_lossy(&units)
-        } else {
-            raw.iter().map(|&b| char::from(b)).collect()
-        };
+        let text = self.decode_text(
+            u8::from(deliver.data_coding),
+            deliver.short_message().as_ref(),
+        )?;
         Ok(UssdMo {
             msisdn: deliver.source_addr.to_string(),
             session_key,
@@ -500,7 +522,7 @@ mod tests {
     #[test]
     fn too_long_text_is_refused() {
         let err = Dialect::spec_default()
-            .build_submit(Step::Start, "486", "*1#", 1, 0, &"a".repeat(161))
+            .build_submit(Step::Start, "486", "*1#", 1, 0, &"a".repeat(183))
             .unwrap_err();
         assert_eq!(
             err,
@@ -509,6 +531,45 @@ mod tests {
                 max: 160
             }
         );
+    }
+
+    #[test]
+    fn smpp_scheme_sends_unpacked_septets_with_the_extension_table() {
+        let d = Dialect::spec_default();
+        let (octets, dcs) = d.encode_text("5€ @").unwrap();
+        assert_eq!((octets, dcs), (vec![0x35, 0x1B, 0x65, 0x20, 0x00], 0x00));
+        // 182 septets pack into 160 octets: the limit is on the air, not on short_message.
+        assert_eq!(d.encode_text(&"a".repeat(182)).unwrap().0.len(), 182);
+    }
+
+    #[test]
+    fn cbs_scheme_packs_septets_when_the_dialect_says_so() {
+        let packed = Dialect {
+            gsm7_packed: true,
+            ..Dialect::vendor_dialog_id_cbs()
+        };
+        let (octets, dcs) = packed.encode_text("hellohello").unwrap();
+        assert_eq!(dcs, 0x0F);
+        assert_eq!(hex::encode(&octets), "e8329bfd4697d9ec37");
+        assert_eq!(packed.decode_text(0x0F, &octets).unwrap(), "hellohello");
+        let unpacked = Dialect::vendor_dialog_id_cbs();
+        assert_eq!(unpacked.encode_text("hi").unwrap(), (b"hi".to_vec(), 0x0F));
+        assert_eq!(unpacked.decode_text(0x0F, b"hi").unwrap(), "hi");
+        assert_eq!(unpacked.decode_text(0x48, &[0x01, 0x7C]).unwrap(), "ż");
+    }
+
+    #[test]
+    fn mo_text_in_an_unknown_data_coding_is_refused_not_garbled() {
+        let d = Dialect::spec_default();
+        assert_eq!(
+            d.decode_text(0x04, &[0xFF]).unwrap_err(),
+            DialectError::UnsupportedDataCoding { data_coding: 0x04 }
+        );
+        assert!(matches!(
+            d.decode_text(0x00, &[0x80]).unwrap_err(),
+            DialectError::Text(TextError::InvalidSeptet { .. })
+        ));
+        assert_eq!(d.decode_text(0x03, &[0xE9]).unwrap(), "é");
     }
 
     #[test]

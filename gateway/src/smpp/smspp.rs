@@ -11,6 +11,7 @@
 //! (MSISDN, reference) with a bound on pending messages and an age limit, and returns the
 //! response packet without the UDH (its CC covers the header `02 71 00`: prepend it again).
 
+use sim_applet_model::cat::tpdu::command_segments;
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -27,8 +28,9 @@ const MAX_UD: usize = 140;
 /// Errors of the SMS-PP transport.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SmsPpError {
-    /// The packet needs more than 255 segments.
-    #[error("secured packet of {len} octets needs more than 255 segments")]
+    /// The packet needs more segments than a card reassembles
+    /// ([`sim_applet_model::cat::tpdu::MAX_SEGMENTS`]).
+    #[error("secured packet of {len} octets needs more SMS segments than a card reassembles")]
     TooLong { len: usize },
     /// An address does not fit its field.
     #[error("field `{field}` is invalid")]
@@ -74,31 +76,13 @@ pub fn build_submits(
     packet: &[u8],
     reference: u8,
 ) -> Result<Vec<SubmitSm>, SmsPpError> {
-    if 3 + packet.len() <= MAX_UD {
-        let mut ud = vec![0x02, 0x70, 0x00];
-        ud.extend_from_slice(packet);
-        return Ok(vec![submit(dest, src, ud)?]);
-    }
-    // First segment: UDHL 07, concat IE (5), command-packet IE (2): 132 octets left.
-    // Others: UDHL 05, concat IE: 134 octets left.
-    let first = MAX_UD - 8;
-    let rest = MAX_UD - 6;
-    let total = 1 + (packet.len() - first).div_ceil(rest);
-    let total_u8 = u8::try_from(total).map_err(|_| SmsPpError::TooLong { len: packet.len() })?;
-    let mut out = Vec::with_capacity(total);
-    let mut at = 0;
-    for seq in 1..=total_u8 {
-        let mut ud = if seq == 1 {
-            vec![0x07, 0x00, 0x03, reference, total_u8, seq, 0x70, 0x00]
-        } else {
-            vec![0x05, 0x00, 0x03, reference, total_u8, seq]
-        };
-        let take = if seq == 1 { first } else { rest }.min(packet.len() - at);
-        ud.extend_from_slice(&packet[at..at + take]);
-        at += take;
-        out.push(submit(dest, src, ud)?);
-    }
-    Ok(out)
+    // One segmentation for both sides: the card model reassembles what this layout produces.
+    let segments = command_segments(packet, reference)
+        .map_err(|_| SmsPpError::TooLong { len: packet.len() })?;
+    segments
+        .into_iter()
+        .map(|ud| submit(dest, src, ud))
+        .collect()
 }
 
 #[derive(Debug)]

@@ -1,0 +1,679 @@
+//! The tokio shell that runs USSD dialogs and SMS-PP pushes over SMPP binds.
+//!
+//! [`Authorizer::start`] spawns the binds and one driver task. [`Authorizer::authorize`] takes a
+//! slot of a `Semaphore` (the limit on authorizations in flight, which also bounds the driver's
+//! map of machines: the permit lives in the map entry until the machine has nothing left to
+//! send), hands the request to the task over a bounded channel and waits for its one result.
+//! The task owns every machine: it feeds them bind events (submit verdicts, MO), wakes them at
+//! their deadlines and forwards what they queue to the least loaded bind, one spawned, tracked
+//! task per batch so a full bind queue never blocks the loop that drains the bind's events.
+//!
+//! Definite endings: each submission carries a deadline, so a bind that stays down fails it
+//! ([`SubmitFailure::DeadlineExpired`]); the machines' own timers end them anyway; a stopped
+//! driver drops the reply channel, which [`authorize`](Authorizer::authorize) reports as
+//! [`AuthResult::Unavailable`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rusmpp::pdus::SubmitSm;
+use sim_applet_model::applet::protocol::Loa;
+use sim_applet_model::applet::state::CardSecrets;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+use tokio_util::task::TaskTracker;
+
+use super::stk::{CardProof, SimFailure, StkOutcome, StkParams, StkPush};
+use super::ussd::{UssdDialog, UssdOutcome, UssdPrompt};
+use crate::smpp::bind::{self, BindConfig, BindEvent, BindHandle};
+use crate::smpp::dialect::{Dialect, SessionKeyLocation};
+use crate::smpp::session::{SubmitFailure, SubmitId, SubmitRequest};
+use crate::smpp::smspp::Reassembler;
+
+/// Checks a PIN typed over USSD (LoA3). The gateway's verifier store, with its lockout, lives
+/// behind this.
+pub trait PinVerifier: Send + Sync + 'static {
+    /// Whether `pin` is right for `msisdn` (and counts the attempt).
+    fn verify(&self, msisdn: &str, pin: &str) -> bool;
+}
+
+/// Settings of an [`Authorizer`].
+#[derive(Debug, Clone)]
+pub struct AuthorizerConfig {
+    /// The binds to the operator's SMSC (at least one).
+    pub binds: Vec<BindConfig>,
+    /// The operator's USSD flavour.
+    pub dialect: Dialect,
+    /// Source address of USSD pushes.
+    pub service_code: String,
+    /// Source address of SMS-PP pushes, digits: the card answers to it.
+    pub ota_originator: String,
+    /// Most authorizations in flight; more callers wait for a slot.
+    pub max_in_flight: usize,
+    /// A submission still unsent this long after it was queued fails for good.
+    pub submit_timeout: Duration,
+    /// Wait for a PoR beyond the request's expiry.
+    pub stk_grace: Duration,
+    /// Most incomplete concatenated PoRs held.
+    pub max_pending_por: usize,
+}
+
+impl AuthorizerConfig {
+    /// Defaults around `binds`: spec dialect, USSD from `*123#`, SMS-PP from 4860000, 1000 in
+    /// flight, 10 s to submit, 15 s grace.
+    pub fn new(binds: Vec<BindConfig>) -> Self {
+        Self {
+            binds,
+            dialect: Dialect::spec_default(),
+            service_code: "*123#".into(),
+            ota_originator: "4860000".into(),
+            max_in_flight: 1000,
+            submit_timeout: Duration::from_secs(10),
+            stk_grace: Duration::from_secs(15),
+            max_pending_por: 1024,
+        }
+    }
+}
+
+/// Which channel, with what the SIM applet channel needs.
+#[derive(Clone, PartialEq, Eq)]
+pub enum AuthChannel {
+    /// USSD push in the configured dialect.
+    Ussd,
+    /// SMS-PP to the applet, with the card's secrets and the next OTA counter (kept durable by
+    /// the caller: a counter the card has seen is refused).
+    Stk { secrets: CardSecrets, counter: u64 },
+}
+
+impl std::fmt::Debug for AuthChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AuthChannel::Ussd => f.write_str("Ussd"),
+            AuthChannel::Stk { counter, .. } => write!(f, "Stk {{ counter: {counter} }}"),
+        }
+    }
+}
+
+/// One authorization to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthRequest {
+    pub msisdn: String,
+    pub loa: Loa,
+    pub channel: AuthChannel,
+    /// Relying party name (the STK screen shows it; USSD puts it in the text).
+    pub rp_name: String,
+    pub consent: String,
+    pub binding_code: String,
+    /// Seconds the user has (STK: told to the card; USSD: the dialect's timers apply).
+    pub expiry_secs: u16,
+}
+
+/// How an authorization ended. Exactly one per [`Authorizer::authorize`] call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthResult {
+    /// Approved; over STK with the card's MAC as proof.
+    Approved { loa: Loa, proof: Option<CardProof> },
+    /// The user refused.
+    Denied,
+    /// A PIN typed over USSD did not verify.
+    WrongPin,
+    /// No answer in time.
+    Expired,
+    /// The user or the network aborted the USSD dialog.
+    Aborted,
+    /// The card's PIN is blocked.
+    PinBlocked,
+    /// The card or its answer failed.
+    SimError(SimFailure),
+    /// The prompt never reached the network.
+    DeliveryError(SubmitFailure),
+    /// The request cannot be sent as asked (text too long, no PIN verifier ...).
+    Invalid(String),
+    /// The authorizer has stopped.
+    Unavailable,
+}
+
+enum Command {
+    Start {
+        request: Box<AuthRequest>,
+        permit: OwnedSemaphorePermit,
+        reply: oneshot::Sender<AuthResult>,
+    },
+    Shutdown {
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// The caller's side of the channel driver. Cheap to clone.
+#[derive(Clone)]
+pub struct Authorizer {
+    commands: mpsc::Sender<Command>,
+    slots: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for Authorizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authorizer")
+            .field("free_slots", &self.slots.available_permits())
+            .finish()
+    }
+}
+
+impl Authorizer {
+    /// Spawns the binds and the driver task. `pin_verifier` checks PINs typed over USSD; without
+    /// one, USSD LoA3 requests are [`AuthResult::Invalid`].
+    pub fn start(
+        config: AuthorizerConfig,
+        pin_verifier: Option<Arc<dyn PinVerifier>>,
+    ) -> (Self, JoinHandle<()>) {
+        let (events_tx, events_rx) = mpsc::channel(1024);
+        let mut binds = Vec::with_capacity(config.binds.len());
+        let mut bind_tasks = Vec::with_capacity(config.binds.len());
+        for b in &config.binds {
+            let (handle, join) = bind::spawn(b.clone(), events_tx.clone());
+            binds.push(handle);
+            bind_tasks.push(join);
+        }
+        let (commands, commands_rx) = mpsc::channel(config.max_in_flight.clamp(1, 1024));
+        let slots = Arc::new(Semaphore::new(config.max_in_flight.max(1)));
+        let driver = Driver {
+            reassembler: Reassembler::new(config.max_pending_por, config.stk_grace * 4),
+            config,
+            binds,
+            bind_tasks,
+            events_tx,
+            entries: HashMap::new(),
+            submits: HashMap::new(),
+            next_submit: 0,
+            next_key: 0,
+            pin_verifier,
+            tracker: TaskTracker::new(),
+            slots: slots.clone(),
+        };
+        let join = tokio::spawn(driver.run(commands_rx, events_rx));
+        (Self { commands, slots }, join)
+    }
+
+    /// Runs one authorization to its end. Waits for a slot first when the limit is reached.
+    pub async fn authorize(&self, request: AuthRequest) -> AuthResult {
+        let Ok(permit) = self.slots.clone().acquire_owned().await else {
+            return AuthResult::Unavailable;
+        };
+        let (reply, result) = oneshot::channel();
+        let start = Command::Start {
+            request: Box::new(request),
+            permit,
+            reply,
+        };
+        if self.commands.send(start).await.is_err() {
+            return AuthResult::Unavailable;
+        }
+        result.await.unwrap_or(AuthResult::Unavailable)
+    }
+
+    /// Authorizations running now.
+    pub fn in_flight(&self, max_in_flight: usize) -> usize {
+        max_in_flight.saturating_sub(self.slots.available_permits())
+    }
+
+    /// Stops: in-flight authorizations end with [`AuthResult::Unavailable`], new ones are
+    /// refused, the binds unbind. Returns when the driver has stopped.
+    pub async fn shutdown(&self) {
+        self.slots.close();
+        let (done, wait) = oneshot::channel();
+        if self.commands.send(Command::Shutdown { done }).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Key {
+    Ussd(String, u16),
+    Stk(String, u64),
+}
+
+enum Machine {
+    Ussd(UssdDialog),
+    Stk(StkPush),
+}
+
+struct Entry {
+    machine: Machine,
+    loa: Loa,
+    reply: Option<oneshot::Sender<AuthResult>>,
+    /// Held until the machine is removed: the slot bounds the map.
+    _permit: OwnedSemaphorePermit,
+}
+
+struct Driver {
+    config: AuthorizerConfig,
+    binds: Vec<BindHandle>,
+    bind_tasks: Vec<JoinHandle<()>>,
+    events_tx: mpsc::Sender<BindEvent>,
+    entries: HashMap<Key, Entry>,
+    submits: HashMap<SubmitId, Key>,
+    next_submit: SubmitId,
+    next_key: u32,
+    reassembler: Reassembler,
+    pin_verifier: Option<Arc<dyn PinVerifier>>,
+    tracker: TaskTracker,
+    slots: Arc<Semaphore>,
+}
+
+fn now_std() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+impl Driver {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut events: mpsc::Receiver<BindEvent>,
+    ) {
+        loop {
+            let wake = self.next_timeout();
+            let sleep = async {
+                match wake {
+                    Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(Command::Start { request, permit, reply }) => {
+                        self.start(now_std(), *request, permit, reply);
+                    }
+                    Some(Command::Shutdown { done }) => {
+                        self.stop().await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    None => {
+                        self.stop().await;
+                        return;
+                    }
+                },
+                Some(event) = events.recv() => self.handle_event(now_std(), event),
+                () = sleep => self.handle_timeouts(now_std()),
+            }
+        }
+    }
+
+    async fn stop(&mut self) {
+        self.slots.close();
+        // Dropping the reply senders tells every waiting caller `Unavailable`.
+        self.entries.clear();
+        for b in &self.binds {
+            let _ = b.unbind().await;
+        }
+        let limit = self
+            .config
+            .binds
+            .iter()
+            .map(|b| b.session.unbind_timeout)
+            .max()
+            .unwrap_or_default()
+            + Duration::from_secs(1);
+        for join in self.bind_tasks.drain(..) {
+            if tokio::time::timeout(limit, join).await.is_err() {
+                tracing::warn!("bind did not stop within its unbind time");
+            }
+        }
+        self.tracker.close();
+        let _ = tokio::time::timeout(limit, self.tracker.wait()).await;
+    }
+
+    fn next_timeout(&self) -> Option<Instant> {
+        // A scan: the map is bounded by `max_in_flight`, and this runs once per event.
+        self.entries
+            .values()
+            .filter_map(|e| match &e.machine {
+                Machine::Ussd(d) => d.poll_timeout(),
+                Machine::Stk(s) => s.poll_timeout(),
+            })
+            .min()
+    }
+
+    fn key_range(&self) -> u32 {
+        match self.config.dialect.session_key {
+            SessionKeyLocation::ItsSessionInfo8 => 0x100,
+            SessionKeyLocation::DialogId15 => 0x8000,
+            SessionKeyLocation::UserMessageReference => 0x1_0000,
+        }
+    }
+
+    /// A session key not used by another open dialog with the same MSISDN.
+    fn allocate_key(&mut self, msisdn: &str) -> Option<u16> {
+        let range = self.key_range();
+        for _ in 0..range {
+            self.next_key = (self.next_key + 1) % range;
+            let key = u16::try_from(self.next_key).ok()?;
+            if !self
+                .entries
+                .contains_key(&Key::Ussd(msisdn.to_owned(), key))
+            {
+                return Some(key);
+            }
+        }
+        None
+    }
+
+    fn start(
+        &mut self,
+        now: Instant,
+        request: AuthRequest,
+        permit: OwnedSemaphorePermit,
+        reply: oneshot::Sender<AuthResult>,
+    ) {
+        let built = match &request.channel {
+            AuthChannel::Ussd => self.start_ussd(now, &request),
+            AuthChannel::Stk { secrets, counter } => {
+                let params = StkParams {
+                    msisdn: request.msisdn.clone(),
+                    originator: self.config.ota_originator.clone(),
+                    secrets: secrets.clone(),
+                    counter: *counter,
+                    txid: rand::random(),
+                    challenge: rand::random(),
+                    loa: request.loa,
+                    expiry_secs: request.expiry_secs,
+                    rp_name: request.rp_name.clone(),
+                    consent: request.consent.clone(),
+                    binding_code: request.binding_code.clone(),
+                    // Only distinct among concurrent concatenated pushes to one handset.
+                    concat_ref: (*counter & 0xFF) as u8,
+                    grace: self.config.stk_grace,
+                };
+                let key = Key::Stk(request.msisdn.clone(), *counter);
+                if self.entries.contains_key(&key) {
+                    Err("an STK push with this counter is already in flight".to_owned())
+                } else {
+                    StkPush::new(now, params)
+                        .map(|s| (key, Machine::Stk(s)))
+                        .map_err(|e| e.to_string())
+                }
+            }
+        };
+        match built {
+            Ok((key, machine)) => {
+                self.entries.insert(
+                    key.clone(),
+                    Entry {
+                        machine,
+                        loa: request.loa,
+                        reply: Some(reply),
+                        _permit: permit,
+                    },
+                );
+                self.drive(now, &key);
+            }
+            Err(why) => {
+                let _ = reply.send(AuthResult::Invalid(why));
+            }
+        }
+    }
+
+    fn start_ussd(
+        &mut self,
+        now: Instant,
+        request: &AuthRequest,
+    ) -> Result<(Key, Machine), String> {
+        if request.loa == Loa::Loa3 && self.pin_verifier.is_none() {
+            return Err("USSD LoA3 needs a PIN verifier".into());
+        }
+        let key = self
+            .allocate_key(&request.msisdn)
+            .ok_or_else(|| "no free USSD session key for this MSISDN".to_owned())?;
+        let text = if request.binding_code.is_empty() {
+            format!("{}: {}", request.rp_name, request.consent)
+        } else {
+            format!(
+                "{}: {} Code {}",
+                request.rp_name, request.consent, request.binding_code
+            )
+        };
+        let prompt = UssdPrompt {
+            msisdn: request.msisdn.clone(),
+            service_code: self.config.service_code.clone(),
+            key,
+            loa: request.loa,
+            text,
+        };
+        let dialog =
+            UssdDialog::new(now, self.config.dialect.clone(), prompt).map_err(|e| e.to_string())?;
+        Ok((
+            Key::Ussd(request.msisdn.clone(), key),
+            Machine::Ussd(dialog),
+        ))
+    }
+
+    fn handle_event(&mut self, now: Instant, event: BindEvent) {
+        match event {
+            BindEvent::Accepted { id, .. } => self.submit_result(now, id, Ok(())),
+            BindEvent::Failed { id, reason } => self.submit_result(now, id, Err(reason)),
+            BindEvent::Mo(deliver) => {
+                if deliver.protocol_id == 0x7F {
+                    self.handle_sms_pp(now, &deliver);
+                } else {
+                    match self.config.dialect.parse_mo(&deliver) {
+                        Ok(mo) => {
+                            let key = Key::Ussd(mo.msisdn.clone(), mo.session_key);
+                            if let Some(Entry {
+                                machine: Machine::Ussd(d),
+                                ..
+                            }) = self.entries.get_mut(&key)
+                            {
+                                d.handle_mo(now, &mo);
+                                self.drive(now, &key);
+                            } else {
+                                tracing::debug!("USSD MO for no open dialog");
+                            }
+                        }
+                        Err(e) => tracing::debug!(error = %e, "MO that is not a USSD answer"),
+                    }
+                }
+            }
+            BindEvent::Bound { .. } => tracing::info!("bind up"),
+            BindEvent::Disconnected { reason } => tracing::warn!(%reason, "bind down"),
+            BindEvent::Throttled { .. } | BindEvent::Stopped => {}
+        }
+    }
+
+    fn handle_sms_pp(&mut self, now: Instant, deliver: &rusmpp::pdus::DeliverSm) {
+        let packet = match self.reassembler.push(now, deliver) {
+            Ok(Some(packet)) => packet,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!(error = %e, "unusable SMS-PP MO");
+                return;
+            }
+        };
+        let msisdn = deliver.source_addr.to_string();
+        let candidates: Vec<Key> = self
+            .entries
+            .keys()
+            .filter(|k| matches!(k, Key::Stk(m, _) if *m == msisdn))
+            .cloned()
+            .collect();
+        for key in candidates {
+            if let Some(Entry {
+                machine: Machine::Stk(s),
+                ..
+            }) = self.entries.get_mut(&key)
+            {
+                if s.handle_por(now, &msisdn, &packet) {
+                    self.drive(now, &key);
+                    return;
+                }
+            }
+        }
+        tracing::debug!("PoR for no open push");
+    }
+
+    fn submit_result(&mut self, now: Instant, id: SubmitId, result: Result<(), SubmitFailure>) {
+        let Some(key) = self.submits.remove(&id) else {
+            return;
+        };
+        if let Some(entry) = self.entries.get_mut(&key) {
+            match &mut entry.machine {
+                Machine::Ussd(d) => d.handle_submit_result(now, result),
+                Machine::Stk(s) => s.handle_submit_result(now, result),
+            }
+            self.drive(now, &key);
+        }
+    }
+
+    fn handle_timeouts(&mut self, now: Instant) {
+        self.reassembler.handle_timeout(now);
+        let due: Vec<Key> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| {
+                match &e.machine {
+                    Machine::Ussd(d) => d.poll_timeout(),
+                    Machine::Stk(s) => s.poll_timeout(),
+                }
+                .is_some_and(|at| at <= now)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            if let Some(entry) = self.entries.get_mut(&key) {
+                match &mut entry.machine {
+                    Machine::Ussd(d) => d.handle_timeout(now),
+                    Machine::Stk(s) => s.handle_timeout(now),
+                }
+            }
+            self.drive(now, &key);
+        }
+    }
+
+    /// Delivers the machine's result, sends what it queued, and removes it when done.
+    fn drive(&mut self, now: Instant, key: &Key) {
+        let Some(entry) = self.entries.get_mut(key) else {
+            return;
+        };
+        let mut out = Vec::new();
+        let finished = match &mut entry.machine {
+            Machine::Ussd(d) => {
+                if let Some(outcome) = d.poll_result() {
+                    let result = match outcome {
+                        UssdOutcome::Approved => AuthResult::Approved {
+                            loa: entry.loa,
+                            proof: None,
+                        },
+                        UssdOutcome::Denied => AuthResult::Denied,
+                        UssdOutcome::Expired => AuthResult::Expired,
+                        UssdOutcome::Aborted => AuthResult::Aborted,
+                        UssdOutcome::DeliveryError(f) => AuthResult::DeliveryError(f),
+                        UssdOutcome::PinEntered(pin) => {
+                            let ok = self
+                                .pin_verifier
+                                .as_ref()
+                                .is_some_and(|v| v.verify(d.msisdn(), &pin));
+                            d.conclude(now, ok);
+                            if ok {
+                                AuthResult::Approved {
+                                    loa: Loa::Loa3,
+                                    proof: None,
+                                }
+                            } else {
+                                AuthResult::WrongPin
+                            }
+                        }
+                    };
+                    if let Some(reply) = entry.reply.take() {
+                        let _ = reply.send(result);
+                    }
+                }
+                while let Some(sm) = d.poll_transmit() {
+                    out.push(sm);
+                }
+                d.is_finished()
+            }
+            Machine::Stk(s) => {
+                if let Some(outcome) = s.poll_result() {
+                    let result = match outcome {
+                        StkOutcome::Approved { loa, proof } => AuthResult::Approved {
+                            loa,
+                            proof: Some(proof),
+                        },
+                        StkOutcome::Denied => AuthResult::Denied,
+                        StkOutcome::Expired => AuthResult::Expired,
+                        StkOutcome::PinBlocked => AuthResult::PinBlocked,
+                        StkOutcome::SimError(e) => AuthResult::SimError(e),
+                        StkOutcome::DeliveryError(f) => AuthResult::DeliveryError(f),
+                    };
+                    if let Some(reply) = entry.reply.take() {
+                        let _ = reply.send(result);
+                    }
+                }
+                while let Some(sm) = s.poll_transmit() {
+                    out.push(sm);
+                }
+                s.is_finished()
+            }
+        };
+        if !out.is_empty() {
+            self.send(now, key, out);
+        }
+        if finished {
+            self.entries.remove(key);
+        }
+    }
+
+    fn send(&mut self, now: Instant, key: &Key, batch: Vec<SubmitSm>) {
+        let Some(bind) = self.binds.iter().min_by_key(|b| b.pending()).cloned() else {
+            // No bind configured: fail each submission at once, through the normal path.
+            for _ in batch {
+                let id = self.new_submit(key);
+                let events = self.events_tx.clone();
+                self.tracker.spawn(async move {
+                    let _ = events
+                        .send(BindEvent::Failed {
+                            id,
+                            reason: SubmitFailure::ShuttingDown,
+                        })
+                        .await;
+                });
+            }
+            return;
+        };
+        let deadline = Some(now + self.config.submit_timeout);
+        let items: Vec<(SubmitId, SubmitRequest)> = batch
+            .into_iter()
+            .map(|submit_sm| {
+                (
+                    self.new_submit(key),
+                    SubmitRequest {
+                        submit_sm,
+                        deadline,
+                    },
+                )
+            })
+            .collect();
+        let events = self.events_tx.clone();
+        // Its own task: the bind's command queue may be full while the bind waits for us to
+        // drain its events.
+        self.tracker.spawn(async move {
+            for (id, request) in items {
+                if bind.submit(id, request).await.is_err() {
+                    let _ = events
+                        .send(BindEvent::Failed {
+                            id,
+                            reason: SubmitFailure::ShuttingDown,
+                        })
+                        .await;
+                }
+            }
+        });
+    }
+
+    fn new_submit(&mut self, key: &Key) -> SubmitId {
+        self.next_submit += 1;
+        self.submits.insert(self.next_submit, key.clone());
+        self.next_submit
+    }
+}

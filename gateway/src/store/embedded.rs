@@ -1,0 +1,527 @@
+//! [`EmbeddedStore`]: the default [`Store`], one redb file, nothing to install.
+//!
+//! Each operation is one redb write transaction (redb serialises writers, which makes every
+//! read-modify-write atomic) committed with `Durability::Immediate` (fsync before returning) when
+//! the module documentation lists it as durable, with `Durability::None` otherwise. Tables:
+//!
+//! - `ota_high_water`: OTA counter key -> lowest counter never handed out;
+//! - `pin_failures`: MSISDN -> [`PinRecord`] (JSON);
+//! - `authorizations`: id -> [`AuthorizationRecord`] (JSON);
+//! - `auth_in_flight`: (MSISDN, id) for every non-terminal record, for recovery and correlation;
+//! - `auth_expiry`: (expiry ms, id) for terminal records, for purging in order;
+//! - `idempotency`: (client, key) -> [`IdempotencyEntry`] (JSON);
+//! - `idempotency_expiry`: (expiry ms, client, key).
+//!
+//! redb recovers a file left by `kill -9` on the next open (to the last durable commit, which carries
+//! every non-durable commit before it).
+
+use std::ops::Range;
+use std::path::Path;
+
+use redb::{
+    Database, Durability, ReadTransaction, ReadableTable, TableDefinition, WriteTransaction,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::records::{apply_update, CasRefusal, IdempotencyEntry};
+use super::{
+    advance_high_water, check_key, check_record, exhausted, expiry, AuthState, AuthorizationRecord,
+    AuthorizationUpdate, IdempotencyClaim, LockState, LockoutPolicy, OtaCounterKey, PinRecord,
+    PurgeReport, Store, StoreError, StoreOptions, OTA_COUNTER_FIRST, OTA_COUNTER_MAX,
+};
+
+const OTA: TableDefinition<&str, u64> = TableDefinition::new("ota_high_water");
+const PIN: TableDefinition<&str, &[u8]> = TableDefinition::new("pin_failures");
+const AUTH: TableDefinition<&str, &[u8]> = TableDefinition::new("authorizations");
+const IN_FLIGHT: TableDefinition<(&str, &str), ()> = TableDefinition::new("auth_in_flight");
+const AUTH_EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("auth_expiry");
+const IDEM: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("idempotency");
+const IDEM_EXPIRY: TableDefinition<(u64, &str, &str), ()> =
+    TableDefinition::new("idempotency_expiry");
+
+/// The redb-backed store. Cheap to share behind an `Arc`; one per file and process (a second
+/// open of the same file fails with [`StoreError::Backend`]).
+pub struct EmbeddedStore {
+    db: Database,
+    options: StoreOptions,
+}
+
+impl std::fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedStore")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+fn backend(err: impl Into<redb::Error>) -> StoreError {
+    match err.into() {
+        redb::Error::Io(err) => StoreError::Io(err),
+        redb::Error::Corrupted(detail) => StoreError::Corrupt {
+            table: "(file)",
+            key: String::new(),
+            detail,
+        },
+        other => StoreError::Backend(other.to_string()),
+    }
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(err: $t) -> Self {
+                backend(err)
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::TableError,
+    redb::StorageError,
+    redb::TransactionError,
+    redb::CommitError
+);
+
+fn decode<T: DeserializeOwned>(
+    table: &'static str,
+    key: &str,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|err| StoreError::Corrupt {
+        table,
+        key: key.to_owned(),
+        detail: err.to_string(),
+    })
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    // Our record types always serialise; an error here is a programming error surfaced as one.
+    serde_json::to_vec(value).map_err(|err| StoreError::Backend(err.to_string()))
+}
+
+impl EmbeddedStore {
+    /// Opens `path`, creating the file and its tables if needed. After a crash this also
+    /// recovers the file, which may take a while for a large file.
+    pub fn open(path: impl AsRef<Path>, options: StoreOptions) -> Result<Self, StoreError> {
+        let db = Database::create(path).map_err(backend)?;
+        let store = Self { db, options };
+        store.write(Durability::Immediate, |txn| {
+            txn.open_table(OTA)?;
+            txn.open_table(PIN)?;
+            txn.open_table(AUTH)?;
+            txn.open_table(IN_FLIGHT)?;
+            txn.open_table(AUTH_EXPIRY)?;
+            txn.open_table(IDEM)?;
+            txn.open_table(IDEM_EXPIRY)?;
+            Ok(())
+        })?;
+        Ok(store)
+    }
+
+    fn write<T>(
+        &self,
+        durability: Durability,
+        body: impl FnOnce(&WriteTransaction) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(durability);
+        // On error the transaction is dropped, which aborts it.
+        let out = body(&txn)?;
+        txn.commit()?;
+        Ok(out)
+    }
+
+    fn read(&self) -> Result<ReadTransaction, StoreError> {
+        Ok(self.db.begin_read()?)
+    }
+
+    fn load_authorization(
+        table: &impl ReadableTable<&'static str, &'static [u8]>,
+        id: &str,
+    ) -> Result<Option<AuthorizationRecord>, StoreError> {
+        match table.get(id)? {
+            Some(bytes) => Ok(Some(decode("authorizations", id, bytes.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn load_many(
+        &self,
+        txn: &ReadTransaction,
+        ids: Vec<String>,
+    ) -> Result<Vec<AuthorizationRecord>, StoreError> {
+        let auth = txn.open_table(AUTH)?;
+        let mut records = Vec::with_capacity(ids.len());
+        for id in ids {
+            match Self::load_authorization(&auth, &id)? {
+                Some(record) => records.push(record),
+                None => {
+                    return Err(StoreError::Corrupt {
+                        table: "auth_in_flight",
+                        key: id,
+                        detail: "index points at a missing authorization".into(),
+                    })
+                }
+            }
+        }
+        records.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(records)
+    }
+}
+
+impl Store for EmbeddedStore {
+    fn reserve_ota_counters(&self, key: &OtaCounterKey, n: u64) -> Result<Range<u64>, StoreError> {
+        check_key("msisdn", &key.msisdn)?;
+        if n == 0 {
+            let mark = self.ota_high_water(key)?;
+            return Ok(mark..mark);
+        }
+        let storage_key = key.storage_key();
+        self.write(Durability::Immediate, |txn| {
+            let mut table = txn.open_table(OTA)?;
+            let start = table
+                .get(storage_key.as_str())?
+                .map_or(OTA_COUNTER_FIRST, |v| v.value())
+                .max(OTA_COUNTER_FIRST);
+            let next = advance_high_water(key, start, n)?;
+            table.insert(storage_key.as_str(), next)?;
+            Ok(start..next)
+        })
+    }
+
+    fn raise_ota_counter_floor(&self, key: &OtaCounterKey, floor: u64) -> Result<u64, StoreError> {
+        check_key("msisdn", &key.msisdn)?;
+        if floor > OTA_COUNTER_MAX + 1 {
+            return Err(exhausted(key));
+        }
+        let storage_key = key.storage_key();
+        self.write(Durability::Immediate, |txn| {
+            let mut table = txn.open_table(OTA)?;
+            let current = table
+                .get(storage_key.as_str())?
+                .map_or(OTA_COUNTER_FIRST, |v| v.value());
+            let mark = current.max(floor);
+            if mark != current {
+                table.insert(storage_key.as_str(), mark)?;
+            }
+            Ok(mark)
+        })
+    }
+
+    fn ota_high_water(&self, key: &OtaCounterKey) -> Result<u64, StoreError> {
+        check_key("msisdn", &key.msisdn)?;
+        let txn = self.read()?;
+        let table = txn.open_table(OTA)?;
+        let mark = table
+            .get(key.storage_key().as_str())?
+            .map_or(OTA_COUNTER_FIRST, |v| v.value());
+        Ok(mark.max(OTA_COUNTER_FIRST))
+    }
+
+    fn record_pin_failure(
+        &self,
+        msisdn: &str,
+        now_ms: u64,
+        policy: &LockoutPolicy,
+    ) -> Result<LockState, StoreError> {
+        check_key("msisdn", msisdn)?;
+        self.write(Durability::Immediate, |txn| {
+            let mut table = txn.open_table(PIN)?;
+            let mut record: PinRecord = match table.get(msisdn)? {
+                Some(bytes) => decode("pin_failures", msisdn, bytes.value())?,
+                None => PinRecord::default(),
+            };
+            let state = record.record_failure(now_ms, policy);
+            table.insert(msisdn, encode(&record)?.as_slice())?;
+            Ok(state)
+        })
+    }
+
+    fn reset_pin_failures(&self, msisdn: &str) -> Result<(), StoreError> {
+        check_key("msisdn", msisdn)?;
+        self.write(Durability::Immediate, |txn| {
+            txn.open_table(PIN)?.remove(msisdn)?;
+            Ok(())
+        })
+    }
+
+    fn lock_state(&self, msisdn: &str, now_ms: u64) -> Result<LockState, StoreError> {
+        check_key("msisdn", msisdn)?;
+        let txn = self.read()?;
+        let table = txn.open_table(PIN)?;
+        let state = match table.get(msisdn)? {
+            Some(bytes) => {
+                decode::<PinRecord>("pin_failures", msisdn, bytes.value())?.state(now_ms)
+            }
+            None => LockState::Open { failures: 0 },
+        };
+        Ok(state)
+    }
+
+    fn put_authorization(&self, record: &AuthorizationRecord) -> Result<(), StoreError> {
+        check_record(record)?;
+        let bytes = encode(record)?;
+        let ttl = self.options.terminal_ttl_ms;
+        self.write(Durability::Immediate, |txn| {
+            let mut auth = txn.open_table(AUTH)?;
+            if auth.get(record.id.as_str())?.is_some() {
+                return Err(StoreError::AlreadyExists {
+                    table: "authorizations",
+                    key: record.id.clone(),
+                });
+            }
+            auth.insert(record.id.as_str(), bytes.as_slice())?;
+            if record.state.is_terminal() {
+                let at = expiry(record.updated_ms, ttl);
+                txn.open_table(AUTH_EXPIRY)?
+                    .insert((at, record.id.as_str()), ())?;
+            } else {
+                txn.open_table(IN_FLIGHT)?
+                    .insert((record.msisdn.as_str(), record.id.as_str()), ())?;
+            }
+            Ok(())
+        })
+    }
+
+    fn update_authorization_state(
+        &self,
+        id: &str,
+        expected: &AuthState,
+        update: &AuthorizationUpdate,
+    ) -> Result<AuthorizationRecord, StoreError> {
+        check_key("authorization id", id)?;
+        let terminal = update.state.is_terminal();
+        let durability = if terminal {
+            Durability::Immediate
+        } else {
+            Durability::None
+        };
+        let ttl = self.options.terminal_ttl_ms;
+        self.write(durability, |txn| {
+            let mut auth = txn.open_table(AUTH)?;
+            let mut record =
+                Self::load_authorization(&auth, id)?.ok_or_else(|| StoreError::NotFound {
+                    table: "authorizations",
+                    key: id.to_owned(),
+                })?;
+            apply_update(&mut record, expected, update).map_err(
+                |CasRefusal::Conflict(actual)| StoreError::Conflict {
+                    id: id.to_owned(),
+                    actual,
+                },
+            )?;
+            auth.insert(id, encode(&record)?.as_slice())?;
+            if terminal {
+                txn.open_table(IN_FLIGHT)?
+                    .remove((record.msisdn.as_str(), id))?;
+                txn.open_table(AUTH_EXPIRY)?
+                    .insert((expiry(update.now_ms, ttl), id), ())?;
+            }
+            Ok(record)
+        })
+    }
+
+    fn get_authorization(&self, id: &str) -> Result<Option<AuthorizationRecord>, StoreError> {
+        check_key("authorization id", id)?;
+        let txn = self.read()?;
+        let auth = txn.open_table(AUTH)?;
+        Self::load_authorization(&auth, id)
+    }
+
+    fn list_in_flight(&self) -> Result<Vec<AuthorizationRecord>, StoreError> {
+        let txn = self.read()?;
+        let mut ids = Vec::new();
+        for entry in txn.open_table(IN_FLIGHT)?.iter()? {
+            let (key, _) = entry?;
+            ids.push(key.value().1.to_owned());
+        }
+        self.load_many(&txn, ids)
+    }
+
+    fn in_flight_for_msisdn(&self, msisdn: &str) -> Result<Vec<AuthorizationRecord>, StoreError> {
+        check_key("msisdn", msisdn)?;
+        let txn = self.read()?;
+        let mut ids = Vec::new();
+        for entry in txn.open_table(IN_FLIGHT)?.range((msisdn, "")..)? {
+            let (key, _) = entry?;
+            let (owner, id) = key.value();
+            if owner != msisdn {
+                break;
+            }
+            ids.push(id.to_owned());
+        }
+        self.load_many(&txn, ids)
+    }
+
+    fn claim_idempotency_key(
+        &self,
+        client_id: &str,
+        key: &str,
+        auth_id: &str,
+        now_ms: u64,
+        ttl_ms: u64,
+    ) -> Result<IdempotencyClaim, StoreError> {
+        check_key("client id", client_id)?;
+        check_key("idempotency key", key)?;
+        check_key("authorization id", auth_id)?;
+        self.write(Durability::Immediate, |txn| {
+            let mut idem = txn.open_table(IDEM)?;
+            let existing: Option<IdempotencyEntry> = match idem.get((client_id, key))? {
+                Some(bytes) => Some(decode("idempotency", key, bytes.value())?),
+                None => None,
+            };
+            let mut index = txn.open_table(IDEM_EXPIRY)?;
+            if let Some(entry) = existing {
+                if entry.expires_ms > now_ms {
+                    return Ok(IdempotencyClaim::Existing(entry.auth_id));
+                }
+                index.remove((entry.expires_ms, client_id, key))?;
+            }
+            let entry = IdempotencyEntry {
+                auth_id: auth_id.to_owned(),
+                expires_ms: expiry(now_ms, ttl_ms),
+            };
+            idem.insert((client_id, key), encode(&entry)?.as_slice())?;
+            index.insert((entry.expires_ms, client_id, key), ())?;
+            Ok(IdempotencyClaim::Claimed)
+        })
+    }
+
+    fn purge_expired(&self, now_ms: u64) -> Result<PurgeReport, StoreError> {
+        let bound = now_ms.saturating_add(1);
+        self.write(Durability::None, |txn| {
+            let mut report = PurgeReport::default();
+
+            let mut auth_index = txn.open_table(AUTH_EXPIRY)?;
+            let mut due = Vec::new();
+            for entry in auth_index.range(..(bound, ""))? {
+                let (key, _) = entry?;
+                let (at, id) = key.value();
+                due.push((at, id.to_owned()));
+            }
+            let mut auth = txn.open_table(AUTH)?;
+            for (at, id) in &due {
+                auth_index.remove((*at, id.as_str()))?;
+                if auth.remove(id.as_str())?.is_some() {
+                    report.authorizations += 1;
+                }
+            }
+
+            let mut idem_index = txn.open_table(IDEM_EXPIRY)?;
+            let mut due = Vec::new();
+            for entry in idem_index.range(..(bound, "", ""))? {
+                let (key, _) = entry?;
+                let (at, client, idem_key) = key.value();
+                due.push((at, client.to_owned(), idem_key.to_owned()));
+            }
+            let mut idem = txn.open_table(IDEM)?;
+            for (at, client, idem_key) in &due {
+                idem_index.remove((*at, client.as_str(), idem_key.as_str()))?;
+                if idem.remove((client.as_str(), idem_key.as_str()))?.is_some() {
+                    report.idempotency_keys += 1;
+                }
+            }
+            Ok(report)
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::store::conformance::OPTIONS;
+    use crate::store::records::tests::sample;
+    use crate::store::{OtaCounterAllocator, TerminalStatus};
+
+    #[test]
+    fn counters_handed_out_before_reopen_are_never_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb");
+        let key = OtaCounterKey::new("46700000001", [1, 2, 3], 1);
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            // Each round hands out a few counters from a fresh block and "crashes" by dropping
+            // the allocator with most of its block unused.
+            let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&path, OPTIONS).unwrap());
+            let allocator = OtaCounterAllocator::new(store, 64, 10);
+            for _ in 0..5 {
+                let counter = allocator.next(&key).unwrap();
+                assert!(
+                    seen.iter().all(|&c| c < counter),
+                    "{counter} after {seen:?}"
+                );
+                seen.push(counter);
+            }
+        }
+        assert_eq!(seen[5], 65, "the rest of the first block is skipped");
+    }
+
+    #[test]
+    fn records_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb");
+        let policy = LockoutPolicy::default();
+        {
+            let store = EmbeddedStore::open(&path, OPTIONS).unwrap();
+            store.put_authorization(&sample()).unwrap();
+            store.record_pin_failure("46700000001", 5, &policy).unwrap();
+            store
+                .claim_idempotency_key("rp-1", "req-1", &sample().id, 0, 1_000)
+                .unwrap();
+        }
+        let store = EmbeddedStore::open(&path, OPTIONS).unwrap();
+        assert_eq!(store.list_in_flight().unwrap(), vec![sample()]);
+        assert_eq!(
+            store.lock_state("46700000001", 6).unwrap(),
+            LockState::Open { failures: 1 }
+        );
+        assert_eq!(
+            store
+                .claim_idempotency_key("rp-1", "req-1", "other", 1, 1_000)
+                .unwrap(),
+            IdempotencyClaim::Existing(sample().id)
+        );
+        let done = store
+            .update_authorization_state(
+                &sample().id,
+                &AuthState::Created,
+                &AuthorizationUpdate::to(AuthState::terminal(TerminalStatus::Failed, Some("x")), 9),
+            )
+            .unwrap();
+        drop(store);
+        let store = EmbeddedStore::open(&path, OPTIONS).unwrap();
+        assert_eq!(store.get_authorization(&sample().id).unwrap(), Some(done));
+        assert!(store.list_in_flight().unwrap().is_empty());
+    }
+
+    #[test]
+    fn undecodable_record_is_reported_as_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path().join("store.redb"), OPTIONS).unwrap();
+        store
+            .write(Durability::Immediate, |txn| {
+                txn.open_table(AUTH)?.insert("bad", &b"{not json"[..])?;
+                txn.open_table(PIN)?.insert("46700000001", &b"\xff"[..])?;
+                Ok(())
+            })
+            .unwrap();
+        assert!(matches!(
+            store.get_authorization("bad"),
+            Err(StoreError::Corrupt {
+                table: "authorizations",
+                ..
+            })
+        ));
+        assert!(matches!(
+            store.lock_state("46700000001", 0),
+            Err(StoreError::Corrupt {
+                table: "pin_failures",
+                ..
+            })
+        ));
+    }
+}
