@@ -1,0 +1,645 @@
+//! Keycloak CIBA HTTP authentication channel, end to end over loopback: a test realm (keys in
+//! `tests/fixtures/keycloak/`, TEST-ONLY) signs the bearer tokens, a fake Keycloak records the
+//! callbacks and answers as scripted, and a fake session layer stands in for the phones.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::Router;
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use gateway::api::jwt::{JwksSource, JwtConfig, JwtVerifier};
+use gateway::api::keycloak::{
+    routes, CallbackReport, ChannelStatus, KeycloakChannel, KeycloakConfig, SubscriberMap,
+};
+use gateway::callback::{Delivery, GiveUpReason, RetryPolicy};
+use gateway::session::service::{
+    AuthorizationService, AuthorizationState, AuthorizationView, Loa, LookupError, PendingState,
+    Readiness, StartError, StartRequest, TerminalStatus,
+};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+use tokio::sync::{broadcast, watch};
+
+// ---------------------------------------------------------------- fixtures
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/keycloak")
+        .join(name)
+}
+
+fn pem(name: &str) -> Vec<u8> {
+    std::fs::read(fixture(name)).unwrap()
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Claims as Keycloak's `HttpAuthenticationChannelProvider.createBearerToken` sets them.
+fn claims(realm: &str, jti: &str) -> Value {
+    json!({
+        "typ": "Bearer",
+        "iss": realm,
+        "aud": realm,
+        "azp": "portal",
+        "jti": jti,
+        "sub": "5b1c0e9e-user-id",
+        "exp": now() + 120,
+    })
+}
+
+fn sign(claims: &Value, alg: Algorithm, kid: &str, key_file: &str) -> String {
+    let key = match alg {
+        Algorithm::ES256 => EncodingKey::from_ec_pem(&pem(key_file)).unwrap(),
+        _ => EncodingKey::from_rsa_pem(&pem(key_file)).unwrap(),
+    };
+    let mut header = Header::new(alg);
+    header.kid = Some(kid.to_string());
+    jsonwebtoken::encode(&header, claims, &key).unwrap()
+}
+
+fn rsa_token(realm: &str, jti: &str) -> String {
+    sign(
+        &claims(realm, jti),
+        Algorithm::RS256,
+        "rsa-1",
+        "realm-rsa.key.pem",
+    )
+}
+
+// ---------------------------------------------------------------- fake session layer
+
+struct FakeService {
+    /// How every authorization ends when first looked up; `None` = stays pending.
+    outcome: Option<TerminalStatus>,
+    starts: Mutex<Vec<StartRequest>>,
+    views: Mutex<HashMap<String, AuthorizationView>>,
+    by_key: Mutex<HashMap<String, String>>,
+    changed: watch::Sender<u64>,
+}
+
+impl FakeService {
+    fn new(outcome: Option<TerminalStatus>) -> Arc<Self> {
+        Arc::new(Self {
+            outcome,
+            starts: Mutex::new(Vec::new()),
+            views: Mutex::new(HashMap::new()),
+            by_key: Mutex::new(HashMap::new()),
+            changed: watch::channel(0).0,
+        })
+    }
+
+    fn starts(&self) -> Vec<StartRequest> {
+        self.starts.lock().unwrap().clone()
+    }
+}
+
+impl AuthorizationService for FakeService {
+    fn start(&self, req: StartRequest) -> BoxFuture<'_, Result<AuthorizationView, StartError>> {
+        Box::pin(async move {
+            if let Some(key) = &req.idempotency_key {
+                if let Some(id) = self.by_key.lock().unwrap().get(key) {
+                    return Ok(self.views.lock().unwrap()[id].clone());
+                }
+            }
+            let id = format!("auth-{}", self.starts.lock().unwrap().len() + 1);
+            let view = AuthorizationView {
+                id: id.clone(),
+                state: AuthorizationState::Pending {
+                    step: PendingState::Created,
+                },
+                loa_requested: req.loa,
+                loa_achieved: None,
+                channel: None,
+                operator: None,
+                created_at_ms: 0,
+                completed_at_ms: None,
+                gateway_ms: None,
+                proof: None,
+            };
+            if let Some(key) = &req.idempotency_key {
+                self.by_key.lock().unwrap().insert(key.clone(), id.clone());
+            }
+            self.views.lock().unwrap().insert(id, view.clone());
+            self.starts.lock().unwrap().push(req);
+            Ok(view)
+        })
+    }
+
+    fn get(
+        &self,
+        _client_id: &str,
+        id: &str,
+        wait: Option<Duration>,
+    ) -> BoxFuture<'_, Result<AuthorizationView, LookupError>> {
+        let id = id.to_string();
+        Box::pin(async move {
+            if let Some(status) = self.outcome {
+                let mut views = self.views.lock().unwrap();
+                let view = views.get_mut(&id).ok_or(LookupError::NotFound)?;
+                view.state = AuthorizationState::Terminal {
+                    status,
+                    reason: "scripted".into(),
+                };
+                self.changed.send_modify(|v| *v += 1);
+                return Ok(view.clone());
+            }
+            // Pending for ever: honour the long-poll like the real session layer would.
+            let mut rx = self.changed.subscribe();
+            let _ = tokio::time::timeout(wait.unwrap_or_default(), rx.changed()).await;
+            self.views
+                .lock()
+                .unwrap()
+                .get(&id)
+                .cloned()
+                .ok_or(LookupError::NotFound)
+        })
+    }
+
+    fn cancel(
+        &self,
+        _client_id: &str,
+        _id: &str,
+    ) -> BoxFuture<'_, Result<AuthorizationView, LookupError>> {
+        Box::pin(async { Err(LookupError::NotFound) })
+    }
+
+    fn readiness(&self) -> Readiness {
+        Readiness {
+            ready: true,
+            binds_up: Vec::new(),
+            store_ok: true,
+        }
+    }
+}
+
+// ---------------------------------------------------------------- fake Keycloak
+
+#[derive(Clone, Default)]
+struct FakeKeycloak {
+    /// Statuses to answer, in order; 200 (what Keycloak answers) once empty.
+    script: Arc<Mutex<VecDeque<u16>>>,
+    /// (Authorization header, body) of every callback.
+    calls: Arc<Mutex<Vec<(String, Value)>>>,
+}
+
+async fn kc_callback(
+    State(kc): State<FakeKeycloak>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let auth = headers
+        .get("authorization")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    kc.calls.lock().unwrap().push((auth, body));
+    let code = kc.script.lock().unwrap().pop_front().unwrap_or(200);
+    StatusCode::from_u16(code).unwrap()
+}
+
+async fn serve(app: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    addr
+}
+
+// ---------------------------------------------------------------- harness
+
+struct Harness {
+    realm: String,
+    gateway: SocketAddr,
+    keycloak: FakeKeycloak,
+    service: Arc<FakeService>,
+    channel: Arc<KeycloakChannel>,
+    reports: broadcast::Receiver<CallbackReport>,
+}
+
+struct Options {
+    outcome: Option<TerminalStatus>,
+    script: Vec<u16>,
+    jwks: JwksSource,
+    min_reload_interval: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            outcome: Some(TerminalStatus::Approved),
+            script: Vec::new(),
+            jwks: JwksSource::File(fixture("realm.jwks.json")),
+            min_reload_interval: Duration::from_secs(3600),
+        }
+    }
+}
+
+async fn harness(opts: Options) -> Harness {
+    let keycloak = FakeKeycloak::default();
+    keycloak.script.lock().unwrap().extend(opts.script);
+    let kc_addr = serve(
+        Router::new()
+            .route(
+                "/realms/test/protocol/openid-connect/ext/ciba/auth/callback",
+                post(kc_callback),
+            )
+            .with_state(keycloak.clone()),
+    )
+    .await;
+    let realm = format!("http://{kc_addr}/realms/test");
+
+    let mut jwt = JwtConfig::for_realm(&realm);
+    jwt.min_reload_interval = opts.min_reload_interval;
+    let verifier = Arc::new(JwtVerifier::load(jwt, opts.jwks).await.unwrap());
+
+    let mut config = KeycloakConfig::for_realm(&realm);
+    config.client_names.insert("portal".into(), "ePUAP".into());
+    config.callback_min_delay = Duration::ZERO;
+    config.poll_wait = Duration::from_secs(5);
+    config.retry = RetryPolicy {
+        max_attempts: 5,
+        initial_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(40),
+        attempt_timeout: Duration::from_secs(5),
+    };
+    let subscribers = SubscriberMap::parse("jan.kowalski +48600100200\n", true).unwrap();
+    let service = FakeService::new(opts.outcome);
+    let channel = Arc::new(KeycloakChannel::new(
+        config,
+        verifier,
+        subscribers,
+        service.clone(),
+    ));
+    let reports = channel.subscribe();
+    let gateway = serve(routes::<()>(channel.clone())).await;
+    Harness {
+        realm,
+        gateway,
+        keycloak,
+        service,
+        channel,
+        reports,
+    }
+}
+
+impl Harness {
+    /// POST a channel request the way Keycloak does; returns the status and JSON body.
+    async fn request(&self, token: Option<&str>, body: &str) -> (u16, Value) {
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let mut req = axum::http::Request::post(format!("http://{}/keycloak/ciba", self.gateway))
+            .header("content-type", "application/json");
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let resp = client
+            .request(req.body(Full::new(Bytes::from(body.to_string()))).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    async fn next_report(&mut self) -> CallbackReport {
+        tokio::time::timeout(Duration::from_secs(20), self.reports.recv())
+            .await
+            .expect("a callback report within 20 s")
+            .unwrap()
+    }
+
+    fn calls(&self) -> Vec<(String, Value)> {
+        self.keycloak.calls.lock().unwrap().clone()
+    }
+}
+
+const BODY: &str = r#"{"login_hint":"jan.kowalski","binding_message":"X7Q2","is_consent_required":false,"scope":"openid profile","acr_values":null}"#;
+
+// ---------------------------------------------------------------- tests
+
+#[tokio::test]
+async fn valid_request_gets_201_then_succeed_with_the_same_bearer() {
+    let mut h = harness(Options::default()).await;
+    let token = rsa_token(&h.realm, "jti-ok");
+    let (status, _) = h.request(Some(&token), BODY).await;
+    assert_eq!(status, 201);
+
+    let report = h.next_report().await;
+    assert_eq!(report.jti, "jti-ok");
+    assert_eq!(report.status, Some(ChannelStatus::Succeed));
+    assert!(matches!(
+        report.delivery,
+        Delivery::Delivered {
+            status: 200,
+            attempts: 1
+        }
+    ));
+    assert_eq!(
+        h.calls(),
+        vec![(format!("Bearer {token}"), json!({"status": "SUCCEED"}))]
+    );
+
+    let starts = h.service.starts();
+    assert_eq!(starts.len(), 1);
+    let s = &starts[0];
+    assert_eq!(s.msisdn, "48600100200");
+    assert_eq!(s.loa, Loa::Loa2);
+    assert_eq!(s.client_id, "keycloak");
+    assert_eq!(s.client_name, "ePUAP");
+    assert_eq!(s.consent_text, "ePUAP: potwierdź logowanie. Kod: X7Q2");
+    assert_eq!(s.binding_message.as_deref(), Some("X7Q2"));
+    assert_eq!(s.idempotency_key.as_deref(), Some("jti-ok"));
+    // The authorization ends before the token does, leaving time to call back.
+    assert!(s.expiry <= Duration::from_secs(115) && s.expiry >= Duration::from_secs(100));
+}
+
+#[tokio::test]
+async fn es256_tokens_from_the_realm_are_accepted() {
+    let mut h = harness(Options::default()).await;
+    let token = sign(
+        &claims(&h.realm, "jti-ec"),
+        Algorithm::ES256,
+        "ec-1",
+        "realm-ec.key.pem",
+    );
+    assert_eq!(h.request(Some(&token), BODY).await.0, 201);
+    assert_eq!(h.next_report().await.status, Some(ChannelStatus::Succeed));
+}
+
+#[tokio::test]
+async fn bad_tokens_get_401_and_start_nothing() {
+    let h = harness(Options::default()).await;
+    let realm = h.realm.clone();
+    let realm_signed = |c: &Value| sign(c, Algorithm::RS256, "rsa-1", "realm-rsa.key.pem");
+    let mut expired = claims(&realm, "j1");
+    expired["exp"] = json!(now() - 3600);
+    let mut wrong_aud = claims(&realm, "j2");
+    wrong_aud["aud"] = json!("http://elsewhere/realms/test");
+    let mut wrong_iss = claims(&realm, "j3");
+    wrong_iss["iss"] = json!("http://elsewhere/realms/test");
+    let mut no_jti = claims(&realm, "j4");
+    no_jti.as_object_mut().unwrap().remove("jti");
+    let cases = [
+        (
+            "forged signature",
+            Some(sign(
+                &claims(&realm, "j0"),
+                Algorithm::RS256,
+                "rsa-1",
+                "attacker-rsa.key.pem",
+            )),
+        ),
+        ("expired", Some(realm_signed(&expired))),
+        ("wrong audience", Some(realm_signed(&wrong_aud))),
+        ("wrong issuer", Some(realm_signed(&wrong_iss))),
+        ("no jti", Some(realm_signed(&no_jti))),
+        (
+            "unknown kid",
+            Some(sign(
+                &claims(&realm, "j5"),
+                Algorithm::RS256,
+                "nope",
+                "realm-rsa.key.pem",
+            )),
+        ),
+        ("garbage", Some("abc.def.ghi".to_string())),
+        ("no token", None),
+    ];
+    for (what, token) in cases {
+        let (status, body) = h.request(token.as_deref(), BODY).await;
+        assert_eq!(status, 401, "{what}: {body}");
+        if token.is_some() {
+            assert_eq!(body["error"], "invalid_token", "{what}: {body}");
+        }
+    }
+    assert!(h.service.starts().is_empty());
+}
+
+#[tokio::test]
+async fn unknown_username_gets_404_unknown_subscriber() {
+    let h = harness(Options::default()).await;
+    let token = rsa_token(&h.realm, "jti-unknown");
+    let body = r#"{"login_hint":"nobody","scope":"openid"}"#;
+    let (status, json) = h.request(Some(&token), body).await;
+    assert_eq!(status, 404);
+    assert_eq!(json["error"], "unknown_subscriber");
+    assert!(h.service.starts().is_empty());
+}
+
+#[tokio::test]
+async fn e164_usernames_are_their_own_msisdn() {
+    let mut h = harness(Options::default()).await;
+    let token = rsa_token(&h.realm, "jti-e164");
+    let body = r#"{"login_hint":"+48600999888","scope":"openid"}"#;
+    assert_eq!(h.request(Some(&token), body).await.0, 201);
+    h.next_report().await;
+    let starts = h.service.starts();
+    assert_eq!(starts[0].msisdn, "48600999888");
+    assert_eq!(starts[0].consent_text, "ePUAP: potwierdź logowanie.");
+}
+
+#[tokio::test]
+async fn acr_values_3_2_ask_for_loa3_and_unsupported_levels_get_400() {
+    let mut h = harness(Options::default()).await;
+    let token = rsa_token(&h.realm, "jti-acr");
+    let body = r#"{"login_hint":"jan.kowalski","acr_values":"3 2"}"#;
+    assert_eq!(h.request(Some(&token), body).await.0, 201);
+    h.next_report().await;
+    assert_eq!(h.service.starts()[0].loa, Loa::Loa3);
+
+    let token = rsa_token(&h.realm, "jti-acr4");
+    let (status, json) = h
+        .request(
+            Some(&token),
+            r#"{"login_hint":"jan.kowalski","acr_values":"4"}"#,
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(json["error"], "unsupported_acr");
+    assert_eq!(h.service.starts().len(), 1);
+}
+
+#[tokio::test]
+async fn malformed_bodies_get_400() {
+    let h = harness(Options::default()).await;
+    for (body, code) in [
+        ("not json", "invalid_request"),
+        (r#"{"scope":"openid"}"#, "invalid_request"),
+        (
+            r#"{"login_hint":"jan.kowalski","binding_message":"with space"}"#,
+            "invalid_binding_message",
+        ),
+    ] {
+        let token = rsa_token(&h.realm, "jti-bad-body");
+        let (status, json) = h.request(Some(&token), body).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(json["error"], code, "{body}");
+    }
+    assert!(h.service.starts().is_empty());
+}
+
+#[tokio::test]
+async fn callback_answered_503_twice_is_delivered_on_the_third_attempt() {
+    let mut h = harness(Options {
+        script: vec![503, 503, 201],
+        ..Options::default()
+    })
+    .await;
+    let token = rsa_token(&h.realm, "jti-retry");
+    assert_eq!(h.request(Some(&token), BODY).await.0, 201);
+    let report = h.next_report().await;
+    assert_eq!(
+        report.delivery,
+        Delivery::Delivered {
+            status: 201,
+            attempts: 3
+        }
+    );
+    let calls = h.calls();
+    assert_eq!(calls.len(), 3);
+    assert!(calls
+        .iter()
+        .all(|(auth, body)| auth == &format!("Bearer {token}")
+            && body == &json!({"status": "SUCCEED"})));
+}
+
+#[tokio::test]
+async fn callback_answered_403_is_not_retried() {
+    let mut h = harness(Options {
+        script: vec![403, 200],
+        ..Options::default()
+    })
+    .await;
+    let token = rsa_token(&h.realm, "jti-403");
+    assert_eq!(h.request(Some(&token), BODY).await.0, 201);
+    let report = h.next_report().await;
+    assert_eq!(
+        report.delivery,
+        Delivery::GaveUp {
+            reason: GiveUpReason::Refused { status: 403 }
+        }
+    );
+    assert_eq!(h.calls().len(), 1);
+}
+
+#[tokio::test]
+async fn a_repeated_jti_starts_one_authorization_and_calls_back_once() {
+    let mut h = harness(Options {
+        outcome: None,
+        ..Options::default()
+    })
+    .await;
+    // Short-lived token: the pending authorization is given up at exp, so the test ends.
+    let mut c = claims(&h.realm, "jti-dup");
+    c["exp"] = json!(now() + 2);
+    let token = sign(&c, Algorithm::RS256, "rsa-1", "realm-rsa.key.pem");
+    let (a, first) = h.request(Some(&token), BODY).await;
+    let (b, second) = h.request(Some(&token), BODY).await;
+    assert_eq!((a, b), (201, 201));
+    assert_eq!(first["authorization_id"], second["authorization_id"]);
+    assert_eq!(h.service.starts().len(), 1);
+    assert_eq!(h.channel.pending(), 1);
+
+    // Never answered: no callback, and the task ends when the token expires.
+    let report = h.next_report().await;
+    assert_eq!(report.status, None);
+    assert!(matches!(
+        report.delivery,
+        Delivery::GaveUp {
+            reason: GiveUpReason::DeadlinePassed { attempts: 0, .. }
+        }
+    ));
+    assert!(h.calls().is_empty());
+    assert!(h.channel.drain(Duration::from_secs(5)).await);
+    assert_eq!(h.channel.pending(), 0);
+}
+
+#[tokio::test]
+async fn denial_is_unauthorized_and_relying_party_cancel_is_cancelled() {
+    for (outcome, expected) in [
+        (TerminalStatus::Denied, "UNAUTHORIZED"),
+        (TerminalStatus::Expired, "UNAUTHORIZED"),
+        (TerminalStatus::NotReachable, "UNAUTHORIZED"),
+        (TerminalStatus::Cancelled, "CANCELLED"),
+    ] {
+        let mut h = harness(Options {
+            outcome: Some(outcome),
+            ..Options::default()
+        })
+        .await;
+        let token = rsa_token(&h.realm, "jti-deny");
+        assert_eq!(h.request(Some(&token), BODY).await.0, 201);
+        h.next_report().await;
+        assert_eq!(h.calls()[0].1, json!({ "status": expected }), "{outcome:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_rotated_realm_key_is_picked_up_by_reloading_the_jwks() {
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("realm.jwks.json");
+    std::fs::copy(fixture("realm.jwks.json"), &jwks).unwrap();
+    let mut h = harness(Options {
+        jwks: JwksSource::File(jwks.clone()),
+        min_reload_interval: Duration::ZERO,
+        ..Options::default()
+    })
+    .await;
+    let rotated = sign(
+        &claims(&h.realm, "jti-rot"),
+        Algorithm::RS256,
+        "rsa-2",
+        "rotated-rsa.key.pem",
+    );
+    assert_eq!(h.request(Some(&rotated), BODY).await.0, 401);
+
+    std::fs::copy(fixture("realm-rotated.jwks.json"), &jwks).unwrap();
+    assert_eq!(h.request(Some(&rotated), BODY).await.0, 201);
+    assert_eq!(h.next_report().await.status, Some(ChannelStatus::Succeed));
+}
+
+#[tokio::test]
+async fn unknown_kids_do_not_reload_the_jwks_more_than_the_interval_allows() {
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("realm.jwks.json");
+    std::fs::copy(fixture("realm.jwks.json"), &jwks).unwrap();
+    let h = harness(Options {
+        jwks: JwksSource::File(jwks.clone()),
+        ..Options::default()
+    })
+    .await;
+    // Loaded just now: the interval (1 h) forbids a reload, even though the file changed.
+    std::fs::copy(fixture("realm-rotated.jwks.json"), &jwks).unwrap();
+    let rotated = sign(
+        &claims(&h.realm, "jti-rot2"),
+        Algorithm::RS256,
+        "rsa-2",
+        "rotated-rsa.key.pem",
+    );
+    let (status, json) = h.request(Some(&rotated), BODY).await;
+    assert_eq!(status, 401);
+    assert!(
+        json["message"].as_str().unwrap().contains("rsa-2"),
+        "{json}"
+    );
+}
