@@ -23,7 +23,6 @@ use rusmpp::{
 };
 
 /// Most user-data octets in one SMS.
-const MAX_UD: usize = 140;
 
 /// Errors of the SMS-PP transport.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
