@@ -22,8 +22,6 @@ use rusmpp::{
     values::{DataCoding, EsmClass, Npi, Ton},
 };
 
-/// Most user-data octets in one SMS.
-
 /// Errors of the SMS-PP transport.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SmsPpError {
