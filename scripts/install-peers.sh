@@ -26,3 +26,20 @@ if [ -f "$req" ]; then
   echo "pip install -r $req"
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -r "$req"
 fi
+
+# --- Prometheus (metrics tests) --------------------------------------------------------------
+# gateway/tests/metrics_exposition.rs runs `promtool`; load-tests/tests/prometheus_scrape.rs
+# starts its own `prometheus` on loopback (temporary config and data directory). Debian's
+# package provides both; the system service it ships is not started here (CI runs as root in a
+# container; the tests never use it).
+if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
+  need apt-get
+  echo "apt-get install prometheus"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y --no-install-recommends prometheus
+  # Some images start services from postinst; stop it so it does not hold :9090.
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet prometheus 2>/dev/null; then
+    systemctl stop prometheus || true
+  fi
+fi

@@ -33,6 +33,7 @@ use super::session::{
     CloseReason, Session, SessionConfig, SessionEvent, SubmitFailure, SubmitId, SubmitRejected,
     SubmitRequest,
 };
+use crate::metrics::smpp::{BindMetrics, BindState};
 
 /// Settings of one bind and its reconnect policy.
 #[derive(Debug, Clone)]
@@ -51,6 +52,8 @@ pub struct BindConfig {
     /// `true` is at-least-once (a lost `submit_sm_resp` duplicates the message at the SMSC);
     /// `false` fails them with [`SubmitFailure::LinkLostInFlight`].
     pub resend_in_flight: bool,
+    /// Instrumentation of this bind (none: not measured).
+    pub metrics: Option<Arc<BindMetrics>>,
 }
 
 impl BindConfig {
@@ -63,7 +66,14 @@ impl BindConfig {
             reconnect_initial: Duration::from_secs(1),
             reconnect_max: Duration::from_secs(60),
             resend_in_flight: true,
+            metrics: None,
         }
+    }
+
+    /// Reports this bind's state, reconnects and its session's PDUs to `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<BindMetrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 }
 
@@ -198,6 +208,12 @@ fn now_std() -> std::time::Instant {
 }
 
 impl BindTask {
+    fn set_state(&self, state: BindState) {
+        if let Some(m) = &self.config.metrics {
+            m.set_state(state);
+        }
+    }
+
     async fn emit(&self, event: BindEvent) {
         if matches!(event, BindEvent::Accepted { .. } | BindEvent::Failed { .. }) {
             self.pending.fetch_sub(1, Ordering::Relaxed);
@@ -258,11 +274,19 @@ impl BindTask {
 
     async fn run(mut self) {
         let mut attempt: u32 = 0;
+        let mut first_attempt = true;
         loop {
             self.expire_carried().await;
             if self.stopping {
                 break;
             }
+            if let Some(m) = &self.config.metrics {
+                if !first_attempt {
+                    m.reconnect();
+                }
+                m.set_state(BindState::Connecting);
+            }
+            first_attempt = false;
             let connected = timeout(
                 self.config.connect_timeout,
                 TcpStream::connect(&self.config.addr),
@@ -272,6 +296,7 @@ impl BindTask {
                 Ok(Ok(stream)) => {
                     let _ = stream.set_nodelay(true);
                     let (reason, was_bound) = self.run_connected(stream).await;
+                    self.set_state(BindState::Down);
                     if was_bound {
                         attempt = 0;
                     }
@@ -281,12 +306,14 @@ impl BindTask {
                     self.emit(BindEvent::Disconnected { reason }).await;
                 }
                 Ok(Err(e)) => {
+                    self.set_state(BindState::Down);
                     self.emit(BindEvent::Disconnected {
                         reason: format!("connect to {}: {e}", self.config.addr),
                     })
                     .await
                 }
                 Err(_) => {
+                    self.set_state(BindState::Down);
                     self.emit(BindEvent::Disconnected {
                         reason: format!("connect to {} timed out", self.config.addr),
                     })
@@ -298,6 +325,7 @@ impl BindTask {
             self.wait_down(Instant::now() + delay).await;
         }
         self.fail_all_carried(SubmitFailure::ShuttingDown).await;
+        self.set_state(BindState::Down);
         self.emit(BindEvent::Stopped).await;
     }
 
@@ -344,7 +372,12 @@ impl BindTask {
 
     /// Runs one connection to its end; returns why it ended and whether it got bound.
     async fn run_connected(&mut self, stream: TcpStream) -> (String, bool) {
-        let mut session = match Session::new(self.config.session.clone(), now_std()) {
+        self.set_state(BindState::Binding);
+        let mut session = match Session::with_metrics(
+            self.config.session.clone(),
+            now_std(),
+            self.config.metrics.clone(),
+        ) {
             Ok(s) => s,
             Err(e) => {
                 // The config cannot change between attempts: stop instead of looping.
@@ -360,6 +393,7 @@ impl BindTask {
             }
         }
         if self.stopping {
+            self.set_state(BindState::Unbinding);
             session.unbind(now_std());
         }
         let (read_half, mut write_half) = stream.into_split();
@@ -376,6 +410,7 @@ impl BindTask {
                 match event {
                     SessionEvent::Bound { smsc_system_id } => {
                         was_bound = true;
+                        self.set_state(BindState::Bound);
                         self.emit(BindEvent::Bound { smsc_system_id }).await;
                     }
                     SessionEvent::SubmitAccepted { id, message_id } => {
@@ -444,6 +479,7 @@ impl BindTask {
                     }
                     Some(Command::Unbind) | None => {
                         self.stopping = true;
+                        self.set_state(BindState::Unbinding);
                         session.unbind(now_std());
                     }
                 },

@@ -20,6 +20,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -31,6 +32,7 @@ use rusmpp::{
 };
 
 use super::pdu::{decode_frame, encode_command, generic_nack, Decoded};
+use crate::metrics::smpp::{BindMetrics, Direction};
 
 /// Identifier the caller gives a submission; echoed in its final event.
 pub type SubmitId = u64;
@@ -257,6 +259,8 @@ struct InFlight {
     id: SubmitId,
     request: SubmitRequest,
     deadline: Instant,
+    /// When it was written, for the round-trip histogram.
+    sent_at: Instant,
 }
 
 /// One ESME bind, sans IO. See the module docs.
@@ -274,6 +278,8 @@ pub struct Session {
     backoff: Duration,
     transmit: VecDeque<Bytes>,
     events: VecDeque<SessionEvent>,
+    /// Instrumentation (atomics only: no clock, no I/O), when the bind has it.
+    metrics: Option<Arc<BindMetrics>>,
 }
 
 fn c_string<const MIN: usize, const MAX: usize>(
@@ -289,6 +295,16 @@ fn c_string<const MIN: usize, const MAX: usize>(
 impl Session {
     /// A session on a freshly connected transport; the bind PDU is queued at once.
     pub fn new(config: SessionConfig, now: Instant) -> Result<Self, ConfigError> {
+        Self::with_metrics(config, now, None)
+    }
+
+    /// [`Session::new`] reporting PDUs, statuses, round trips, throttles and its window to
+    /// `metrics` (atomics only: the session stays free of clocks and I/O).
+    pub fn with_metrics(
+        config: SessionConfig,
+        now: Instant,
+        metrics: Option<Arc<BindMetrics>>,
+    ) -> Result<Self, ConfigError> {
         if config.window == 0 {
             return Err(ConfigError::ZeroWindow);
         }
@@ -342,7 +358,12 @@ impl Session {
             backoff,
             transmit: VecDeque::new(),
             events: VecDeque::new(),
+            metrics,
         };
+        if let Some(m) = &session.metrics {
+            m.window_size(session.config.window);
+            m.window(0);
+        }
         let seq = session.send_request(pdu);
         session.state = State::Binding {
             seq,
@@ -433,7 +454,15 @@ impl Session {
                 tracing::warn!(sequence_number, ?status, %reason, "undecodable PDU, sending generic_nack");
                 self.send(generic_nack(sequence_number, status));
             }
-            Decoded::Pdu(command) => self.handle_command(now, command),
+            Decoded::Pdu(command) => {
+                if let Some(m) = &self.metrics {
+                    m.pdu(Direction::In, command.id());
+                    if command.id().is_response() {
+                        m.response(command.status());
+                    }
+                }
+                self.handle_command(now, command)
+            }
         }
         self.pump(now);
     }
@@ -546,6 +575,15 @@ impl Session {
             tracing::warn!(seq, ?status, "submit_sm_resp for no submission in flight");
             return;
         };
+        if let Some(m) = &self.metrics {
+            m.round_trip(now.saturating_duration_since(entry.sent_at));
+            if matches!(
+                status,
+                CommandStatus::EsmeRthrottled | CommandStatus::EsmeRmsgqful
+            ) {
+                m.throttled();
+            }
+        }
         match status {
             CommandStatus::EsmeRok => {
                 self.backoff = self.config.throttle_backoff_initial;
@@ -708,9 +746,13 @@ impl Session {
                         id: q.id,
                         request: q.request,
                         deadline: now + self.config.response_timeout,
+                        sent_at: now,
                     },
                 );
             }
+        }
+        if let Some(m) = &self.metrics {
+            m.window(self.in_flight.len());
         }
         if let State::Unbinding {
             deadline,
@@ -745,6 +787,9 @@ impl Session {
     }
 
     fn send(&mut self, command: Command) {
+        if let Some(m) = &self.metrics {
+            m.pdu(Direction::Out, command.id());
+        }
         self.transmit.push_back(encode_command(&command));
     }
 
@@ -754,6 +799,9 @@ impl Session {
         }
         self.state = State::Closed;
         self.enquire_link = None;
+        if let Some(m) = &self.metrics {
+            m.window(0);
+        }
         let mut in_flight: Vec<(u32, InFlight)> = self.in_flight.drain().collect();
         // Sequence order is send order (wraps aside), which keeps the user's order.
         in_flight.sort_unstable_by_key(|(s, _)| *s);
@@ -1351,5 +1399,61 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn metrics_count_pdus_statuses_round_trips_throttles_and_the_window() {
+        use crate::metrics::smpp::{Direction, SmppMetrics};
+        let mut registry = prometheus_client::registry::Registry::default();
+        let m = Arc::new(SmppMetrics::new(&mut registry).bind("op", "b1"));
+        let t0 = Instant::now();
+        let mut s = Session::with_metrics(cfg(), t0, Some(m.clone())).unwrap();
+        let bind_seq = sent(&mut s)[0].sequence_number();
+        assert_eq!(m.pdu_count(Direction::Out, CommandId::BindTransceiver), 1);
+        s.handle_frame(
+            t0,
+            &frame(Command::new(
+                CommandStatus::EsmeRok,
+                bind_seq,
+                BindTransceiverResp::builder().build(),
+            )),
+        );
+        s.submit(t0, request("a"), 1).unwrap();
+        s.submit(t0, request("b"), 2).unwrap();
+        let out = sent(&mut s);
+        assert_eq!(m.pdu_count(Direction::Out, CommandId::SubmitSm), 2);
+        assert_eq!(m.window_occupancy(), 2);
+        let t1 = t0 + Duration::from_millis(30);
+        s.handle_frame(
+            t1,
+            &submit_resp(out[0].sequence_number(), CommandStatus::EsmeRthrottled, ""),
+        );
+        s.handle_frame(
+            t1,
+            &submit_resp(out[1].sequence_number(), CommandStatus::EsmeRok, "m2"),
+        );
+        assert_eq!(
+            m.window_occupancy(),
+            0,
+            "the throttled one waits for its pause"
+        );
+        assert_eq!(m.throttle_count(), 1);
+        assert_eq!(m.response_count(CommandStatus::EsmeRthrottled), 1);
+        // bind_transceiver_resp and one submit_sm_resp.
+        assert_eq!(m.response_count(CommandStatus::EsmeRok), 2);
+        assert_eq!(m.pdu_count(Direction::In, CommandId::SubmitSmResp), 2);
+        let text = crate::metrics::encode(&registry);
+        assert!(
+            text.contains("smpp_submit_round_trip_seconds_count{operator=\"op\",bind=\"b1\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "smpp_submit_round_trip_seconds_bucket{le=\"0.05\",operator=\"op\",bind=\"b1\"} 2"
+            ),
+            "{text}"
+        );
+        s.handle_disconnect(t1);
+        assert_eq!(m.window_occupancy(), 0);
     }
 }

@@ -61,6 +61,9 @@ struct Cli {
     /// TOML file with the remaining settings.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Serve Prometheus metrics (`GET /metrics`, `smsc_sim_` prefix) on this address.
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
 }
 
 /// `[population]` in the config file.
@@ -223,7 +226,11 @@ fn load(cli: &Cli) -> anyhow::Result<(SmscConfig, Option<PopulationConfig>)> {
     }
 }
 
-async fn run(config: SmscConfig, population: Option<PopulationConfig>) -> anyhow::Result<()> {
+async fn run(
+    config: SmscConfig,
+    population: Option<PopulationConfig>,
+    metrics_listen: Option<SocketAddr>,
+) -> anyhow::Result<()> {
     let network: Box<dyn Network> = match population {
         Some(p) => {
             let size = p.size;
@@ -238,6 +245,13 @@ async fn run(config: SmscConfig, population: Option<PopulationConfig>) -> anyhow
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     eprintln!("smsc-sim listening on {}", smsc.local_addr());
+    if let Some(addr) = metrics_listen {
+        let bound = smsc
+            .serve_metrics(addr)
+            .await
+            .with_context(|| format!("metrics listener on {addr}"))?;
+        eprintln!("smsc-sim metrics on http://{bound}/metrics");
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     tokio::select! {
@@ -265,7 +279,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config, population)) {
+    match runtime.block_on(run(config, population, cli.metrics_listen)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("smsc-sim: {e:#}");

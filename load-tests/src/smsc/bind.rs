@@ -27,6 +27,15 @@ pub enum BindKind {
 }
 
 impl BindKind {
+    /// The SMPP name of the bind type (metrics label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Transmitter => "transmitter",
+            Self::Receiver => "receiver",
+            Self::Transceiver => "transceiver",
+        }
+    }
+
     pub fn can_submit(self) -> bool {
         matches!(self, Self::Transmitter | Self::Transceiver)
     }
@@ -302,6 +311,25 @@ impl Registry {
     /// Whether the account exists.
     pub fn has_account(&self, system_id: &str) -> bool {
         self.lock().accounts.contains_key(system_id)
+    }
+
+    /// Binds open now per account and kind, every account and kind listed (zeros included),
+    /// sorted; read by the metrics endpoint.
+    pub fn open_binds(&self) -> Vec<(String, BindKind, u64)> {
+        let inner = self.lock();
+        let mut out = Vec::new();
+        for (id, account) in &inner.accounts {
+            for kind in [
+                BindKind::Transmitter,
+                BindKind::Receiver,
+                BindKind::Transceiver,
+            ] {
+                let n = account.binds.iter().filter(|b| b.kind == kind).count();
+                out.push((id.clone(), kind, n as u64));
+            }
+        }
+        out.sort_by(|a, b| (&a.0, a.1 as u8).cmp(&(&b.0, b.1 as u8)));
+        out
     }
 }
 

@@ -5,8 +5,9 @@
 //! [`faults`] may disturb, and gets receipts and MO as `deliver_sm` within its window. Accepted
 //! MT go, converted by [`pdus`], to the sans-IO [`network`] (the [`EchoNetwork`] now, a handset
 //! population later), whose answers come back as MO for any receiver bind of the account.
-//! [`config`] holds the settings and the TOML loader; [`stats`] the counters. A running
-//! server is controlled through [`SmscHandle`].
+//! [`config`] holds the settings and the TOML loader; [`stats`] the counters, which
+//! [`metrics`] exposes on `/metrics` for Prometheus. A running server is controlled through
+//! [`SmscHandle`].
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -22,6 +23,7 @@
 pub mod bind;
 pub mod config;
 pub mod faults;
+pub mod metrics;
 pub mod network;
 pub mod pdus;
 pub mod server;
@@ -80,6 +82,22 @@ impl SmscHandle {
     /// The live counters.
     pub fn stats(&self) -> &SmscStats {
         &self.shared.stats
+    }
+
+    /// OpenMetrics text of the counters and open binds (`smsc_sim_` prefix).
+    pub fn encode_metrics(&self) -> String {
+        metrics::encode(&metrics::registry(self.shared.clone()))
+    }
+
+    /// Serves `GET /metrics` on `addr` until shutdown; returns the address actually bound.
+    pub async fn serve_metrics(&self, addr: SocketAddr) -> std::io::Result<SocketAddr> {
+        metrics::serve(
+            metrics::registry(self.shared.clone()),
+            addr,
+            self.cancel.clone(),
+            &self.tracker,
+        )
+        .await
     }
 
     /// Injects a fault now.

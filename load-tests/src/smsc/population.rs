@@ -218,8 +218,11 @@ impl HandsetNetwork {
             .map(|i| {
                 // The gateway's provisioning draws the same way, so both sides agree on who has
                 // the applet without exchanging a table.
-                let has_applet =
-                    gateway::subscribers::has_applet(config.seed, u64::from(i), config.applet_share);
+                let has_applet = gateway::subscribers::has_applet(
+                    config.seed,
+                    u64::from(i),
+                    config.applet_share,
+                );
                 Handset::new(params.clone(), i, has_applet)
             })
             .collect();

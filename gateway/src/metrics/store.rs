@@ -1,0 +1,119 @@
+//! Store operations: latency and errors per operation (USE for the store: rate of
+//! `gateway_store_operation_duration_seconds_sum` is its busy time, errors by `result`).
+//!
+//! The session manager (or a store wrapper) times each call of the
+//! [`crate::store`] trait and reports it with [`StoreMetrics::observe`].
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use super::{label_enum, seconds, STORE_LATENCY_BUCKETS};
+
+label_enum! {
+    /// One operation of the store trait.
+    pub enum StoreOp {
+        /// `reserve_ota_counters`.
+        ReserveOtaCounters => "reserve_ota_counters",
+        /// `raise_ota_counter_floor`.
+        RaiseOtaCounterFloor => "raise_ota_counter_floor",
+        /// `ota_high_water`.
+        OtaHighWater => "ota_high_water",
+        /// `record_pin_failure`.
+        RecordPinFailure => "record_pin_failure",
+        /// `reset_pin_failures`.
+        ResetPinFailures => "reset_pin_failures",
+        /// `lock_state`.
+        LockState => "lock_state",
+        /// `put_authorization`.
+        PutAuthorization => "put_authorization",
+        /// `update_authorization_state`.
+        UpdateAuthorizationState => "update_authorization_state",
+        /// `get_authorization`.
+        GetAuthorization => "get_authorization",
+        /// `list_in_flight`.
+        ListInFlight => "list_in_flight",
+        /// `in_flight_for_msisdn`.
+        InFlightForMsisdn => "in_flight_for_msisdn",
+        /// `claim_idempotency_key`.
+        ClaimIdempotencyKey => "claim_idempotency_key",
+        /// `purge_expired`.
+        PurgeExpired => "purge_expired",
+    }
+}
+
+label_enum! {
+    /// Whether a store call succeeded.
+    pub enum StoreResult {
+        /// `Ok`.
+        Ok => "ok",
+        /// `Err`.
+        Error => "error",
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct OpLabels {
+    op: StoreOp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ResultLabels {
+    op: StoreOp,
+    result: StoreResult,
+}
+
+/// Store metrics.
+#[derive(Debug)]
+pub struct StoreMetrics {
+    duration: Vec<Histogram>,
+    /// `[op][result]`.
+    operations: Vec<Counter>,
+}
+
+impl StoreMetrics {
+    /// Registers the store families.
+    pub fn new(registry: &mut Registry) -> Self {
+        let duration_family = Family::<OpLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(STORE_LATENCY_BUCKETS)
+        });
+        let ops_family = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "store_operation_duration_seconds",
+            "Latency of store operations",
+            duration_family.clone(),
+        );
+        registry.register(
+            "store_operations",
+            "Store operations by result (ok, error)",
+            ops_family.clone(),
+        );
+        let mut duration = Vec::new();
+        let mut operations = Vec::new();
+        for &op in StoreOp::ALL {
+            duration.push(duration_family.get_or_create_owned(&OpLabels { op }));
+            for &result in StoreResult::ALL {
+                operations.push(ops_family.get_or_create_owned(&ResultLabels { op, result }));
+            }
+        }
+        Self {
+            duration,
+            operations,
+        }
+    }
+
+    /// One store call took `elapsed` and ended `ok` or not.
+    pub fn observe(&self, op: StoreOp, ok: bool, elapsed: Duration) {
+        self.duration[op as usize].observe(seconds(elapsed));
+        let result = if ok {
+            StoreResult::Ok
+        } else {
+            StoreResult::Error
+        };
+        self.operations[op as usize * StoreResult::ALL.len() + result as usize].inc();
+    }
+}
