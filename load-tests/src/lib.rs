@@ -4,3 +4,4 @@
 //!   (binary `smsc-sim`).
 
 pub mod smsc;
+pub mod surge;

@@ -1,0 +1,195 @@
+//! Smoke test of the whole gateway in-process: the simulated SMSC with its handset population
+//! (users who always approve, time compressed) on a free port, `gateway::serve::start` with a
+//! configuration pointing at it, then the native HTTP API: an applet subscriber at LoA2 and
+//! LoA3 (STK, with the card's MAC as proof) and a subscriber without the applet at LoA2
+//! (USSD), each long-polled until it ends approved; then a graceful shutdown.
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use gateway::config::GatewayConfig;
+use gateway::subscribers::has_applet;
+use load_tests::smsc::network::{HandsetNetwork, PopulationConfig};
+use load_tests::smsc::{self, AccountConfig, SmscConfig};
+use serde_json::Value;
+use sim_applet_model::handset::user::UserParams;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const SEED: u64 = 42;
+const COUNT: u64 = 200;
+const BASE: u64 = 48_600_000_000;
+const SHARE: f64 = 0.6;
+const TOKEN: &str = "smoke-token";
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let p = std::env::temp_dir().join(format!("serve-smoke-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// One HTTP/1.1 request over a fresh connection; (status, JSON body).
+async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let status: u16 = text[9..12].parse().unwrap();
+    let (_, body) = text.split_once("\r\n\r\n").unwrap();
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+fn config(smsc: SocketAddr, dir: &TempDir) -> GatewayConfig {
+    let pepper = dir.0.join("pepper");
+    std::fs::write(&pepper, "smoke test pepper of enough octets").unwrap();
+    let text = format!(
+        r#"
+[api]
+listen = "127.0.0.1:0"
+[[api.clients]]
+id = "smoke"
+token = "{TOKEN}"
+rate_limit_per_sec = 1000
+rate_limit_burst = 1000
+
+[[operators]]
+name = "sim"
+ranges = ["48600"]
+dialect = "spec-default"
+service_code = "*123#"
+sms_source_address = "4800"
+[[operators.binds]]
+address = "{smsc}"
+system_id = "gw"
+password = "pw"
+
+[subscribers]
+pepper_file = "{pepper}"
+[subscribers.generate]
+seed = {SEED}
+count = {COUNT}
+msisdn_base = {BASE}
+applet_share = {SHARE}
+
+[policy]
+loa3_over_ussd = false
+
+[store]
+path = "{store}"
+
+[metrics]
+listen = "127.0.0.1:0"
+"#,
+        pepper = pepper.display(),
+        store = dir.0.join("store.redb").display(),
+    );
+    GatewayConfig::from_toml(&text, &[]).unwrap()
+}
+
+async fn approve(api: SocketAddr, msisdn: &str, loa: u8) -> Value {
+    let body = serde_json::json!({
+        "msisdn": msisdn,
+        "loa": loa,
+        "client_name": "Portal",
+        "binding_message": "AB12",
+        "expiry_secs": 60,
+    });
+    let (status, view) = http(api, "POST", "/v1/authorizations", Some(&body)).await;
+    assert_eq!(status, 201, "start: {view}");
+    let id = view["id"].as_str().unwrap().to_owned();
+    for _ in 0..20 {
+        let (status, view) = http(
+            api,
+            "GET",
+            &format!("/v1/authorizations/{id}?wait=30"),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "get: {view}");
+        if view["state"] == "terminal" {
+            return view;
+        }
+    }
+    panic!("authorization {id} did not end");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_serves_stk_and_ussd_authorizations_end_to_end() {
+    let population = PopulationConfig {
+        size: COUNT as u32,
+        applet_share: SHARE,
+        seed: SEED,
+        msisdn_base: BASE,
+        time_compression: 100.0,
+        user: UserParams {
+            p_ignore: 0.0,
+            p_deny: 0.0,
+            p_wrong_pin: 0.0,
+            ..UserParams::default()
+        },
+        ..PopulationConfig::default()
+    };
+    let network = HandsetNetwork::new(population, tokio::time::Instant::now().into_std()).unwrap();
+    let smsc_config = SmscConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        AccountConfig::new("gw", "pw"),
+    );
+    let smsc = smsc::start(smsc_config, Box::new(network)).await.unwrap();
+    let dir = TempDir::new();
+    let handle = gateway::serve::start(config(smsc.local_addr(), &dir))
+        .await
+        .unwrap();
+    let api = handle.api_addr;
+    assert!(handle.metrics_addr.is_some());
+
+    let applet = (0..COUNT).find(|i| has_applet(SEED, *i, SHARE)).unwrap();
+    let plain = (0..COUNT).find(|i| !has_applet(SEED, *i, SHARE)).unwrap();
+    let applet = (BASE + applet).to_string();
+    let plain = (BASE + plain).to_string();
+
+    for loa in [2u8, 3] {
+        let v = approve(api, &applet, loa).await;
+        assert_eq!(v["status"], "approved", "{v}");
+        assert_eq!(v["channel"], "stk");
+        assert_eq!(v["loa_achieved"], loa.to_string());
+        assert_eq!(v["proof"].as_str().unwrap().len(), 32, "{v}");
+    }
+    let v = approve(api, &plain, 2).await;
+    assert_eq!(v["status"], "approved", "{v}");
+    assert_eq!(v["channel"], "ussd");
+    assert!(v["proof"].is_null());
+
+    // LoA3 without the applet is a policy refusal under this configuration.
+    let body = serde_json::json!({"msisdn": plain, "loa": 3, "client_name": "Portal"});
+    let (status, _) = http(api, "POST", "/v1/authorizations", Some(&body)).await;
+    assert!((400..500).contains(&status), "status {status}");
+
+    let audit = std::fs::read_to_string(dir.0.join("store.audit.jsonl")).unwrap();
+    assert_eq!(audit.lines().count(), 3);
+    assert!(!audit.contains(&applet) && !audit.contains(&plain));
+
+    handle.shutdown().await;
+    smsc.shutdown().await;
+}

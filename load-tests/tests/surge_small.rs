@@ -1,0 +1,119 @@
+//! `surge` end to end at a small scale: the peak hour (20:00-21:00) of 1 % of the day at x1000
+//! (~600 authorizations in 3.6 s, ~170/s), in-process gateway, simulated SMSC and handsets
+//! with compressed think times. Runs the real binary and checks its JSON report: nothing lost,
+//! every offered arrival accounted for, the fixed keys present and consistent.
+//!
+//! Ignored USSD prompts end at the USSD step timeout (30 s real), which bounds the run at
+//! about 35 s; the drain limit (60 s) is above it so a slow machine does not count them lost.
+#![allow(clippy::unwrap_used)]
+
+use std::process::Command;
+
+use serde_json::Value;
+
+fn count(v: &Value) -> u64 {
+    v.as_object()
+        .map(|m| m.values().map(|x| x.as_u64().unwrap()).sum())
+        .unwrap_or(0)
+}
+
+#[test]
+fn surge_peak_hour_at_one_percent_loses_nothing_and_accounts_for_every_arrival() {
+    let dir = std::env::temp_dir().join(format!("surge-small-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("report.json");
+    let svg = dir.join("report.svg");
+    let out = Command::new(env!("CARGO_BIN_EXE_surge"))
+        .args([
+            "--scale",
+            "0.01",
+            "--compress",
+            "1000",
+            "--window-hours",
+            "20-21",
+            "--seed",
+            "7",
+            "--compress-think",
+            "--expiry-secs",
+            "20",
+            "--p-ignore",
+            "0.02",
+            "--population",
+            "20000",
+            "--drain-secs",
+            "60",
+            "--progress",
+            "plain",
+            "--slo-error-rate",
+            "0.05",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .arg("--plot")
+        .arg(&svg)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "surge failed ({:?})\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    assert!(stdout.contains("surge report"), "{stdout}");
+
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let offered = r["offered"].as_u64().unwrap();
+    let started = r["started"].as_u64().unwrap();
+    let completed = count(&r["completed"]);
+    let refused = count(&r["refused"]);
+    let start_errors = r["start_errors"].as_u64().unwrap();
+
+    // Poisson around ~615 expected arrivals in the peak hour at 1 %.
+    assert!((450..=800).contains(&offered), "offered {offered}");
+    assert_eq!(r["lost"], 0, "{r:#}");
+    assert_eq!(started, completed, "every start reaches a terminal status");
+    assert_eq!(
+        offered,
+        started + refused + start_errors,
+        "every arrival accounted for"
+    );
+    // LoA 3 for SIMs without the applet is the only refusal the policy should produce.
+    for (code, _) in r["refused"].as_object().unwrap() {
+        assert_eq!(code, "policy_refused", "unexpected refusal: {r:#}");
+    }
+    let approved = r["completed"]["approved"].as_u64().unwrap_or(0);
+    assert!(
+        approved * 10 >= started * 8,
+        "approved {approved} of {started}"
+    );
+
+    for key in ["latency_ms", "gateway_latency_ms"] {
+        let l = &r[key];
+        let (p50, p90, p99, p999, max) = (
+            l["p50"].as_u64().unwrap(),
+            l["p90"].as_u64().unwrap(),
+            l["p99"].as_u64().unwrap(),
+            l["p999"].as_u64().unwrap(),
+            l["max"].as_u64().unwrap(),
+        );
+        assert!(
+            p50 <= p90 && p90 <= p99 && p99 <= p999 && p999 <= max,
+            "{key}: {l}"
+        );
+        assert!(max > 0, "{key}: {l}");
+    }
+    assert!(r["achieved_per_s"].as_f64().unwrap() > 50.0, "{r:#}");
+    assert!(r["late_starts"].as_u64().is_some());
+    assert!(r["peak_in_flight"].as_u64().unwrap() >= 1);
+    assert!(r["cpu_seconds"].as_f64().unwrap() > 0.0);
+    assert!(r["peak_rss_bytes"].as_u64().unwrap() > 1_000_000);
+    let smpp = &r["smpp"];
+    // Every approval took at least one MT (the prompt) through the SMSC.
+    assert!(smpp["submits"].as_u64().unwrap() >= approved, "{smpp}");
+    assert!(smpp["mo_delivered"].as_u64().unwrap() > 0);
+    assert_eq!(r["slo"]["lost == 0"], true);
+    assert!(!r["histograms"]["latency_ms"].as_str().unwrap().is_empty());
+    assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
