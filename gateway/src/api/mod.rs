@@ -12,7 +12,7 @@
 //! [`auth::AuthenticatedClient`] extractor, or `.with_state(their_state)` for their own) and
 //! the serve wiring passes it as `extra_routes` to [`router`]:
 //!
-//! ```ignore
+//! ```text
 //! let extra = keycloak_state.map(|k| api::keycloak::routes(k));
 //! let app = api::router(api_state, extra);
 //! ```

@@ -3,7 +3,7 @@
 //!
 //! The serve wiring wraps the API router with [`track`]:
 //!
-//! ```ignore
+//! ```text
 //! let app = api::router(state, Some(exposition.routes(&cfg.metrics.path)))
 //!     .layer(axum::middleware::from_fn_with_state(metrics.api.clone(), metrics::api::track));
 //! ```

@@ -5,7 +5,7 @@
 //! The session manager resolves one [`OperatorMetrics`] per configured operator at start-up
 //! ([`SessionMetrics::operator`]) and calls it on each step of an authorization:
 //!
-//! ```ignore
+//! ```text
 //! let m = metrics.session.operator("orange");          // once, at start-up
 //! m.started(Channel::Ussd, Loa::Loa2);                  // admitted
 //! m.prompt_sent(Channel::Ussd);                         // each prompt submitted
