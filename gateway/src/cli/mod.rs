@@ -4,6 +4,7 @@
 
 mod ota;
 mod provision;
+mod serve;
 mod text;
 
 use std::io::Write;
@@ -29,6 +30,8 @@ pub enum Command {
     Text(text::TextCommand),
     /// Write the subscriber registry of a simulated population (keys inside: mode 0600).
     Provision(provision::ProvisionArgs),
+    /// Run the gateway: north API, sessions, SMPP binds (until SIGINT or SIGTERM).
+    Serve(serve::ServeArgs),
 }
 
 /// Run one parsed command. `Ok(code)` carries the exit status a tool chose (for instance a
@@ -38,6 +41,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
         Command::Ota(cmd) => ota::run(cmd, out),
         Command::Text(cmd) => text::run(cmd, out),
         Command::Provision(args) => provision::run(args, out),
+        Command::Serve(args) => serve::run(args, out),
     }
 }
 

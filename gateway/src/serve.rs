@@ -1,0 +1,353 @@
+//! `gateway serve` as a library call: [`start`] wires a validated [`GatewayConfig`] into a
+//! running gateway and returns a [`ServeHandle`]; tests and the load driver call it in-process.
+//!
+//! Wiring, in order: secrets (PIN pepper, API tokens, bind passwords) -> subscriber registry
+//! (file or generated) -> router -> embedded store -> metrics registry -> one channel
+//! [`Authorizer`] per operator with its binds (and the USSD PIN check) -> [`SessionManager`],
+//! which first ends whatever the last run left in flight -> north API (native routes, Keycloak
+//! route if configured) on `[api] listen`, metrics on `[metrics] listen`. Port 0 is allowed;
+//! the handle reports the real addresses.
+//!
+//! [`ServeHandle::shutdown`]: refuse new authorizations, let running ones finish for the drain
+//! time, end the rest with a definite status (long-pollers and callbacks get it), stop the
+//! listeners, unbind the binds, and close the store (every acknowledged terminal state is
+//! already durable; dropping the database closes it cleanly).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::jwt::{JwksSource, JwtConfig, JwtVerifier};
+use crate::api::keycloak::{self, KeycloakChannel, SubscriberMap};
+use crate::api::{self, ApiOptions, ApiState, ClientCredential};
+use crate::channel::{AuthRequest, AuthResult, Authorizer, AuthorizerConfig, PinVerifier};
+use crate::config::{GatewayConfig, LogConfig, LogFormat};
+use crate::metrics::smpp::{BindMetrics, BindState};
+use crate::metrics::Metrics;
+use crate::routing::Router;
+use crate::session::service::AuthorizationService;
+use crate::session::{
+    lockout_policy, system_clock, AuditLog, ChannelPort, Operator, SessionDeps, SessionManager,
+    SessionSettings, UssdPinCheck,
+};
+use crate::smpp::bind::BindConfig;
+use crate::store::{EmbeddedStore, Store, StoreOptions};
+use crate::subscribers::{Pepper, SubscriberRegistry};
+
+/// Time running authorizations get to finish at shutdown before they are ended.
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(10);
+/// Most subscriber records read from a file.
+const MAX_SUBSCRIBERS: u64 = 50_000_000;
+
+/// A running gateway.
+pub struct ServeHandle {
+    /// Where the north API listens.
+    pub api_addr: SocketAddr,
+    /// Where `/metrics` listens, when configured.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Drain time used by [`shutdown`](Self::shutdown).
+    pub drain: Duration,
+    manager: SessionManager,
+    authorizers: Vec<(Authorizer, JoinHandle<()>)>,
+    keycloak: Option<Arc<KeycloakChannel>>,
+    stop_listeners: CancellationToken,
+    listeners: TaskTracker,
+}
+
+impl std::fmt::Debug for ServeHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeHandle")
+            .field("api_addr", &self.api_addr)
+            .field("metrics_addr", &self.metrics_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServeHandle {
+    /// The session layer (what the API calls), for in-process drivers.
+    pub fn service(&self) -> Arc<dyn AuthorizationService> {
+        Arc::new(self.manager.clone())
+    }
+
+    /// Graceful stop; see the module documentation.
+    pub async fn shutdown(self) {
+        tracing::info!("shutting down");
+        self.manager.shutdown(self.drain).await;
+        if let Some(kc) = &self.keycloak {
+            if !kc.drain(Duration::from_secs(5)).await {
+                tracing::warn!("Keycloak callbacks still pending at shutdown");
+            }
+        }
+        self.stop_listeners.cancel();
+        self.listeners.close();
+        if tokio::time::timeout(Duration::from_secs(5), self.listeners.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("HTTP connections still open at shutdown");
+        }
+        for (authorizer, join) in self.authorizers {
+            authorizer.shutdown().await;
+            let _ = join.await;
+        }
+        drop(self.manager);
+        tracing::info!("stopped");
+    }
+}
+
+/// One operator's channel: its authorizer, and its binds' states for readiness.
+struct OperatorChannel {
+    authorizer: Authorizer,
+    binds: Vec<Arc<BindMetrics>>,
+}
+
+impl ChannelPort for OperatorChannel {
+    fn authorize(&self, request: AuthRequest) -> BoxFuture<'static, AuthResult> {
+        let authorizer = self.authorizer.clone();
+        async move { authorizer.authorize(request).await }.boxed()
+    }
+
+    fn binds_up(&self) -> (usize, usize) {
+        let up = self
+            .binds
+            .iter()
+            .filter(|b| b.state() == Some(BindState::Bound))
+            .count();
+        (up, self.binds.len())
+    }
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// Starts the gateway described by `config` (validated here again).
+pub async fn start(config: GatewayConfig) -> anyhow::Result<ServeHandle> {
+    config.validate().context("configuration")?;
+    if config.api.tls.is_some() {
+        bail!("[api.tls] is not supported yet: terminate TLS in a reverse proxy");
+    }
+
+    // Secrets and registry.
+    let pepper_source = config
+        .subscribers
+        .pepper_source()
+        .context("[subscribers]: exactly one of pepper_env / pepper_file")?;
+    let pepper = pepper_source
+        .resolve(env)
+        .context("reading the PIN pepper")?;
+    let pepper = Pepper::new(pepper.expose().as_bytes()).context("PIN pepper")?;
+    let subscribers = match (&config.subscribers.file, &config.subscribers.generate) {
+        (Some(path), _) => SubscriberRegistry::load(path, MAX_SUBSCRIBERS)
+            .with_context(|| format!("loading subscribers from {}", path.display()))?,
+        (None, Some(params)) => SubscriberRegistry::generate(params, &pepper)
+            .context("generating the subscriber population")?,
+        (None, None) => bail!("[subscribers]: give `file` or [subscribers.generate]"),
+    };
+    let subscribers = Arc::new(subscribers);
+    let router = Arc::new(Router::from_config(&config).context("building the router")?);
+
+    let store: Arc<dyn Store> = Arc::new(
+        EmbeddedStore::open(&config.store.path, StoreOptions::default())
+            .with_context(|| format!("opening the store {}", config.store.path.display()))?,
+    );
+    let (metrics, exposition) = Metrics::standalone();
+    let clock = system_clock();
+    let pin_check: Arc<dyn PinVerifier> = Arc::new(UssdPinCheck::new(
+        store.clone(),
+        subscribers.clone(),
+        pepper,
+        lockout_policy(&config),
+        clock.clone(),
+    ));
+
+    // Channels, one authorizer per operator.
+    let mut operators = Vec::with_capacity(config.operators.len());
+    let mut authorizers = Vec::with_capacity(config.operators.len());
+    for (i, op) in config.operators.iter().enumerate() {
+        let mut binds = Vec::with_capacity(op.binds.len());
+        let mut bind_metrics = Vec::with_capacity(op.binds.len());
+        for (j, b) in op.binds.iter().enumerate() {
+            let password = b
+                .password_source()
+                .with_context(|| format!("operators[{i}].binds[{j}]: password"))?
+                .resolve(env)
+                .with_context(|| format!("operators[{i}].binds[{j}]: password"))?;
+            let m = Arc::new(metrics.smpp.bind(&op.name, &b.system_id));
+            bind_metrics.push(m.clone());
+            binds.push(
+                BindConfig::new(b.address.clone(), b.session_config(&password)).with_metrics(m),
+            );
+        }
+        let dialect = op
+            .dialect
+            .resolve()
+            .with_context(|| format!("operators[{i}].dialect"))?;
+        let mut ac = AuthorizerConfig::new(binds);
+        ac.dialect = dialect;
+        ac.service_code = op.service_code.clone();
+        ac.ota_originator = op.sms_source_address.clone();
+        ac.max_in_flight = config.limits.max_in_flight.max(1) as usize;
+        ac.submit_timeout = Duration::from_secs(config.policy.submit_timeout_secs.max(1));
+        let (authorizer, join) = Authorizer::start(ac, Some(pin_check.clone()));
+        operators.push(Operator {
+            name: op.name.clone(),
+            channel: Arc::new(OperatorChannel {
+                authorizer: authorizer.clone(),
+                binds: bind_metrics,
+            }),
+            metrics: Some(metrics.session.operator(&op.name)),
+        });
+        authorizers.push((authorizer, join));
+    }
+
+    let audit_path = AuditLog::beside_store(&config.store.path);
+    let audit = AuditLog::open(&audit_path)
+        .with_context(|| format!("opening the audit log {}", audit_path.display()))?;
+    let manager = SessionManager::new(SessionDeps {
+        store,
+        router,
+        subscribers,
+        operators,
+        settings: SessionSettings::from_config(&config),
+        audit: Some(audit),
+        clock,
+    });
+    manager
+        .recover()
+        .await
+        .context("ending authorizations left in flight")?;
+    let service: Arc<dyn AuthorizationService> = Arc::new(manager.clone());
+
+    // North API.
+    let mut clients = Vec::with_capacity(config.api.clients.len());
+    for c in &config.api.clients {
+        let token = c
+            .token_source()
+            .with_context(|| format!("api.clients `{}`: token", c.id))?
+            .resolve(env)
+            .with_context(|| format!("api.clients `{}`: token", c.id))?;
+        clients.push(ClientCredential {
+            id: c.id.clone(),
+            token,
+            rate_per_sec: c.rate_limit_per_sec,
+            burst: c.rate_limit_burst,
+        });
+    }
+    let options = ApiOptions {
+        clients,
+        default_expiry: Duration::from_secs(config.policy.default_expiry_secs.max(1)),
+        ..ApiOptions::default()
+    };
+    let state = ApiState::new(service.clone(), options);
+    let keycloak = match &config.keycloak {
+        Some(kc) => Some(Arc::new(keycloak_channel(kc, service.clone()).await?)),
+        None => None,
+    };
+    let extra = keycloak.clone().map(keycloak::routes::<ApiState>);
+    let app = api::router(state, extra);
+
+    let stop_listeners = CancellationToken::new();
+    let listeners = TaskTracker::new();
+    let api_listener = tokio::net::TcpListener::bind(config.api.listen)
+        .await
+        .with_context(|| format!("listening on {} ([api] listen)", config.api.listen))?;
+    let api_addr = api_listener.local_addr()?;
+    serve_http(&listeners, &stop_listeners, api_listener, app, "api");
+
+    let metrics_addr = match config.metrics.listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening on {addr} ([metrics] listen)"))?;
+            let bound = listener.local_addr()?;
+            let app: axum::Router = exposition.routes(&config.metrics.path);
+            serve_http(&listeners, &stop_listeners, listener, app, "metrics");
+            Some(bound)
+        }
+        None => None,
+    };
+    tracing::info!(%api_addr, ?metrics_addr, operators = config.operators.len(), "gateway serving");
+    Ok(ServeHandle {
+        api_addr,
+        metrics_addr,
+        drain: DEFAULT_DRAIN,
+        manager,
+        authorizers,
+        keycloak,
+        stop_listeners,
+        listeners,
+    })
+}
+
+fn serve_http(
+    tracker: &TaskTracker,
+    stop: &CancellationToken,
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    what: &'static str,
+) {
+    let stop = stop.clone();
+    tracker.spawn(async move {
+        let result = axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, server = what, "HTTP server failed");
+        }
+    });
+}
+
+async fn keycloak_channel(
+    kc: &crate::config::KeycloakConfig,
+    service: Arc<dyn AuthorizationService>,
+) -> anyhow::Result<KeycloakChannel> {
+    let mut jwt = JwtConfig::for_realm(&kc.realm_url);
+    jwt.audience = vec![kc.audience.clone()];
+    let source = match (&kc.jwks_file, &kc.jwks_url) {
+        (Some(path), _) => JwksSource::File(path.clone()),
+        (None, Some(url)) => JwksSource::Url(url.clone()),
+        (None, None) => bail!("[keycloak]: give jwks_file or jwks_url"),
+    };
+    let verifier = JwtVerifier::load(jwt, source)
+        .await
+        .context("[keycloak]: loading the realm keys")?;
+    let map = match &kc.username_map_file {
+        Some(path) => SubscriberMap::load(path, kc.usernames_are_msisdn)
+            .with_context(|| format!("[keycloak]: reading {}", path.display()))?,
+        None => SubscriberMap::new(HashMap::new(), kc.usernames_are_msisdn),
+    };
+    Ok(KeycloakChannel::new(
+        keycloak::KeycloakConfig::for_realm(&kc.realm_url),
+        Arc::new(verifier),
+        map,
+        service,
+    ))
+}
+
+/// Installs the global `tracing` subscriber: `format` json or pretty, `filter` a directive
+/// such as `info,gateway::smpp=debug`; logs go to stderr. Safe to call twice (the second call does nothing).
+pub fn init_logging(log: &LogConfig) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&log.filter)
+        .with_context(|| format!("log filter `{}`", log.filter))?;
+    // stderr: the CLI holds the stdout lock for its own output while the server runs.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match log.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Pretty => builder.try_init(),
+    };
+    if result.is_err() {
+        tracing::debug!("a tracing subscriber was already installed");
+    }
+    Ok(())
+}

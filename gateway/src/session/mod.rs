@@ -1,0 +1,26 @@
+//! Authorization sessions: the contract with the north API ([`service`]) and what implements
+//! it.
+//!
+//! Data flow: the API calls [`SessionManager`] (an [`AuthorizationService`]); it routes and
+//! admits the request, records each step in the store by compare-and-set ([`state`] holds the
+//! state machine's rules and the mapping of channel results to one terminal status), runs the
+//! prompt through the operator's channel, and publishes the one ending to long-pollers, the
+//! audit log ([`audit`]), the callback URL and metrics. [`pin`] is the gateway's check of PINs
+//! typed over USSD, with the lockout kept in the store.
+//!
+//! [`AuthorizationService`]: service::AuthorizationService
+
+pub mod audit;
+pub mod manager;
+pub mod pin;
+pub mod service;
+pub mod state;
+
+pub use audit::AuditLog;
+pub use manager::{
+    lockout_policy, ChannelPort, Operator, SessionDeps, SessionManager, SessionSettings,
+};
+pub use pin::{system_clock, UnixClock, UssdPinCheck};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,591 @@
+//! The session manager over the in-memory store and a scripted fake channel.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use tokio::sync::Notify;
+
+use super::service::*;
+use super::*;
+use crate::channel::{AuthChannel, AuthRequest, AuthResult, CardProof, PinVerifier as _};
+use crate::config::ProvisionParams;
+use crate::routing::{PortabilityTable, Router};
+use crate::smpp::session::SubmitFailure;
+use crate::store::{
+    AuthState, AuthorizationRecord, Channel, InMemoryStore, LockState, Store, StoreOptions,
+};
+use crate::subscribers::{has_applet, Pepper, SubscriberRegistry};
+use sim_applet_model::applet::protocol::{Loa as AppletLoa, Outcome};
+
+const SEED: u64 = 11;
+const BASE: u64 = 48_600_000_000;
+const COUNT: u64 = 40;
+
+#[derive(Clone)]
+enum Script {
+    Reply(AuthResult),
+    /// Never answers until `release` is notified, then answers `Denied`.
+    Hang,
+}
+
+#[derive(Default)]
+struct FakeChannel {
+    script: Mutex<VecDeque<Script>>,
+    seen: Mutex<Vec<AuthRequest>>,
+    release: Arc<Notify>,
+}
+
+impl FakeChannel {
+    fn push(&self, s: Script) {
+        self.script.lock().unwrap().push_back(s);
+    }
+    fn seen(&self) -> Vec<AuthRequest> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl ChannelPort for Arc<FakeChannel> {
+    fn authorize(&self, request: AuthRequest) -> BoxFuture<'static, AuthResult> {
+        self.seen.lock().unwrap().push(request);
+        let next = self
+            .script
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or(Script::Reply(AuthResult::Expired));
+        let release = self.release.clone();
+        async move {
+            match next {
+                Script::Reply(r) => r,
+                Script::Hang => {
+                    release.notified().await;
+                    AuthResult::Denied
+                }
+            }
+        }
+        .boxed()
+    }
+    fn binds_up(&self) -> (usize, usize) {
+        (1, 1)
+    }
+}
+
+fn pepper() -> Pepper {
+    Pepper::new(b"session test pepper, long enough").unwrap()
+}
+
+struct Rig {
+    manager: SessionManager,
+    store: Arc<InMemoryStore>,
+    channel: Arc<FakeChannel>,
+    subscribers: Arc<SubscriberRegistry>,
+    clock: Arc<AtomicU64>,
+    audit_path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn rig_with(settings: SessionSettings, store: Arc<InMemoryStore>) -> Rig {
+    let params = ProvisionParams {
+        seed: SEED,
+        count: COUNT,
+        msisdn_base: BASE,
+        applet_share: 0.5,
+    };
+    let subscribers = Arc::new(SubscriberRegistry::generate(&params, &pepper()).unwrap());
+    let router = Router::new(
+        &[("red".to_owned(), vec!["48600".parse().unwrap()])],
+        PortabilityTable::new(),
+    )
+    .unwrap();
+    let channel = Arc::new(FakeChannel::default());
+    let clock = Arc::new(AtomicU64::new(1_700_000_000_000));
+    let c = clock.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let audit_path = dir.path().join("audit.jsonl");
+    let manager = SessionManager::new(SessionDeps {
+        store: store.clone(),
+        router: Arc::new(router),
+        subscribers: subscribers.clone(),
+        operators: vec![Operator {
+            name: "red".into(),
+            channel: Arc::new(channel.clone()),
+            metrics: None,
+        }],
+        settings,
+        audit: Some(AuditLog::open(&audit_path).unwrap()),
+        clock: Arc::new(move || c.load(Ordering::SeqCst)),
+    });
+    Rig {
+        manager,
+        store,
+        channel,
+        subscribers,
+        clock,
+        audit_path,
+        _dir: dir,
+    }
+}
+
+fn rig(settings: SessionSettings) -> Rig {
+    rig_with(
+        settings,
+        Arc::new(InMemoryStore::new(StoreOptions::default())),
+    )
+}
+
+fn msisdn(applet: bool, skip: usize) -> String {
+    (0..COUNT)
+        .filter(|i| has_applet(SEED, *i, 0.5) == applet)
+        .nth(skip)
+        .map(|i| (BASE + i).to_string())
+        .unwrap()
+}
+
+fn request(msisdn: &str, loa: Loa) -> StartRequest {
+    StartRequest {
+        client_id: "rp".into(),
+        msisdn: msisdn.into(),
+        loa,
+        client_name: "Portal".into(),
+        consent_text: "Log in?".into(),
+        binding_message: Some("AB12".into()),
+        expiry: Duration::from_secs(60),
+        callback_url: None,
+        idempotency_key: None,
+    }
+}
+
+fn stk_approval(loa: AppletLoa) -> AuthResult {
+    AuthResult::Approved {
+        loa,
+        proof: Some(CardProof {
+            counter: 1,
+            txid: [1; 8],
+            challenge: [2; 16],
+            outcome: Outcome::Approved { loa },
+            mac: [0xAA; 16],
+        }),
+    }
+}
+
+async fn wait_end(r: &Rig, id: &str) -> AuthorizationView {
+    r.manager
+        .get("rp", id, Some(Duration::from_secs(30)))
+        .await
+        .unwrap()
+}
+
+fn status(v: &AuthorizationView) -> Option<(TerminalStatus, String)> {
+    match &v.state {
+        AuthorizationState::Terminal { status, reason } => Some((*status, reason.clone())),
+        AuthorizationState::Pending { .. } => None,
+    }
+}
+
+#[tokio::test]
+async fn applet_subscriber_is_approved_over_stk_with_the_card_proof() {
+    let r = rig(SessionSettings::default());
+    r.channel.push(Script::Reply(stk_approval(AppletLoa::Loa3)));
+    let v = r
+        .manager
+        .start(request(&msisdn(true, 0), Loa::Loa3))
+        .await
+        .unwrap();
+    assert_eq!(v.channel, Some(ChannelKind::Stk));
+    let done = wait_end(&r, &v.id).await;
+    assert_eq!(status(&done).unwrap().0, TerminalStatus::Approved);
+    assert_eq!(done.loa_achieved, Some(Loa::Loa3));
+    assert_eq!(done.proof.as_deref(), Some("aa".repeat(16).as_str()));
+    let seen = r.channel.seen();
+    assert!(matches!(seen[0].channel, AuthChannel::Stk { counter, .. } if counter >= 1));
+    let rec = r.store.get_authorization(&v.id).unwrap().unwrap();
+    assert!(rec.stk_counter.is_some());
+    assert!(rec.state.is_terminal());
+    // One audit line, no full MSISDN in it.
+    let audit = std::fs::read_to_string(&r.audit_path).unwrap();
+    assert_eq!(audit.lines().count(), 1);
+    assert!(!audit.contains(&msisdn(true, 0)));
+    assert_eq!(r.manager.in_flight(), 0);
+}
+
+#[tokio::test]
+async fn stk_counters_never_repeat_across_authorizations() {
+    let r = rig(SessionSettings::default());
+    let m = msisdn(true, 0);
+    let mut counters = Vec::new();
+    for _ in 0..3 {
+        r.channel.push(Script::Reply(AuthResult::Denied));
+        let v = r.manager.start(request(&m, Loa::Loa2)).await.unwrap();
+        wait_end(&r, &v.id).await;
+    }
+    for s in r.channel.seen() {
+        if let AuthChannel::Stk { counter, .. } = s.channel {
+            counters.push(counter);
+        }
+    }
+    assert_eq!(counters.len(), 3);
+    assert!(counters.windows(2).all(|w| w[0] < w[1]));
+}
+
+#[tokio::test]
+async fn non_applet_subscriber_goes_over_ussd() {
+    let r = rig(SessionSettings::default());
+    r.channel.push(Script::Reply(AuthResult::Approved {
+        loa: AppletLoa::Loa2,
+        proof: None,
+    }));
+    let v = r
+        .manager
+        .start(request(&msisdn(false, 0), Loa::Loa2))
+        .await
+        .unwrap();
+    assert_eq!(v.channel, Some(ChannelKind::Ussd));
+    let done = wait_end(&r, &v.id).await;
+    assert_eq!(status(&done).unwrap().0, TerminalStatus::Approved);
+    assert_eq!(done.proof, None);
+    assert_eq!(r.channel.seen()[0].channel, AuthChannel::Ussd);
+}
+
+#[tokio::test]
+async fn loa3_over_ussd_is_refused_unless_the_policy_allows_it() {
+    let r = rig(SessionSettings::default());
+    let err = r
+        .manager
+        .start(request(&msisdn(false, 0), Loa::Loa3))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StartError::Policy(_)));
+    assert!(r.channel.seen().is_empty());
+}
+
+#[tokio::test]
+async fn locked_subscriber_ends_pin_blocked_without_a_prompt() {
+    let r = rig(SessionSettings {
+        loa3_over_ussd: true,
+        ..SessionSettings::default()
+    });
+    let m = msisdn(false, 1);
+    let now = r.clock.load(Ordering::SeqCst);
+    let policy = crate::store::LockoutPolicy::default();
+    for _ in 0..3 {
+        r.store.record_pin_failure(&m, now, &policy).unwrap();
+    }
+    let v = r.manager.start(request(&m, Loa::Loa3)).await.unwrap();
+    assert_eq!(
+        status(&v),
+        Some((TerminalStatus::PinBlocked, "ussd_pin_locked".into()))
+    );
+    assert!(r.channel.seen().is_empty());
+    assert_eq!(r.manager.in_flight(), 0);
+}
+
+#[tokio::test]
+async fn three_wrong_ussd_pins_lock_the_subscriber() {
+    let r = rig(SessionSettings {
+        loa3_over_ussd: true,
+        ..SessionSettings::default()
+    });
+    let m = msisdn(false, 2);
+    let check = UssdPinCheck::new(
+        r.store.clone(),
+        r.subscribers.clone(),
+        pepper(),
+        crate::store::LockoutPolicy::default(),
+        {
+            let c = r.clock.clone();
+            Arc::new(move || c.load(Ordering::SeqCst))
+        },
+    );
+    for _ in 0..3 {
+        assert!(!check.verify(&m, "99999999"));
+    }
+    let now = r.clock.load(Ordering::SeqCst);
+    assert!(matches!(
+        r.store.lock_state(&m, now).unwrap(),
+        LockState::Locked { .. }
+    ));
+    // The wrong PIN that locked ends as pin_blocked.
+    r.channel.push(Script::Reply(AuthResult::WrongPin));
+    r.clock.fetch_add(16 * 60 * 1000, Ordering::SeqCst);
+    for _ in 0..2 {
+        assert!(!check.verify(&m, "99999999"));
+    }
+    let v = r.manager.start(request(&m, Loa::Loa3)).await.unwrap();
+    // The fake answers WrongPin without calling the verifier: count the third one here.
+    assert!(!check.verify(&m, "99999999"));
+    let done = wait_end(&r, &v.id).await;
+    assert_eq!(status(&done).unwrap().0, TerminalStatus::PinBlocked);
+}
+
+#[tokio::test]
+async fn second_concurrent_prompt_for_one_msisdn_is_refused() {
+    let r = rig(SessionSettings::default());
+    r.channel.push(Script::Hang);
+    let m = msisdn(true, 0);
+    let first = r.manager.start(request(&m, Loa::Loa2)).await.unwrap();
+    let err = r.manager.start(request(&m, Loa::Loa2)).await.unwrap_err();
+    assert_eq!(err, StartError::AlreadyInProgress);
+    r.channel.release.notify_one();
+    let done = wait_end(&r, &first.id).await;
+    assert_eq!(status(&done).unwrap().0, TerminalStatus::Denied);
+    // The slot is free again.
+    r.channel.push(Script::Reply(AuthResult::Denied));
+    r.manager.start(request(&m, Loa::Loa2)).await.unwrap();
+}
+
+#[tokio::test]
+async fn admission_cap_answers_overloaded_at_once() {
+    let r = rig(SessionSettings {
+        max_in_flight: 1,
+        ..SessionSettings::default()
+    });
+    r.channel.push(Script::Hang);
+    r.manager
+        .start(request(&msisdn(true, 0), Loa::Loa2))
+        .await
+        .unwrap();
+    let err = r
+        .manager
+        .start(request(&msisdn(true, 1), Loa::Loa2))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StartError::Overloaded { .. }));
+}
+
+#[tokio::test]
+async fn idempotent_retry_returns_the_same_authorization() {
+    let r = rig(SessionSettings::default());
+    r.channel.push(Script::Hang);
+    let mut req = request(&msisdn(true, 0), Loa::Loa2);
+    req.idempotency_key = Some("k1".into());
+    let a = r.manager.start(req.clone()).await.unwrap();
+    let b = r.manager.start(req.clone()).await.unwrap();
+    assert_eq!(a.id, b.id);
+    r.channel.release.notify_one();
+    wait_end(&r, &a.id).await;
+    // After the end, the store's claim still points at it.
+    let c = r.manager.start(req).await.unwrap();
+    assert_eq!(a.id, c.id);
+    assert_eq!(r.channel.seen().len(), 1);
+}
+
+#[tokio::test]
+async fn undelivered_stk_push_falls_back_to_ussd() {
+    let r = rig(SessionSettings::default());
+    r.channel.push(Script::Reply(AuthResult::DeliveryError(
+        SubmitFailure::ResponseTimeout,
+    )));
+    r.channel.push(Script::Reply(AuthResult::Approved {
+        loa: AppletLoa::Loa2,
+        proof: None,
+    }));
+    let v = r
+        .manager
+        .start(request(&msisdn(true, 0), Loa::Loa2))
+        .await
+        .unwrap();
+    let done = wait_end(&r, &v.id).await;
+    assert_eq!(status(&done).unwrap().0, TerminalStatus::Approved);
+    assert_eq!(done.channel, Some(ChannelKind::Ussd));
+    let seen = r.channel.seen();
+    assert!(matches!(seen[0].channel, AuthChannel::Stk { .. }));
+    assert_eq!(seen[1].channel, AuthChannel::Ussd);
+    // Read back from the store, the channel used is kept.
+    let again = r.manager.get("rp", &v.id, None).await.unwrap();
+    assert_eq!(again.channel, Some(ChannelKind::Ussd));
+}
+
+#[tokio::test]
+async fn no_fallback_when_disabled() {
+    let r = rig(SessionSettings {
+        fallback_stk_to_ussd: false,
+        ..SessionSettings::default()
+    });
+    r.channel.push(Script::Reply(AuthResult::DeliveryError(
+        SubmitFailure::ResponseTimeout,
+    )));
+    let v = r
+        .manager
+        .start(request(&msisdn(true, 0), Loa::Loa2))
+        .await
+        .unwrap();
+    let done = wait_end(&r, &v.id).await;
+    assert_eq!(status(&done).unwrap().0, TerminalStatus::DeliveryError);
+    assert_eq!(r.channel.seen().len(), 1);
+}
+
+#[tokio::test]
+async fn forged_or_proofless_stk_answer_never_approves() {
+    let r = rig(SessionSettings::default());
+    r.channel.push(Script::Reply(AuthResult::Approved {
+        loa: AppletLoa::Loa2,
+        proof: None,
+    }));
+    let v = r
+        .manager
+        .start(request(&msisdn(true, 0), Loa::Loa2))
+        .await
+        .unwrap();
+    let done = wait_end(&r, &v.id).await;
+    assert_eq!(status(&done).unwrap().0, TerminalStatus::SimError);
+    assert_eq!(done.proof, None);
+}
+
+#[tokio::test]
+async fn cancel_wins_once_and_a_late_answer_is_ignored() {
+    let r = rig(SessionSettings::default());
+    r.channel.push(Script::Hang);
+    let v = r
+        .manager
+        .start(request(&msisdn(true, 0), Loa::Loa2))
+        .await
+        .unwrap();
+    let c = r.manager.cancel("rp", &v.id).await.unwrap();
+    assert_eq!(status(&c).unwrap().0, TerminalStatus::Cancelled);
+    r.channel.release.notify_one();
+    tokio::task::yield_now().await;
+    let again = r.manager.get("rp", &v.id, None).await.unwrap();
+    assert_eq!(status(&again).unwrap().0, TerminalStatus::Cancelled);
+    // Cancelling again returns the same ending.
+    let twice = r.manager.cancel("rp", &v.id).await.unwrap();
+    assert_eq!(status(&twice).unwrap().0, TerminalStatus::Cancelled);
+    assert_eq!(r.manager.in_flight(), 0);
+    let audit = std::fs::read_to_string(&r.audit_path).unwrap();
+    assert_eq!(audit.lines().count(), 1);
+}
+
+#[tokio::test]
+async fn another_clients_authorization_is_not_found() {
+    let r = rig(SessionSettings::default());
+    r.channel.push(Script::Hang);
+    let v = r
+        .manager
+        .start(request(&msisdn(true, 0), Loa::Loa2))
+        .await
+        .unwrap();
+    assert_eq!(
+        r.manager.get("other", &v.id, None).await.unwrap_err(),
+        LookupError::NotFound
+    );
+    assert_eq!(
+        r.manager.cancel("other", &v.id).await.unwrap_err(),
+        LookupError::NotFound
+    );
+    assert_eq!(
+        r.manager.get("rp", "nope", None).await.unwrap_err(),
+        LookupError::NotFound
+    );
+}
+
+#[tokio::test]
+async fn long_poll_returns_pending_when_the_wait_runs_out() {
+    let r = rig(SessionSettings::default());
+    r.channel.push(Script::Hang);
+    let v = r
+        .manager
+        .start(request(&msisdn(true, 0), Loa::Loa2))
+        .await
+        .unwrap();
+    tokio::time::pause();
+    let p = r
+        .manager
+        .get("rp", &v.id, Some(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    assert!(status(&p).is_none());
+}
+
+#[tokio::test]
+async fn unknown_numbers_are_refused() {
+    let r = rig(SessionSettings::default());
+    let err = r
+        .manager
+        .start(request("48700000001", Loa::Loa2))
+        .await
+        .unwrap_err();
+    assert_eq!(err, StartError::UnknownSubscriber);
+    let err = r
+        .manager
+        .start(request(&(BASE + COUNT + 5).to_string(), Loa::Loa2))
+        .await
+        .unwrap_err();
+    assert_eq!(err, StartError::UnknownSubscriber);
+    let err = r
+        .manager
+        .start(request("12ab", Loa::Loa2))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StartError::Invalid(_)));
+}
+
+#[tokio::test]
+async fn restart_recovery_ends_every_in_flight_record() {
+    let store = Arc::new(InMemoryStore::new(StoreOptions::default()));
+    for (i, state) in [AuthState::Created, AuthState::Prompted]
+        .into_iter()
+        .enumerate()
+    {
+        store
+            .put_authorization(&AuthorizationRecord {
+                id: format!("old{i}"),
+                client_id: "rp".into(),
+                msisdn: msisdn(true, 0),
+                operator: "red".into(),
+                channel: Channel::Stk,
+                loa_requested: crate::store::Loa::Loa2,
+                loa_achieved: None,
+                state,
+                created_ms: 1,
+                // One deadline still ahead: it ends anyway (its dialog is gone).
+                deadline_ms: if i == 0 { 2 } else { u64::MAX },
+                updated_ms: 1,
+                stk_counter: None,
+                challenge: Vec::new(),
+                proof: None,
+                callback_url: None,
+                idempotency_key: None,
+            })
+            .unwrap();
+    }
+    let r = rig_with(SessionSettings::default(), store);
+    assert_eq!(r.manager.recover().await.unwrap(), 2);
+    assert!(r.store.list_in_flight().unwrap().is_empty());
+    for id in ["old0", "old1"] {
+        let v = r.manager.get("rp", id, None).await.unwrap();
+        assert_eq!(
+            status(&v),
+            Some((TerminalStatus::Expired, "gateway_restarted".into()))
+        );
+    }
+}
+
+#[tokio::test]
+async fn shutdown_ends_running_authorizations_definitely() {
+    let r = rig(SessionSettings::default());
+    r.channel.push(Script::Hang);
+    let v = r
+        .manager
+        .start(request(&msisdn(true, 0), Loa::Loa2))
+        .await
+        .unwrap();
+    r.manager.shutdown(Duration::from_millis(1)).await;
+    let done = r.manager.get("rp", &v.id, None).await.unwrap();
+    assert_eq!(
+        status(&done),
+        Some((TerminalStatus::Expired, "gateway_shutdown".into()))
+    );
+    assert!(r.store.list_in_flight().unwrap().is_empty());
+    let err = r
+        .manager
+        .start(request(&msisdn(true, 1), Loa::Loa2))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StartError::Overloaded { .. }));
+    assert!(!r.manager.readiness().ready);
+}
