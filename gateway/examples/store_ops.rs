@@ -46,6 +46,7 @@ fn record(i: u64) -> AuthorizationRecord {
         proof: None,
         callback_url: Some("https://rp.example/callback".into()),
         idempotency_key: Some(format!("req-{i}")),
+        prompted_ms: None,
     }
 }
 

@@ -115,6 +115,20 @@ impl ChannelPort for OperatorChannel {
         async move { authorizer.authorize(request).await }.boxed()
     }
 
+    fn authorize_notifying(
+        &self,
+        request: AuthRequest,
+        accepted: tokio::sync::oneshot::Sender<()>,
+    ) -> BoxFuture<'static, AuthResult> {
+        let authorizer = self.authorizer.clone();
+        async move {
+            authorizer
+                .authorize_notifying(request, Some(accepted))
+                .await
+        }
+        .boxed()
+    }
+
     fn binds_up(&self) -> (usize, usize) {
         let up = self
             .binds
@@ -191,6 +205,11 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<ServeHandle> {
             .dialect
             .resolve()
             .with_context(|| format!("operators[{i}].dialect"))?;
+        let mut dialect = dialect;
+        if let Some(step) = config.policy.ussd_step_timeout_secs {
+            // The policy may only shorten what the operator's network allows per USSD step.
+            dialect.step_timeout_secs = dialect.step_timeout_secs.min(step.max(1));
+        }
         let mut ac = AuthorizerConfig::new(binds);
         ac.dialect = dialect;
         ac.service_code = op.service_code.clone();

@@ -61,6 +61,7 @@ fn authorization(i: u64) -> AuthorizationRecord {
         proof: None,
         callback_url: None,
         idempotency_key: None,
+        prompted_ms: None,
     }
 }
 

@@ -139,6 +139,7 @@ enum Command {
         request: Box<AuthRequest>,
         permit: OwnedSemaphorePermit,
         reply: oneshot::Sender<AuthResult>,
+        accepted: Option<oneshot::Sender<()>>,
     },
     Shutdown {
         done: oneshot::Sender<()>,
@@ -197,6 +198,17 @@ impl Authorizer {
 
     /// Runs one authorization to its end. Waits for a slot first when the limit is reached.
     pub async fn authorize(&self, request: AuthRequest) -> AuthResult {
+        self.authorize_notifying(request, None).await
+    }
+
+    /// [`Authorizer::authorize`], and `accepted` fires when the SMSC has accepted the prompt
+    /// (the first `submit_sm` of it answered OK): from then on the prompt is the network's, and
+    /// the session may say `prompted`. Dropped unfired when the prompt never went out.
+    pub async fn authorize_notifying(
+        &self,
+        request: AuthRequest,
+        accepted: Option<oneshot::Sender<()>>,
+    ) -> AuthResult {
         let Ok(permit) = self.slots.clone().acquire_owned().await else {
             return AuthResult::Unavailable;
         };
@@ -205,6 +217,7 @@ impl Authorizer {
             request: Box::new(request),
             permit,
             reply,
+            accepted,
         };
         if self.commands.send(start).await.is_err() {
             return AuthResult::Unavailable;
@@ -243,6 +256,8 @@ struct Entry {
     machine: Machine,
     loa: Loa,
     reply: Option<oneshot::Sender<AuthResult>>,
+    /// Told once when the SMSC accepts the prompt.
+    accepted: Option<oneshot::Sender<()>>,
     /// Held until the machine is removed: the slot bounds the map.
     _permit: OwnedSemaphorePermit,
 }
@@ -282,8 +297,8 @@ impl Driver {
             };
             tokio::select! {
                 command = commands.recv() => match command {
-                    Some(Command::Start { request, permit, reply }) => {
-                        self.start(now_std(), *request, permit, reply);
+                    Some(Command::Start { request, permit, reply, accepted }) => {
+                        self.start(now_std(), *request, permit, reply, accepted);
                     }
                     Some(Command::Shutdown { done }) => {
                         self.stop().await;
@@ -366,6 +381,7 @@ impl Driver {
         request: AuthRequest,
         permit: OwnedSemaphorePermit,
         reply: oneshot::Sender<AuthResult>,
+        accepted: Option<oneshot::Sender<()>>,
     ) {
         let built = match &request.channel {
             AuthChannel::Ussd => self.start_ussd(now, &request),
@@ -404,6 +420,7 @@ impl Driver {
                         machine,
                         loa: request.loa,
                         reply: Some(reply),
+                        accepted,
                         _permit: permit,
                     },
                 );
@@ -517,6 +534,11 @@ impl Driver {
             return;
         };
         if let Some(entry) = self.entries.get_mut(&key) {
+            if result.is_ok() {
+                if let Some(accepted) = entry.accepted.take() {
+                    let _ = accepted.send(());
+                }
+            }
             match &mut entry.machine {
                 Machine::Ussd(d) => d.handle_submit_result(now, result),
                 Machine::Stk(s) => s.handle_submit_result(now, result),

@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -61,6 +61,16 @@ use crate::subscribers::SubscriberRegistry;
 pub trait ChannelPort: Send + Sync + 'static {
     /// Runs one authorization to its one result.
     fn authorize(&self, request: AuthRequest) -> BoxFuture<'static, AuthResult>;
+    /// [`ChannelPort::authorize`], telling `accepted` when the network has taken the prompt.
+    /// A channel that cannot tell says so at once.
+    fn authorize_notifying(
+        &self,
+        request: AuthRequest,
+        accepted: oneshot::Sender<()>,
+    ) -> BoxFuture<'static, AuthResult> {
+        let _ = accepted.send(());
+        self.authorize(request)
+    }
     /// Binds (bound, configured).
     fn binds_up(&self) -> (usize, usize);
 }
@@ -222,6 +232,20 @@ fn lock(live: &Mutex<Live>) -> MutexGuard<'_, Live> {
 
 fn internal(e: impl std::fmt::Display) -> StartError {
     StartError::Internal(e.to_string())
+}
+
+/// Seconds the user is given, rounded up so a request with the API's minimum expiry is not cut
+/// below it by the milliseconds already spent; for the applet, inside the range its protocol
+/// accepts (the gateway's own deadline still ends the authorization on time).
+fn user_expiry_secs(remaining: Duration, channel: ChannelKind) -> u16 {
+    let secs = u16::try_from(remaining.as_millis().div_ceil(1000)).unwrap_or(u16::MAX);
+    match channel {
+        ChannelKind::Stk => secs.clamp(
+            sim_applet_model::applet::protocol::MIN_EXPIRY_SECS,
+            sim_applet_model::applet::protocol::MAX_EXPIRY_SECS,
+        ),
+        ChannelKind::Ussd => secs.max(1),
+    }
 }
 
 /// The ending when a step could not be stored: usually the authorization ended meanwhile (then
@@ -457,6 +481,7 @@ impl SessionManager {
             proof: None,
             callback_url: req.callback_url.clone(),
             idempotency_key: req.idempotency_key.clone(),
+            prompted_ms: None,
         };
         let created = {
             let store = inner.store.clone();
@@ -763,19 +788,10 @@ impl Inner {
                 }
                 _ => AuthChannel::Ussd,
             };
-            if !prompted {
-                let counter = match &auth_channel {
-                    AuthChannel::Stk { counter, .. } => Some(*counter),
-                    AuthChannel::Ussd => None,
-                };
-                if !self
-                    .step(flight, AuthState::Routed, AuthState::Prompted, counter)
-                    .await
-                {
-                    return (interrupted(), via);
-                }
-                prompted = true;
-            }
+            let counter = match &auth_channel {
+                AuthChannel::Stk { counter, .. } => Some(*counter),
+                AuthChannel::Ussd => None,
+            };
             let remaining = plan.deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
                 return (Ending::new(TerminalStatus::Expired, "no_response"), via);
@@ -787,17 +803,56 @@ impl Inner {
                 rp_name: plan.rp_name.clone(),
                 consent: plan.consent.clone(),
                 binding_code: plan.binding.clone(),
-                expiry_secs: u16::try_from(remaining.as_secs().max(1)).unwrap_or(u16::MAX),
+                expiry_secs: user_expiry_secs(remaining, channel),
             };
             if let Some(om) = &operator.metrics {
                 om.prompt_sent(metric_channel(channel));
             }
-            let result = tokio::time::timeout(
-                remaining + self.settings.overrun,
-                operator.channel.authorize(request),
-            )
-            .await
-            .unwrap_or(AuthResult::Expired);
+            // `prompted` is recorded when the SMSC takes the prompt, not when it is queued: a
+            // throttled bind must not make the view claim the handset has it.
+            let (accepted_tx, accepted_rx) = oneshot::channel();
+            let mut accepted_rx = Some(accepted_rx);
+            let work = operator.channel.authorize_notifying(request, accepted_tx);
+            let deadline = tokio::time::sleep(remaining + self.settings.overrun);
+            tokio::pin!(work, deadline);
+            let result = loop {
+                tokio::select! {
+                    result = &mut work => break result,
+                    () = &mut deadline => break AuthResult::Expired,
+                    taken = async {
+                        match accepted_rx.as_mut() {
+                            Some(rx) => rx.await,
+                            None => std::future::pending().await,
+                        }
+                    }, if accepted_rx.is_some() =>
+                    {
+                        accepted_rx = None;
+                        if taken.is_ok() && !prompted {
+                            if !self
+                                .step(flight, AuthState::Routed, AuthState::Prompted, counter)
+                                .await
+                            {
+                                return (interrupted(), via);
+                            }
+                            prompted = true;
+                        }
+                    }
+                }
+            };
+            // The result can overtake the acceptance notice; an answer from the user also
+            // proves the prompt arrived.
+            if !prompted {
+                let taken = accepted_rx.as_mut().is_some_and(|rx| rx.try_recv().is_ok());
+                if taken || state::user_answered(&result) {
+                    if !self
+                        .step(flight, AuthState::Routed, AuthState::Prompted, counter)
+                        .await
+                    {
+                        return (interrupted(), via);
+                    }
+                    prompted = true;
+                }
+            }
             let can_fall_back = channel == ChannelKind::Stk
                 && self.settings.fallback_stk_to_ussd
                 && (plan.loa == Loa::Loa2 || self.settings.loa3_over_ussd)

@@ -300,7 +300,9 @@ pub fn view_of(record: &AuthorizationRecord) -> AuthorizationView {
         operator: Some(record.operator.clone()),
         created_at_ms: record.created_ms,
         completed_at_ms,
-        gateway_ms: None,
+        gateway_ms: record
+            .prompted_ms
+            .map(|at| at.saturating_sub(record.created_ms)),
         proof: if approved {
             record.proof.as_ref().map(hex::encode)
         } else {
@@ -339,6 +341,7 @@ mod tests {
             proof: Some(vec![0xAB, 0xCD]),
             callback_url: None,
             idempotency_key: None,
+            prompted_ms: None,
         }
     }
 

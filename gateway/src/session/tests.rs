@@ -202,10 +202,13 @@ async fn applet_subscriber_is_approved_over_stk_with_the_card_proof() {
     assert_eq!(status(&done).unwrap().0, TerminalStatus::Approved);
     assert_eq!(done.loa_achieved, Some(Loa::Loa3));
     assert_eq!(done.proof.as_deref(), Some("aa".repeat(16).as_str()));
+    // The prompt's acceptance was recorded, so the view carries the gateway's own time.
+    assert!(done.gateway_ms.is_some(), "{done:?}");
     let seen = r.channel.seen();
     assert!(matches!(seen[0].channel, AuthChannel::Stk { counter, .. } if counter >= 1));
     let rec = r.store.get_authorization(&v.id).unwrap().unwrap();
     assert!(rec.stk_counter.is_some());
+    assert!(rec.prompted_ms.is_some_and(|at| at >= rec.created_ms));
     assert!(rec.state.is_terminal());
     // One audit line, no full MSISDN in it.
     let audit = std::fs::read_to_string(&r.audit_path).unwrap();
@@ -550,6 +553,7 @@ async fn restart_recovery_ends_every_in_flight_record() {
                 proof: None,
                 callback_url: None,
                 idempotency_key: None,
+                prompted_ms: None,
             })
             .unwrap();
     }

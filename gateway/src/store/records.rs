@@ -141,6 +141,10 @@ pub struct AuthorizationRecord {
     pub proof: Option<Vec<u8>>,
     pub callback_url: Option<String>,
     pub idempotency_key: Option<String>,
+    /// Unix milliseconds when the SMSC accepted the prompt (the step to `Prompted`): with
+    /// `created_ms`, the gateway's own part of the way out.
+    #[serde(default)]
+    pub prompted_ms: Option<u64>,
 }
 
 /// The change a compare-and-set applies: the new state, the time, and fields learned on the way
@@ -197,6 +201,9 @@ pub(crate) fn apply_update(
 ) -> Result<(), CasRefusal> {
     if record.state != *expected || record.state.is_terminal() {
         return Err(CasRefusal::Conflict(record.state.clone()));
+    }
+    if update.state == AuthState::Prompted && record.prompted_ms.is_none() {
+        record.prompted_ms = Some(update.now_ms);
     }
     record.state = update.state.clone();
     record.updated_ms = record.updated_ms.max(update.now_ms);
@@ -462,6 +469,7 @@ pub(crate) mod tests {
             proof: None,
             callback_url: Some("https://rp.example/cb".into()),
             idempotency_key: Some("req-1".into()),
+            prompted_ms: None,
         }
     }
 }
