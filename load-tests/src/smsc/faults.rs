@@ -96,6 +96,19 @@ impl FaultState {
         }
     }
 
+    /// Consumes one pending `generic_nack`. A request answered so was not processed: the submit
+    /// handler asks before it hands a message to the network, so a nacked message never reaches
+    /// a handset.
+    pub fn take_nack(&self) -> bool {
+        let mut s = self.lock();
+        if s.nacks_left > 0 {
+            s.nacks_left -= 1;
+            true
+        } else {
+            false
+        }
+    }
+
     /// Whether a throttle storm is on at `now`.
     pub fn storm_active(&self, now: Instant) -> bool {
         self.lock().storm_until.is_some_and(|until| now < until)
@@ -104,11 +117,10 @@ impl FaultState {
     /// Decides the fate of one response to an ESME request. Nack takes precedence over drop,
     /// drop over delay.
     pub fn response_action(&self) -> ResponseAction {
-        let mut s = self.lock();
-        if s.nacks_left > 0 {
-            s.nacks_left -= 1;
+        if self.take_nack() {
             return ResponseAction::Nack;
         }
+        let mut s = self.lock();
         if s.drop_probability > 0.0 && s.rng.next_f64() < s.drop_probability {
             return ResponseAction::Drop;
         }

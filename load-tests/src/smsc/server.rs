@@ -734,6 +734,15 @@ impl Connection {
             SmscStats::inc(&self.shared.stats.throttled);
             return self.respond(refuse(CommandStatus::EsmeRthrottled)).await;
         }
+        if self.shared.faults.take_nack() {
+            SmscStats::inc(&self.shared.stats.nacks);
+            return self
+                .write(&encode_command(&generic_nack(
+                    seq,
+                    CommandStatus::EsmeRsyserr,
+                )))
+                .await;
+        }
         let n = self.shared.next_message_id.fetch_add(1, Ordering::Relaxed);
         let message_id = format!("{n:010}");
         let env = MtEnvelope {
