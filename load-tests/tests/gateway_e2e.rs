@@ -175,20 +175,27 @@ async fn no_answer_ends_expired_at_the_requested_expiry() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_stk_push_the_smsc_refuses_falls_back_to_ussd_and_is_approved() {
+    // The SMSC throttles every submit for 0.8 s. The push is throttled, its bind pauses for
+    // 1.5 s, and the push's 1 s submit deadline passes: a delivery failure, the handset saw
+    // nothing. The USSD fallback goes out after the storm.
     let env = Env::start(user(0.0, 0.0, 0.0), |c| {
         c.policy.fallback_stk_to_ussd = true;
+        c.policy.submit_timeout_secs = 1;
+        for b in &mut c.operators[0].binds {
+            b.throttle_backoff_initial_ms = 1_500;
+        }
     })
     .await;
     let m = msisdn(index_with(true, 3));
     within(20, async {
-        // The next request the SMSC answers (the STK push's submit_sm) gets generic_nack.
-        env.smsc.inject(Fault::GenericNack { count: 1 });
+        env.smsc
+            .inject(Fault::ThrottleStorm(Duration::from_millis(800)));
         let id = start_ok(env.api, &m, 2, 60).await;
         let v = terminal(env.api, &id).await;
         assert_eq!(v["status"], "approved", "{v}");
         assert_eq!(v["channel"], "ussd", "{v}");
         assert!(v["proof"].is_null(), "{v}");
-        assert_eq!(env.smsc.stats().snapshot().nacks, 1);
+        assert!(env.smsc.stats().snapshot().throttled >= 1);
         let mt = env.log.mt.lock().unwrap().clone();
         let to_m: Vec<_> = mt.iter().filter(|x| x.sm.destination.addr == m).collect();
         // The refused push never reached the network; the USSD prompt did.
@@ -366,9 +373,9 @@ async fn after_a_crash_mid_flight_the_restarted_gateway_ends_it_and_keeps_what_w
         assert_stk_approval(&get(api, &a, 0).await.body, 2);
         assert_eq!(get(api, &b, 0).await.body["status"], "approved");
         // The idempotency key still names the same authorization.
-        let r = start_auth(api, &auth_body(&ussd, 2, 60), Some("before-crash")).await;
-        assert_eq!(r.body["id"], b.as_str(), "{r:?}");
-        assert_eq!(r.status, 200, "a retried start after a restart: {r:?}");
+        let retried = start_auth(api, &auth_body(&ussd, 2, 60), Some("before-crash")).await;
+        assert_eq!(retried.body["id"], b.as_str(), "{retried:?}");
+        assert_eq!(retried.body["status"], "approved", "{retried:?}");
         // The OTA counter survived: the card accepts the next push.
         let d = start_ok(api, &stk, 2, 60).await;
         assert_stk_approval(&terminal(api, &d).await, 2);
@@ -376,6 +383,11 @@ async fn after_a_crash_mid_flight_the_restarted_gateway_ends_it_and_keeps_what_w
         let e = start_ok(api, &silent, 2, 60).await;
         cancel(api, &e).await;
         gw.shutdown().await;
+        // docs/api.md: "the first answer is 201, a retry 200 with the same id".
+        assert_eq!(
+            retried.status, 200,
+            "a start retried after a restart: {retried:?}"
+        );
     })
     .await;
     smsc.shutdown().await;

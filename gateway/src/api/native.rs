@@ -488,12 +488,19 @@ async fn start(
         callback_url: valid.callback_url,
         idempotency_key: key.clone(),
     };
-    let view = state.service.start(request).await.inspect_err(|e| {
-        tracing::info!(client = %client.id, msisdn = %msisdn_log, error = %e, "start refused");
-    })?;
-    let repeated = key
+    let (view, existing) = state
+        .service
+        .start_reporting(request)
+        .await
+        .inspect_err(|e| {
+            tracing::info!(client = %client.id, msisdn = %msisdn_log, error = %e, "start refused");
+        })?;
+    // The service knows (it survives restarts); the API's own memory of keys is the fallback
+    // for services that cannot tell.
+    let remembered = key
         .as_deref()
         .is_some_and(|k| state.seen_keys.record(&client.id, k, &view.id));
+    let repeated = existing.unwrap_or(remembered);
     tracing::info!(client = %client.id, msisdn = %msisdn_log, id = %view.id, repeated, "authorization started");
     let status = if repeated {
         StatusCode::OK

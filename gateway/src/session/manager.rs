@@ -404,7 +404,12 @@ impl SessionManager {
         }
     }
 
-    async fn start_inner(&self, req: StartRequest) -> Result<AuthorizationView, StartError> {
+    /// Starts, or finds the authorization an idempotency key already names; the flag says
+    /// which (the API answers 200 for an existing one, 201 for a new one).
+    async fn start_inner(
+        &self,
+        req: StartRequest,
+    ) -> Result<(AuthorizationView, bool), StartError> {
         let inner = &self.inner;
         let retry_after = inner.settings.retry_after;
         if !inner.accepting.load(Ordering::SeqCst) {
@@ -460,7 +465,7 @@ impl SessionManager {
             proof: None,
         };
         let flight = match self.admit(&req, &msisdn, op_index, view)? {
-            Admitted::Running(view) => return Ok(view),
+            Admitted::Running(view) => return Ok((view, true)),
             Admitted::New(f) => f,
         };
         let expiry_ms = u64::try_from(req.expiry.as_millis()).unwrap_or(u64::MAX);
@@ -534,7 +539,7 @@ impl SessionManager {
         let record = match created {
             Ok(Created::Existing(view)) => {
                 inner.release(&flight);
-                return Ok(view);
+                return Ok((view, true));
             }
             Ok(Created::Routed(r)) => r,
             Ok(Created::EndsNow(r, ending)) => {
@@ -543,6 +548,7 @@ impl SessionManager {
                 return inner
                     .finish(&id, ending, None)
                     .await
+                    .map(|view| (view, false))
                     .map_err(|e| StartError::Internal(e.to_string()));
             }
             Err(StoreError::NotFound { .. }) => {
@@ -581,7 +587,7 @@ impl SessionManager {
         inner.tracker.spawn(async move {
             task_inner.run(flight, plan).await;
         });
-        Ok(view)
+        Ok((view, false))
     }
 
     fn metered_start(&self, flight: &Flight, channel: ChannelKind) {
@@ -813,7 +819,14 @@ impl Inner {
             let (accepted_tx, accepted_rx) = oneshot::channel();
             let mut accepted_rx = Some(accepted_rx);
             let work = operator.channel.authorize_notifying(request, accepted_tx);
-            let deadline = tokio::time::sleep(remaining + self.settings.overrun);
+            // The applet keeps its own clock and its answer travels back by SMS, so an STK
+            // push gets an overrun past the expiry; a USSD dialog is live: at the expiry it is
+            // over, whatever the dialect's step timers would still allow.
+            let allowance = match channel {
+                ChannelKind::Stk => remaining + self.settings.overrun,
+                ChannelKind::Ussd => remaining,
+            };
+            let deadline = tokio::time::sleep(allowance);
             tokio::pin!(work, deadline);
             let result = loop {
                 tokio::select! {
@@ -1047,7 +1060,19 @@ impl Inner {
 
 impl AuthorizationService for SessionManager {
     fn start(&self, req: StartRequest) -> BoxFuture<'_, Result<AuthorizationView, StartError>> {
-        self.start_inner(req).boxed()
+        async move { self.start_inner(req).await.map(|(view, _)| view) }.boxed()
+    }
+
+    fn start_reporting(
+        &self,
+        req: StartRequest,
+    ) -> BoxFuture<'_, Result<(AuthorizationView, Option<bool>), StartError>> {
+        async move {
+            self.start_inner(req)
+                .await
+                .map(|(view, existing)| (view, Some(existing)))
+        }
+        .boxed()
     }
 
     fn get(

@@ -185,6 +185,14 @@ pub trait AuthorizationService: Send + Sync + 'static {
     /// Start (or, with a known idempotency key, return the existing) authorization. Returns at
     /// once; the phone work is asynchronous.
     fn start(&self, req: StartRequest) -> BoxFuture<'_, Result<AuthorizationView, StartError>>;
+    /// [`AuthorizationService::start`], also saying whether the authorization already existed
+    /// (a retried idempotency key): `Some(true)` existing, `Some(false)` new, `None` unknown.
+    fn start_reporting(
+        &self,
+        req: StartRequest,
+    ) -> BoxFuture<'_, Result<(AuthorizationView, Option<bool>), StartError>> {
+        Box::pin(async move { self.start(req).await.map(|view| (view, None)) })
+    }
     /// Read the state; with `wait`, long-poll until terminal or until `wait` has passed.
     fn get(
         &self,

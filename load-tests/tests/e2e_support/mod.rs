@@ -70,14 +70,18 @@ pub struct Log {
 }
 
 impl Log {
-    /// USSR requests (op 2) and SIM data downloads (PID 0x7F) sent to `msisdn`: the prompts.
+    /// Prompts sent to `msisdn`: USSR requests (op 2) and SIM data downloads (PID 0x7F), a
+    /// concatenated download counted once (by its first segment).
     pub fn prompts_to(&self, msisdn: &str) -> usize {
         self.mt
             .lock()
             .unwrap()
             .iter()
             .filter(|m| m.sm.destination.addr == msisdn)
-            .filter(|m| m.sm.ussd_service_op == Some(2) || m.sm.protocol_id == 0x7F)
+            .filter(|m| {
+                m.sm.ussd_service_op == Some(2)
+                    || (m.sm.protocol_id == 0x7F && concat_segment(&m.sm) <= 1)
+            })
             .count()
     }
 
@@ -101,6 +105,27 @@ impl Log {
     pub fn mute(&self, msisdn: &str) {
         self.muted.lock().unwrap().insert(msisdn.to_owned());
     }
+}
+
+/// Sequence number of a concatenated segment (UDH IE 0x00 or 0x08), 0 when not concatenated.
+fn concat_segment(sm: &load_tests::smsc::SmFields) -> u8 {
+    let ud = &sm.short_message;
+    if sm.esm_class & 0x40 == 0 || ud.is_empty() {
+        return 0;
+    }
+    let udh = &ud[1..ud.len().min(1 + usize::from(ud[0]))];
+    let mut i = 0;
+    while i + 1 < udh.len() {
+        let (iei, len) = (udh[i], usize::from(udh[i + 1]));
+        let ie = &udh[(i + 2).min(udh.len())..(i + 2 + len).min(udh.len())];
+        match (iei, ie.len()) {
+            (0x00, 3) => return ie[2],
+            (0x08, 4) => return ie[3],
+            _ => {}
+        }
+        i += 2 + len;
+    }
+    0
 }
 
 /// The population behind a recorder.
