@@ -5,8 +5,8 @@
 //! (file or generated) -> router -> embedded store -> metrics registry -> one channel
 //! [`Authorizer`] per operator with its binds (and the USSD PIN check) -> [`SessionManager`],
 //! which first ends whatever the last run left in flight -> north API (native routes, Keycloak
-//! route if configured) on `[api] listen`, metrics on `[metrics] listen`. Port 0 is allowed;
-//! the handle reports the real addresses.
+//! route if configured) on `[api] listen` (HTTPS with `[api.tls]`, rustls), metrics on
+//! `[metrics] listen`. Port 0 is allowed; the handle reports the real addresses.
 //!
 //! [`ServeHandle::shutdown`]: refuse new authorizations, let running ones finish for the drain
 //! time, end the rest with a definite status (long-pollers and callbacks get it), stop the
@@ -21,7 +21,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
+use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
+use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -38,7 +40,7 @@ use crate::session::{
     lockout_policy, system_clock, AuditLog, ChannelPort, Operator, SessionDeps, SessionManager,
     SessionSettings, UssdPinCheck,
 };
-use crate::smpp::bind::BindConfig;
+use crate::smpp::bind::{tls_server_config, BindConfig};
 use crate::store::{EmbeddedStore, Store, StoreOptions};
 use crate::subscribers::{Pepper, SubscriberRegistry};
 
@@ -146,9 +148,13 @@ fn env(name: &str) -> Option<String> {
 /// Starts the gateway described by `config` (validated here again).
 pub async fn start(config: GatewayConfig) -> anyhow::Result<ServeHandle> {
     config.validate().context("configuration")?;
-    if config.api.tls.is_some() {
-        bail!("[api.tls] is not supported yet: terminate TLS in a reverse proxy");
-    }
+    // Read before anything else starts, so a bad certificate or key fails fast.
+    let api_tls = match &config.api.tls {
+        Some(t) => Some(tokio_rustls::TlsAcceptor::from(
+            tls_server_config(&t.cert, &t.key).context("[api.tls]")?,
+        )),
+        None => None,
+    };
 
     // Secrets and registry.
     let pepper_source = config
@@ -197,9 +203,12 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<ServeHandle> {
                 .with_context(|| format!("operators[{i}].binds[{j}]: password"))?;
             let m = Arc::new(metrics.smpp.bind(&op.name, &b.system_id));
             bind_metrics.push(m.clone());
-            binds.push(
-                BindConfig::new(b.address.clone(), b.session_config(&password)).with_metrics(m),
-            );
+            let mut bind =
+                BindConfig::new(b.address.clone(), b.session_config(&password)).with_metrics(m);
+            if let Some(tls) = b.tls_settings() {
+                bind = bind.with_tls(tls);
+            }
+            binds.push(bind);
         }
         let dialect = op
             .dialect
@@ -280,7 +289,19 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<ServeHandle> {
         .await
         .with_context(|| format!("listening on {} ([api] listen)", config.api.listen))?;
     let api_addr = api_listener.local_addr()?;
-    serve_http(&listeners, &stop_listeners, api_listener, app, "api");
+    match api_tls {
+        None => serve_http(&listeners, &stop_listeners, api_listener, app, "api"),
+        Some(acceptor) => {
+            let tls = TlsListener::spawn(
+                api_listener,
+                api_addr,
+                acceptor,
+                &listeners,
+                &stop_listeners,
+            );
+            serve_http(&listeners, &stop_listeners, tls, app, "api");
+        }
+    }
 
     let metrics_addr = match config.metrics.listen {
         Some(addr) => {
@@ -307,10 +328,93 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<ServeHandle> {
     })
 }
 
-fn serve_http(
+/// TLS handshakes in front of a TCP listener, for `axum::serve`. Each handshake runs in its
+/// own task, bounded in time and in number, so a slow or silent client holds up nobody;
+/// finished ones queue for axum. The accepting task ends with the listeners' stop token.
+struct TlsListener {
+    ready: tokio::sync::mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    local_addr: SocketAddr,
+}
+
+/// Time a client gets to complete the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes in progress at once; further connections wait in the kernel's accept queue.
+const TLS_MAX_HANDSHAKES: usize = 256;
+
+impl TlsListener {
+    fn spawn(
+        listener: tokio::net::TcpListener,
+        local_addr: SocketAddr,
+        acceptor: tokio_rustls::TlsAcceptor,
+        tracker: &TaskTracker,
+        stop: &CancellationToken,
+    ) -> Self {
+        let (tx, ready) = tokio::sync::mpsc::channel(64);
+        let stop = stop.clone();
+        let limit = Arc::new(tokio::sync::Semaphore::new(TLS_MAX_HANDSHAKES));
+        tracker.spawn(async move {
+            loop {
+                let permit = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    p = limit.clone().acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => return,
+                    },
+                };
+                let accepted = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    a = listener.accept() => a,
+                };
+                let (tcp, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // EMFILE and friends pass; the listener must not die of them.
+                        tracing::warn!(error = %e, "API accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let _ = tcp.set_nodelay(true);
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => {
+                            let _ = tx.send((stream, peer)).await;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "API TLS handshake failed")
+                        }
+                        Err(_) => tracing::debug!(%peer, "API TLS handshake timed out"),
+                    }
+                    drop(permit);
+                });
+            }
+        });
+        Self { ready, local_addr }
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(accepted) => accepted,
+            // The accepting task stopped (shutdown): nothing more will come.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local_addr)
+    }
+}
+
+fn serve_http<L: axum::serve::Listener<Addr = SocketAddr>>(
     tracker: &TaskTracker,
     stop: &CancellationToken,
-    listener: tokio::net::TcpListener,
+    listener: L,
     app: axum::Router,
     what: &'static str,
 ) {

@@ -288,6 +288,13 @@ pub struct BindSettings {
     /// Longest pause after repeated throttling.
     #[serde(default = "default_throttle_max")]
     pub throttle_backoff_max_ms: u64,
+    /// SMPP over TLS: PEM file of the CA certificates trusted for the SMSC (with
+    /// `tls_server_name`; both absent: plain TCP).
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// SMPP over TLS: the DNS name or IP address the SMSC's certificate must carry.
+    #[serde(default)]
+    pub tls_server_name: Option<String>,
 }
 
 fn default_bind_kind() -> BindKind {
@@ -313,6 +320,17 @@ impl BindSettings {
     /// Where the password comes from (`None` only if the config was not validated).
     pub fn password_source(&self) -> Option<SecretSource> {
         secret_source(&self.password, &None, &self.password_env)
+    }
+
+    /// The bind's TLS settings (`None`: plain TCP, or both keys absent).
+    pub fn tls_settings(&self) -> Option<crate::smpp::bind::TlsClientSettings> {
+        match (&self.tls_ca_file, &self.tls_server_name) {
+            (Some(ca_file), Some(server_name)) => Some(crate::smpp::bind::TlsClientSettings {
+                ca_file: ca_file.clone(),
+                server_name: server_name.clone(),
+            }),
+            _ => None,
+        }
     }
 
     /// The session layer's settings, with the resolved password; other fields keep the

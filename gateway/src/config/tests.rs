@@ -322,3 +322,64 @@ fn unreadable_file_is_reported() {
         GatewayConfig::load(std::path::Path::new("/nonexistent/gateway.toml"), &[]).unwrap_err();
     assert!(e.to_string().contains("/nonexistent/gateway.toml"));
 }
+
+#[test]
+fn bind_tls_keys_come_in_pairs_and_the_ca_file_must_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "not checked here").unwrap();
+    let with = |extra: &str| MINIMAL.replace("window = 10", &format!("window = 10\n{extra}"));
+
+    let c = load(
+        &with(&format!(
+            "tls_ca_file = {:?}\ntls_server_name = \"localhost\"",
+            ca
+        )),
+        &[],
+    )
+    .unwrap();
+    let tls = c.operators[0].binds[0].tls_settings().unwrap();
+    assert_eq!(
+        (tls.ca_file, tls.server_name.as_str()),
+        (ca.clone(), "localhost")
+    );
+    assert!(load(MINIMAL, &[]).unwrap().operators[0].binds[0]
+        .tls_settings()
+        .is_none());
+
+    let text = with(&format!("tls_ca_file = {:?}", ca));
+    let e = load(&text, &[]).unwrap_err();
+    assert_eq!(e.key, "operators[0].binds[0].tls_server_name");
+
+    let text = with("tls_server_name = \"localhost\"");
+    let e = load(&text, &[]).unwrap_err();
+    assert_eq!(e.key, "operators[0].binds[0].tls_ca_file");
+
+    let missing = dir.path().join("missing.pem");
+    let text = with(&format!(
+        "tls_ca_file = {:?}\ntls_server_name = \"localhost\"",
+        missing
+    ));
+    let e = load(&text, &[]).unwrap_err();
+    assert_eq!(e.key, "operators[0].binds[0].tls_ca_file");
+    assert_eq!(e.line, Some(line_of(&text, "tls_ca_file")));
+    assert!(e.message.contains("missing.pem"), "{e}");
+
+    let text = with(&format!(
+        "tls_ca_file = {:?}\ntls_server_name = \"not a name!\"",
+        ca
+    ));
+    let e = load(&text, &[]).unwrap_err();
+    assert_eq!(e.key, "operators[0].binds[0].tls_server_name");
+}
+
+#[test]
+fn api_tls_files_must_exist() {
+    let text = MINIMAL.replace(
+        "[[api.clients]]",
+        "[api.tls]\ncert = \"/nonexistent/cert.pem\"\nkey = \"/nonexistent/key.pem\"\n\n[[api.clients]]",
+    );
+    let e = load(&text, &[]).unwrap_err();
+    assert_eq!(e.key, "api.tls.cert");
+    assert_eq!(e.line, Some(line_of(&text, "cert = ")));
+}

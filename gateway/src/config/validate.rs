@@ -1,8 +1,10 @@
 //! Checks serde cannot express: one secret source out of several, value ranges, SMPP field
-//! lengths, and number ranges that two operators both claim. Each failure names the key path
+//! lengths, number ranges that two operators both claim, and that files named for TLS exist. Each failure names the key path
 //! the way [`super::ConfigError::key`] does; the loader adds the line.
 
 use std::collections::HashSet;
+
+use tokio_rustls::rustls::pki_types::ServerName;
 
 use super::{ConfigError, GatewayConfig};
 use crate::routing::ranges::ranges_overlap;
@@ -87,6 +89,17 @@ impl GatewayConfig {
                     format!("{key}.rate_limit_burst"),
                     "must be at least rate_limit_per_sec",
                 ));
+            }
+        }
+
+        if let Some(tls) = &self.api.tls {
+            for (name, path) in [("cert", &tls.cert), ("key", &tls.key)] {
+                if !path.is_file() {
+                    return Err(ConfigError::at(
+                        format!("api.tls.{name}"),
+                        format!("{} is not a readable file", path.display()),
+                    ));
+                }
             }
         }
 
@@ -202,6 +215,35 @@ impl GatewayConfig {
                         format!("{key}.throttle_backoff_max_ms"),
                         "must be at least throttle_backoff_initial_ms",
                     ));
+                }
+                match (&b.tls_ca_file, &b.tls_server_name) {
+                    (None, None) => {}
+                    (Some(_), None) => {
+                        return Err(ConfigError::at(
+                            format!("{key}.tls_server_name"),
+                            "is required with tls_ca_file",
+                        ))
+                    }
+                    (None, Some(_)) => {
+                        return Err(ConfigError::at(
+                            format!("{key}.tls_ca_file"),
+                            "is required with tls_server_name",
+                        ))
+                    }
+                    (Some(ca), Some(name)) => {
+                        if !ca.is_file() {
+                            return Err(ConfigError::at(
+                                format!("{key}.tls_ca_file"),
+                                format!("{} is not a readable file", ca.display()),
+                            ));
+                        }
+                        if ServerName::try_from(name.as_str()).is_err() {
+                            return Err(ConfigError::at(
+                                format!("{key}.tls_server_name"),
+                                "must be a DNS name or an IP address",
+                            ));
+                        }
+                    }
                 }
             }
         }

@@ -12,9 +12,13 @@
 //! [`SubmitFailure::DeadlineExpired`], so every submission ends with exactly one
 //! [`BindEvent::Accepted`] or [`BindEvent::Failed`].
 //!
-//! TLS (SMPP over TLS, port 3550) is not implemented yet.
+//! SMPP over TLS (conventionally port 3550): with [`BindConfig::tls`] set, the task connects
+//! TCP, runs the rustls handshake (the whole connect, handshake included, bounded by
+//! `connect_timeout`) and then drives the same framed loop over the TLS stream. A failed
+//! handshake is a failed connect: `Disconnected`, back-off, retry.
 
 use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,10 +26,13 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use rand::Rng;
 use rusmpp::pdus::DeliverSm;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout, Instant};
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio_util::codec::FramedRead;
 
 use super::pdu::frame_codec;
@@ -54,7 +61,103 @@ pub struct BindConfig {
     pub resend_in_flight: bool,
     /// Instrumentation of this bind (none: not measured).
     pub metrics: Option<Arc<BindMetrics>>,
+    /// SMPP over TLS; `None` is plain TCP.
+    pub tls: Option<TlsClientSettings>,
 }
+
+/// TLS settings of a bind: whom to trust and which name the SMSC's certificate must carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsClientSettings {
+    /// PEM file of the CA certificates trusted for the SMSC (the system roots are not used).
+    pub ca_file: PathBuf,
+    /// DNS name or IP address checked against the SMSC's certificate (and sent as SNI).
+    pub server_name: String,
+}
+
+/// Why TLS settings could not be turned into a rustls configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    /// A PEM file could not be read or parsed.
+    #[error("{path}: {message}")]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// The server name is neither a DNS name nor an IP address.
+    #[error("invalid TLS server name {0:?}")]
+    ServerName(String),
+    /// rustls refused the material (e.g. a key not matching the certificate).
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// Reads every certificate of a PEM file (at least one).
+pub fn load_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
+    let pem_err = |message: String| TlsSetupError::Pem {
+        path: path.to_owned(),
+        message,
+    };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| pem_err(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_err(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(pem_err("no CERTIFICATE in the file".into()));
+    }
+    Ok(certs)
+}
+
+/// Reads the first private key (PKCS#8, PKCS#1 or SEC1) of a PEM file.
+pub fn load_pem_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsSetupError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsSetupError::Pem {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+/// The ring provider, chosen explicitly so the process-wide default never matters.
+pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A TLS server configuration from a PEM certificate chain and key (no client auth).
+pub fn tls_server_config(
+    cert_file: &Path,
+    key_file: &Path,
+) -> Result<Arc<rustls::ServerConfig>, TlsSetupError> {
+    let certs = load_pem_certs(cert_file)?;
+    let key = load_pem_key(key_file)?;
+    let config = rustls::ServerConfig::builder_with_provider(crypto_provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    Ok(Arc::new(config))
+}
+
+impl TlsClientSettings {
+    /// The rustls connector and checked server name these settings describe.
+    pub fn connector(
+        &self,
+    ) -> Result<(tokio_rustls::TlsConnector, ServerName<'static>), TlsSetupError> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in load_pem_certs(&self.ca_file)? {
+            roots.add(cert)?;
+        }
+        let config = rustls::ClientConfig::builder_with_provider(crypto_provider())
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = ServerName::try_from(self.server_name.clone())
+            .map_err(|_| TlsSetupError::ServerName(self.server_name.clone()))?;
+        Ok((tokio_rustls::TlsConnector::from(Arc::new(config)), name))
+    }
+}
+
+/// The byte stream a bind runs over: plain TCP or TLS over TCP.
+trait LinkStream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> LinkStream for T {}
 
 impl BindConfig {
     /// Defaults for `addr`: 5 s connect timeout, back-off 1 s doubling to 60 s, re-send on.
@@ -67,7 +170,14 @@ impl BindConfig {
             reconnect_max: Duration::from_secs(60),
             resend_in_flight: true,
             metrics: None,
+            tls: None,
         }
+    }
+
+    /// Runs the bind over TLS with these settings.
+    pub fn with_tls(mut self, tls: TlsClientSettings) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// Reports this bind's state, reconnects and its session's PDUs to `metrics`.
@@ -287,14 +397,9 @@ impl BindTask {
                 m.set_state(BindState::Connecting);
             }
             first_attempt = false;
-            let connected = timeout(
-                self.config.connect_timeout,
-                TcpStream::connect(&self.config.addr),
-            )
-            .await;
+            let connected = timeout(self.config.connect_timeout, self.connect()).await;
             match connected {
                 Ok(Ok(stream)) => {
-                    let _ = stream.set_nodelay(true);
                     let (reason, was_bound) = self.run_connected(stream).await;
                     self.set_state(BindState::Down);
                     if was_bound {
@@ -305,12 +410,9 @@ impl BindTask {
                     }
                     self.emit(BindEvent::Disconnected { reason }).await;
                 }
-                Ok(Err(e)) => {
+                Ok(Err(reason)) => {
                     self.set_state(BindState::Down);
-                    self.emit(BindEvent::Disconnected {
-                        reason: format!("connect to {}: {e}", self.config.addr),
-                    })
-                    .await
+                    self.emit(BindEvent::Disconnected { reason }).await
                 }
                 Err(_) => {
                     self.set_state(BindState::Down);
@@ -327,6 +429,27 @@ impl BindTask {
         self.fail_all_carried(SubmitFailure::ShuttingDown).await;
         self.set_state(BindState::Down);
         self.emit(BindEvent::Stopped).await;
+    }
+
+    /// TCP connect, then the TLS handshake when configured; the error says which step failed.
+    async fn connect(&self) -> Result<Box<dyn LinkStream>, String> {
+        let addr = &self.config.addr;
+        let tcp = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect to {addr}: {e}"))?;
+        let _ = tcp.set_nodelay(true);
+        let Some(tls) = &self.config.tls else {
+            return Ok(Box::new(tcp));
+        };
+        // Built per attempt so a CA file replaced on disk is picked up on the next reconnect.
+        let (connector, name) = tls
+            .connector()
+            .map_err(|e| format!("TLS setup for {addr}: {e}"))?;
+        let stream = connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS handshake with {addr}: {e}"))?;
+        Ok(Box::new(stream))
     }
 
     /// Exponential back-off with "equal jitter": half fixed, half random, so that many binds
@@ -371,7 +494,7 @@ impl BindTask {
     }
 
     /// Runs one connection to its end; returns why it ended and whether it got bound.
-    async fn run_connected(&mut self, stream: TcpStream) -> (String, bool) {
+    async fn run_connected(&mut self, stream: Box<dyn LinkStream>) -> (String, bool) {
         self.set_state(BindState::Binding);
         let mut session = match Session::with_metrics(
             self.config.session.clone(),
@@ -396,7 +519,7 @@ impl BindTask {
             self.set_state(BindState::Unbinding);
             session.unbind(now_std());
         }
-        let (read_half, mut write_half) = stream.into_split();
+        let (read_half, mut write_half) = tokio::io::split(stream);
         let mut reader = FramedRead::new(read_half, frame_codec());
         loop {
             while let Some(bytes) = session.poll_transmit() {

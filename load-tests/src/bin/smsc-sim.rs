@@ -2,7 +2,8 @@
 //!
 //! The command line names the listen address and the first account; a TOML file (`--config`)
 //! holds the rest (see `SmscConfig::from_file_text`). A bad file names the key and the line and
-//! exits 64. SIGINT or SIGTERM unbinds every bind, then the process exits.
+//! exits 64. `--tls-cert FILE --tls-key FILE` serve SMPP over TLS. SIGINT or SIGTERM unbinds
+//! every bind, then the process exits.
 //!
 //! Without `--population` (or a `[population]` table with `size`) the SMSC runs the echo
 //! network; with it, a seeded population of simulated handsets (`HandsetNetwork`). The
@@ -15,6 +16,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
+use load_tests::smsc::config::TlsServerSettings;
 use load_tests::smsc::network::{HandsetNetwork, PopulationConfig};
 use load_tests::smsc::{self, AccountConfig, EchoNetwork, Network, SmscConfig};
 use serde::Deserialize;
@@ -61,6 +63,12 @@ struct Cli {
     /// TOML file with the remaining settings.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// SMPP over TLS: PEM certificate chain of the SMSC (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// SMPP over TLS: PEM private key of that certificate (with --tls-cert).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Serve Prometheus metrics (`GET /metrics`, `smsc_sim_` prefix) on this address.
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
@@ -217,8 +225,23 @@ fn load(cli: &Cli) -> anyhow::Result<(SmscConfig, Option<PopulationConfig>)> {
     let population = population(cli, &table).map_err(in_file)?;
     let account = AccountConfig::new(cli.system_id.clone(), cli.password.clone());
     let config = SmscConfig::from_file_text(cli.listen, account, cli.throttle_tps, &text);
+    let tls = match (&cli.tls_cert, &cli.tls_key) {
+        (Some(cert_file), Some(key_file)) => {
+            // Load once now so a bad certificate or key exits 64 like any other bad setting.
+            gateway::smpp::bind::tls_server_config(cert_file, key_file)
+                .context("--tls-cert/--tls-key")?;
+            Some(TlsServerSettings {
+                cert_file: cert_file.clone(),
+                key_file: key_file.clone(),
+            })
+        }
+        _ => None,
+    };
     match (&cli.config, config) {
-        (_, Ok(c)) => Ok((c, population)),
+        (_, Ok(mut c)) => {
+            c.tls = tls;
+            Ok((c, population))
+        }
         (Some(path), Err(e)) => {
             Err(anyhow::Error::new(e).context(format!("in {}", path.display())))
         }

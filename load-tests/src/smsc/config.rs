@@ -6,6 +6,7 @@
 //! the key and the line; nothing falls back to defaults silently.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -62,6 +63,17 @@ pub struct SmscConfig {
     /// Seed of the fault randomness.
     pub seed: u64,
     pub echo: EchoConfig,
+    /// SMPP over TLS on the listen address; `None` is plain TCP.
+    pub tls: Option<TlsServerSettings>,
+}
+
+/// The SMSC's TLS identity (PEM files); ESMEs are not asked for certificates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsServerSettings {
+    /// Certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// Private key of the leaf certificate.
+    pub key_file: PathBuf,
 }
 
 impl SmscConfig {
@@ -81,6 +93,7 @@ impl SmscConfig {
             faults: Vec::new(),
             seed: 1,
             echo: EchoConfig::default(),
+            tls: None,
         }
     }
 

@@ -10,6 +10,10 @@
 //! both to the bind registry for the account. Shutdown: the root `CancellationToken` stops the
 //! accept loop, each bound connection sends `unbind` and waits for `unbind_resp` (bounded by
 //! the response timeout), then closes.
+//!
+//! With [`SmscConfig::tls`] set every accepted socket first completes a rustls handshake
+//! (bounded by the response timeout, inside the connection's task so a slow client cannot
+//! stall the accept loop); one that fails is closed without a word of SMPP.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -29,9 +33,8 @@ use rusmpp::pdus::{
 use rusmpp::types::COctetString;
 use rusmpp::values::InterfaceVersion;
 use rusmpp::{Command, CommandStatus, Pdu};
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::codec::FramedRead;
@@ -54,6 +57,12 @@ const NETWORK_QUEUE: usize = 10_000;
 
 /// Distinct MT source addresses remembered for MO routing.
 const MAX_ROUTES: usize = 100_000;
+
+/// The byte stream a connection runs over: plain TCP or TLS over TCP.
+trait LinkStream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> LinkStream for T {}
+
+type Link = Box<dyn LinkStream>;
 
 /// State shared by all tasks of one SMSC.
 #[derive(Debug)]
@@ -90,6 +99,14 @@ pub(crate) struct Running {
 
 /// Binds the listener and spawns the accept loop and the network task.
 pub(crate) async fn start(config: SmscConfig, network: Box<dyn Network>) -> io::Result<Running> {
+    let tls = match &config.tls {
+        Some(t) => {
+            let server = gateway::smpp::bind::tls_server_config(&t.cert_file, &t.key_file)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            Some(tokio_rustls::TlsAcceptor::from(server))
+        }
+        None => None,
+    };
     let listener = TcpListener::bind(config.listen).await?;
     let local_addr = listener.local_addr()?;
     let (network_tx, network_rx) = mpsc::channel(NETWORK_QUEUE);
@@ -122,6 +139,7 @@ pub(crate) async fn start(config: SmscConfig, network: Box<dyn Network>) -> io::
     tracker.spawn(accept_loop(
         shared.clone(),
         listener,
+        tls,
         cancel.clone(),
         tracker.clone(),
     ));
@@ -136,6 +154,7 @@ pub(crate) async fn start(config: SmscConfig, network: Box<dyn Network>) -> io::
 async fn accept_loop(
     shared: Arc<Shared>,
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
@@ -156,10 +175,29 @@ async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(1);
+                let _ = stream.set_nodelay(true);
                 let shared = shared.clone();
                 let cancel = cancel.child_token();
+                let tls = tls.clone();
                 tracker.spawn(async move {
-                    Connection::new(shared, stream, peer, cancel).run().await;
+                    let link: Link = match tls {
+                        None => Box::new(stream),
+                        Some(acceptor) => {
+                            let limit = shared.config.response_timeout;
+                            match timeout(limit, acceptor.accept(stream)).await {
+                                Ok(Ok(s)) => Box::new(s),
+                                Ok(Err(e)) => {
+                                    tracing::info!(%peer, error = %e, "TLS handshake failed");
+                                    return;
+                                }
+                                Err(_) => {
+                                    tracing::info!(%peer, "TLS handshake timed out");
+                                    return;
+                                }
+                            }
+                        }
+                    };
+                    Connection::new(shared, link, peer, cancel).run().await;
                     drop(permit);
                 });
             }
@@ -275,8 +313,8 @@ enum Close {
 
 struct Connection {
     shared: Arc<Shared>,
-    reader: FramedRead<tokio::net::tcp::OwnedReadHalf, tokio_util::codec::LengthDelimitedCodec>,
-    writer: OwnedWriteHalf,
+    reader: FramedRead<ReadHalf<Link>, tokio_util::codec::LengthDelimitedCodec>,
+    writer: WriteHalf<Link>,
     peer: SocketAddr,
     cancel: CancellationToken,
     bind: Option<BindTicket>,
@@ -326,14 +364,8 @@ order_by_nothing!(RetryItem);
 order_by_nothing!(DelayedBytes);
 
 impl Connection {
-    fn new(
-        shared: Arc<Shared>,
-        stream: TcpStream,
-        peer: SocketAddr,
-        cancel: CancellationToken,
-    ) -> Self {
-        let _ = stream.set_nodelay(true);
-        let (r, w) = stream.into_split();
+    fn new(shared: Arc<Shared>, stream: Link, peer: SocketAddr, cancel: CancellationToken) -> Self {
+        let (r, w) = tokio::io::split(stream);
         let now = Instant::now();
         Self {
             shared,
