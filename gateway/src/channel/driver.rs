@@ -12,12 +12,21 @@
 //! ([`SubmitFailure::DeadlineExpired`]); the machines' own timers end them anyway; a stopped
 //! driver drops the reply channel, which [`authorize`](Authorizer::authorize) reports as
 //! [`AuthResult::Unavailable`].
+//!
+//! Failure receipts: SMS-PP submits ask for a receipt on failure. The driver keeps each
+//! accepted segment's `message_id` (normalized) mapped to its push until the push ends, so the
+//! map is bounded like the machines; an MO `deliver_sm` that is a delivery receipt
+//! (`smspp::parse_receipt`) with a failed state ends the matching push as undelivered, which
+//! the caller sees as [`AuthResult::DeliveryError`] (and may fall back to USSD). A failure
+//! receipt for an id not (yet) known is kept a short while in a small bounded list, because an
+//! SMSC may send it before the `submit_sm_resp` that tells us the id; other receipts are ignored.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rusmpp::pdus::SubmitSm;
+use rusmpp::pdus::{DeliverSm, SubmitSm};
+use rusmpp::CommandStatus;
 use sim_applet_model::applet::protocol::Loa;
 use sim_applet_model::applet::state::CardSecrets;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
@@ -29,7 +38,10 @@ use super::ussd::{UssdDialog, UssdOutcome, UssdPrompt};
 use crate::smpp::bind::{self, BindConfig, BindEvent, BindHandle};
 use crate::smpp::dialect::{Dialect, SessionKeyLocation};
 use crate::smpp::session::{SubmitFailure, SubmitId, SubmitRequest};
-use crate::smpp::smspp::Reassembler;
+use crate::smpp::smspp::{is_delivery_receipt, normalize_message_id, parse_receipt, Reassembler};
+
+/// Most failure receipts held while their `submit_sm_resp` is awaited.
+const MAX_EARLY_RECEIPTS: usize = 256;
 
 /// Checks a PIN typed over USSD (LoA3). The gateway's verifier store, with its lockout, lives
 /// behind this.
@@ -178,20 +190,14 @@ impl Authorizer {
         }
         let (commands, commands_rx) = mpsc::channel(config.max_in_flight.clamp(1, 1024));
         let slots = Arc::new(Semaphore::new(config.max_in_flight.max(1)));
-        let driver = Driver {
-            reassembler: Reassembler::new(config.max_pending_por, config.stk_grace * 4),
+        let driver = Driver::new(
             config,
             binds,
             bind_tasks,
             events_tx,
-            entries: HashMap::new(),
-            submits: HashMap::new(),
-            next_submit: 0,
-            next_key: 0,
             pin_verifier,
-            tracker: TaskTracker::new(),
-            slots: slots.clone(),
-        };
+            slots.clone(),
+        );
         let join = tokio::spawn(driver.run(commands_rx, events_rx));
         (Self { commands, slots }, join)
     }
@@ -258,6 +264,8 @@ struct Entry {
     reply: Option<oneshot::Sender<AuthResult>>,
     /// Told once when the SMSC accepts the prompt.
     accepted: Option<oneshot::Sender<()>>,
+    /// Normalized `message_id`s of accepted SMS-PP segments (keys of `Driver::receipt_ids`).
+    message_ids: Vec<String>,
     /// Held until the machine is removed: the slot bounds the map.
     _permit: OwnedSemaphorePermit,
 }
@@ -269,6 +277,10 @@ struct Driver {
     events_tx: mpsc::Sender<BindEvent>,
     entries: HashMap<Key, Entry>,
     submits: HashMap<SubmitId, Key>,
+    /// Normalized `message_id` of each accepted SMS-PP segment -> its push, while it runs.
+    receipt_ids: HashMap<String, Key>,
+    /// Failure receipts for ids not known yet: (arrival, normalized id, reason).
+    early_receipts: VecDeque<(Instant, String, String)>,
     next_submit: SubmitId,
     next_key: u32,
     reassembler: Reassembler,
@@ -282,6 +294,32 @@ fn now_std() -> Instant {
 }
 
 impl Driver {
+    fn new(
+        config: AuthorizerConfig,
+        binds: Vec<BindHandle>,
+        bind_tasks: Vec<JoinHandle<()>>,
+        events_tx: mpsc::Sender<BindEvent>,
+        pin_verifier: Option<Arc<dyn PinVerifier>>,
+        slots: Arc<Semaphore>,
+    ) -> Self {
+        Self {
+            reassembler: Reassembler::new(config.max_pending_por, config.stk_grace * 4),
+            config,
+            binds,
+            bind_tasks,
+            events_tx,
+            entries: HashMap::new(),
+            submits: HashMap::new(),
+            receipt_ids: HashMap::new(),
+            early_receipts: VecDeque::new(),
+            next_submit: 0,
+            next_key: 0,
+            pin_verifier,
+            tracker: TaskTracker::new(),
+            slots,
+        }
+    }
+
     async fn run(
         mut self,
         mut commands: mpsc::Receiver<Command>,
@@ -320,6 +358,8 @@ impl Driver {
         self.slots.close();
         // Dropping the reply senders tells every waiting caller `Unavailable`.
         self.entries.clear();
+        self.receipt_ids.clear();
+        self.early_receipts.clear();
         for b in &self.binds {
             let _ = b.unbind().await;
         }
@@ -421,6 +461,7 @@ impl Driver {
                         loa: request.loa,
                         reply: Some(reply),
                         accepted,
+                        message_ids: Vec::new(),
                         _permit: permit,
                     },
                 );
@@ -468,10 +509,18 @@ impl Driver {
 
     fn handle_event(&mut self, now: Instant, event: BindEvent) {
         match event {
-            BindEvent::Accepted { id, .. } => self.submit_result(now, id, Ok(())),
+            BindEvent::Accepted { id, message_id } => {
+                let key = self.submits.get(&id).cloned();
+                self.submit_result(now, id, Ok(()));
+                if let Some(key @ Key::Stk(..)) = key {
+                    self.note_message_id(now, &key, &message_id);
+                }
+            }
             BindEvent::Failed { id, reason } => self.submit_result(now, id, Err(reason)),
             BindEvent::Mo(deliver) => {
-                if deliver.protocol_id == 0x7F {
+                if is_delivery_receipt(u8::from(deliver.esm_class)) {
+                    self.handle_receipt(now, &deliver);
+                } else if deliver.protocol_id == 0x7F {
                     self.handle_sms_pp(now, &deliver);
                 } else {
                     match self.config.dialect.parse_mo(&deliver) {
@@ -498,7 +547,86 @@ impl Driver {
         }
     }
 
-    fn handle_sms_pp(&mut self, now: Instant, deliver: &rusmpp::pdus::DeliverSm) {
+    /// Remembers that SMS-PP segment `message_id` belongs to the push at `key`, and applies a
+    /// failure receipt that came before it.
+    fn note_message_id(&mut self, now: Instant, key: &Key, message_id: &str) {
+        let id = normalize_message_id(message_id);
+        if id.is_empty() {
+            return;
+        }
+        let Some(entry) = self.entries.get_mut(key) else {
+            return;
+        };
+        if !matches!(&entry.machine, Machine::Stk(s) if s.poll_timeout().is_some()) {
+            // Already ended: no receipt can change it, and nothing would remove the id.
+            return;
+        }
+        entry.message_ids.push(id.clone());
+        self.receipt_ids.insert(id.clone(), key.clone());
+        self.prune_early_receipts(now);
+        if let Some(at) = self.early_receipts.iter().position(|(_, i, _)| *i == id) {
+            if let Some((_, _, reason)) = self.early_receipts.remove(at) {
+                self.fail_delivery(now, key, reason);
+            }
+        }
+    }
+
+    fn prune_early_receipts(&mut self, now: Instant) {
+        let max_age = self.config.stk_grace;
+        while self
+            .early_receipts
+            .front()
+            .is_some_and(|(at, _, _)| now.saturating_duration_since(*at) >= max_age)
+        {
+            self.early_receipts.pop_front();
+        }
+    }
+
+    fn handle_receipt(&mut self, now: Instant, deliver: &DeliverSm) {
+        let receipt = match parse_receipt(deliver) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!(error = %e, "unreadable delivery receipt");
+                return;
+            }
+        };
+        if !receipt.state.is_failure() {
+            // Success is the card's PoR; a DELIVRD or interim receipt adds nothing.
+            tracing::trace!(state = ?receipt.state, "delivery receipt ignored");
+            return;
+        }
+        let id = normalize_message_id(&receipt.message_id);
+        let reason = receipt.reason();
+        match self.receipt_ids.get(&id).cloned() {
+            Some(key) => self.fail_delivery(now, &key, reason),
+            None => {
+                tracing::debug!(
+                    message_id = %receipt.message_id,
+                    %reason,
+                    "failure receipt for no open push (kept a while in case its submit_sm_resp follows)"
+                );
+                self.prune_early_receipts(now);
+                if self.early_receipts.len() >= MAX_EARLY_RECEIPTS {
+                    self.early_receipts.pop_front();
+                }
+                self.early_receipts.push_back((now, id, reason));
+            }
+        }
+    }
+
+    fn fail_delivery(&mut self, now: Instant, key: &Key, reason: String) {
+        if let Some(Entry {
+            machine: Machine::Stk(s),
+            ..
+        }) = self.entries.get_mut(key)
+        {
+            if s.handle_delivery_failure(now, reason) {
+                self.drive(now, key);
+            }
+        }
+    }
+
+    fn handle_sms_pp(&mut self, now: Instant, deliver: &DeliverSm) {
         let packet = match self.reassembler.push(now, deliver) {
             Ok(Some(packet)) => packet,
             Ok(None) => return,
@@ -627,6 +755,18 @@ impl Driver {
                         StkOutcome::PinBlocked => AuthResult::PinBlocked,
                         StkOutcome::SimError(e) => AuthResult::SimError(e),
                         StkOutcome::DeliveryError(f) => AuthResult::DeliveryError(f),
+                        StkOutcome::Undelivered { reason } => {
+                            tracing::info!(
+                                counter = s.counter(),
+                                %reason,
+                                "SMSC reports the STK push undeliverable"
+                            );
+                            // ESME_RDELIVERYFAILURE: the SMSC's word that delivery failed, as
+                            // opposed to a refused submit; a delivery failure either way.
+                            AuthResult::DeliveryError(SubmitFailure::Rejected(
+                                CommandStatus::EsmeRdeliveryfailure,
+                            ))
+                        }
                     };
                     if let Some(reply) = entry.reply.take() {
                         let _ = reply.send(result);
@@ -642,7 +782,13 @@ impl Driver {
             self.send(now, key, out);
         }
         if finished {
-            self.entries.remove(key);
+            if let Some(entry) = self.entries.remove(key) {
+                for id in entry.message_ids {
+                    if self.receipt_ids.get(&id) == Some(key) {
+                        self.receipt_ids.remove(&id);
+                    }
+                }
+            }
         }
     }
 
@@ -697,5 +843,163 @@ impl Driver {
         self.next_submit += 1;
         self.submits.insert(self.next_submit, key.clone());
         self.next_submit
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use rusmpp::types::{COctetString, OctetString};
+    use rusmpp::values::EsmClass;
+    use std::str::FromStr;
+
+    const MSISDN: &str = "48600100200";
+
+    fn driver() -> (Driver, mpsc::Receiver<BindEvent>) {
+        let (events_tx, events_rx) = mpsc::channel(16);
+        let slots = Arc::new(Semaphore::new(4));
+        let d = Driver::new(
+            AuthorizerConfig::new(Vec::new()),
+            Vec::new(),
+            Vec::new(),
+            events_tx,
+            None,
+            slots,
+        );
+        (d, events_rx)
+    }
+
+    /// Starts an LoA2 STK push; its one segment is submission 1.
+    async fn start_push(d: &mut Driver, now: Instant) -> oneshot::Receiver<AuthResult> {
+        let (reply, result) = oneshot::channel();
+        let permit = d.slots.clone().acquire_owned().await.unwrap();
+        let request = AuthRequest {
+            msisdn: MSISDN.into(),
+            loa: Loa::Loa2,
+            channel: AuthChannel::Stk {
+                secrets: CardSecrets::derive(1, 5),
+                counter: 7,
+            },
+            rp_name: "Portal".into(),
+            consent: "Log in?".into(),
+            binding_code: "AB12".into(),
+            expiry_secs: 60,
+        };
+        d.start(now, request, permit, reply, None);
+        assert_eq!(d.submits.len(), 1, "one SMS-PP segment submitted");
+        result
+    }
+
+    fn receipt(text: &str) -> BindEvent {
+        BindEvent::Mo(Box::new(
+            DeliverSm::builder()
+                .source_addr(COctetString::from_str(MSISDN).unwrap())
+                .esm_class(EsmClass::from(0x04))
+                .short_message(OctetString::from_vec(text.as_bytes().to_vec()).unwrap())
+                .build(),
+        ))
+    }
+
+    fn undeliv(id: &str) -> BindEvent {
+        receipt(&format!(
+            "id:{id} sub:001 dlvrd:000 submit date:2401011200 done date:2401011200 \
+             stat:UNDELIV err:213 text:.p."
+        ))
+    }
+
+    fn assert_undelivered(result: &mut oneshot::Receiver<AuthResult>) {
+        assert_eq!(
+            result.try_recv().unwrap(),
+            AuthResult::DeliveryError(SubmitFailure::Rejected(CommandStatus::EsmeRdeliveryfailure))
+        );
+    }
+
+    #[tokio::test]
+    async fn failure_receipt_ends_the_push_as_a_delivery_failure() {
+        let (mut d, _events) = driver();
+        let t0 = now_std();
+        let mut result = start_push(&mut d, t0).await;
+        d.handle_event(
+            t0,
+            BindEvent::Accepted {
+                id: 1,
+                message_id: "0000000042".into(),
+            },
+        );
+        assert_eq!(d.receipt_ids.len(), 1);
+        // Another message's failure, and this message's success: the push goes on.
+        d.handle_event(t0, undeliv("0000000043"));
+        d.handle_event(
+            t0,
+            receipt("id:0000000042 sub:001 dlvrd:001 stat:DELIVRD err:000 text:"),
+        );
+        assert!(result.try_recv().is_err());
+        assert_eq!(d.entries.len(), 1);
+        // Its failure, id written without the padding: ended, and its id forgotten.
+        d.handle_event(t0, undeliv("42"));
+        assert_undelivered(&mut result);
+        assert!(d.entries.is_empty());
+        assert!(d.receipt_ids.is_empty());
+    }
+
+    #[tokio::test]
+    async fn unrelated_receipt_leaves_the_push_running() {
+        let (mut d, _events) = driver();
+        let t0 = now_std();
+        let mut result = start_push(&mut d, t0).await;
+        d.handle_event(
+            t0,
+            BindEvent::Accepted {
+                id: 1,
+                message_id: "1F".into(),
+            },
+        );
+        d.handle_event(t0, undeliv("2F"));
+        d.handle_event(t0, receipt("garbage without fields"));
+        assert!(result.try_recv().is_err());
+        assert_eq!(d.entries.len(), 1);
+        assert_eq!(d.next_timeout(), Some(t0 + Duration::from_secs(75)));
+    }
+
+    #[tokio::test]
+    async fn failure_receipt_before_the_submit_sm_resp_still_ends_the_push() {
+        let (mut d, _events) = driver();
+        let t0 = now_std();
+        let mut result = start_push(&mut d, t0).await;
+        d.handle_event(t0, undeliv("00ab"));
+        assert!(result.try_recv().is_err());
+        d.handle_event(
+            t0,
+            BindEvent::Accepted {
+                id: 1,
+                message_id: "AB".into(),
+            },
+        );
+        assert_undelivered(&mut result);
+        assert!(d.early_receipts.is_empty());
+        assert!(d.entries.is_empty());
+    }
+
+    #[tokio::test]
+    async fn early_receipts_are_bounded_and_age_out() {
+        let (mut d, _events) = driver();
+        let t0 = now_std();
+        for i in 0..MAX_EARLY_RECEIPTS + 10 {
+            d.handle_event(t0, undeliv(&i.to_string()));
+        }
+        assert_eq!(d.early_receipts.len(), MAX_EARLY_RECEIPTS);
+        let mut result = start_push(&mut d, t0).await;
+        let later = t0 + d.config.stk_grace;
+        d.handle_event(
+            later,
+            BindEvent::Accepted {
+                id: 1,
+                message_id: "100".into(),
+            },
+        );
+        // The receipt for 100 is older than the grace: no longer applied.
+        assert!(result.try_recv().is_err());
+        assert!(d.early_receipts.is_empty());
     }
 }

@@ -10,6 +10,12 @@
 //! that answers another counter, is not ours and is ignored; one that is ours is verified
 //! (the card's MAC over counter, txid, challenge and outcome) and ends the push. The MAC is the
 //! proof of the user's consent and is kept in [`CardProof`].
+//!
+//! The SMSC may accept the packet and fail it later on the handset (a SIM without the applet
+//! answers the download with an error): its failure receipt, matched to this push by the shell
+//! through the `message_id`, comes in through
+//! [`handle_delivery_failure`](StkPush::handle_delivery_failure) and ends the push as
+//! [`StkOutcome::Undelivered`], a delivery failure like a refused submit.
 
 use std::time::{Duration, Instant};
 
@@ -122,6 +128,9 @@ pub enum StkOutcome {
     SimError(SimFailure),
     /// The request never reached the network.
     DeliveryError(SubmitFailure),
+    /// The SMSC took the request but reports it could not deliver it (a failure receipt),
+    /// e.g. `undeliverable err:213`: nothing was shown to the user.
+    Undelivered { reason: String },
 }
 
 /// Why a push could not be built.
@@ -214,6 +223,17 @@ impl StkPush {
                 }
             }
         }
+    }
+
+    /// The SMSC reports that a segment of this push will never reach the handset (a failure
+    /// receipt for one of its `message_id`s); `reason` says why, e.g. `undeliverable err:213`.
+    /// Returns whether it ended the push (not if it has already ended, by a PoR for instance).
+    pub fn handle_delivery_failure(&mut self, _now: Instant, reason: String) -> bool {
+        if self.state != State::Waiting {
+            return false;
+        }
+        self.finish(StkOutcome::Undelivered { reason });
+        true
     }
 
     /// Feeds a reassembled response packet (without its UDH) from `msisdn`; returns whether it
@@ -470,6 +490,38 @@ mod tests {
         let f = SubmitFailure::Rejected(CommandStatus::EsmeRthrottled);
         s.handle_submit_result(t0, Err(f.clone()));
         assert_eq!(s.poll_result(), Some(StkOutcome::DeliveryError(f)));
+    }
+
+    #[test]
+    fn failure_receipt_ends_a_waiting_push_as_undelivered() {
+        let t0 = Instant::now();
+        let mut s = started(Loa::Loa2, t0);
+        assert!(s.handle_delivery_failure(t0, "undeliverable err:213".into()));
+        assert_eq!(
+            s.poll_result(),
+            Some(StkOutcome::Undelivered {
+                reason: "undeliverable err:213".into()
+            })
+        );
+        assert!(s.is_finished());
+        assert_eq!(s.poll_timeout(), None);
+        // A second receipt (another segment) changes nothing.
+        assert!(!s.handle_delivery_failure(t0, "rejected".into()));
+        assert_eq!(s.poll_result(), None);
+    }
+
+    #[test]
+    fn failure_receipt_after_the_answer_is_ignored() {
+        let t0 = Instant::now();
+        let p = params(Loa::Loa2);
+        let mut s = started(Loa::Loa2, t0);
+        assert!(s.handle_por(
+            t0,
+            MSISDN,
+            &por(&p, 42, Outcome::Approved { loa: Loa::Loa2 })
+        ));
+        assert!(!s.handle_delivery_failure(t0, "expired".into()));
+        assert!(matches!(s.poll_result(), Some(StkOutcome::Approved { .. })));
     }
 
     #[test]
