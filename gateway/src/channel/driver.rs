@@ -26,7 +26,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rusmpp::pdus::{DeliverSm, SubmitSm};
-use rusmpp::CommandStatus;
 use sim_applet_model::applet::protocol::Loa;
 use sim_applet_model::applet::state::CardSecrets;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
@@ -761,11 +760,7 @@ impl Driver {
                                 %reason,
                                 "SMSC reports the STK push undeliverable"
                             );
-                            // ESME_RDELIVERYFAILURE: the SMSC's word that delivery failed, as
-                            // opposed to a refused submit; a delivery failure either way.
-                            AuthResult::DeliveryError(SubmitFailure::Rejected(
-                                CommandStatus::EsmeRdeliveryfailure,
-                            ))
+                            AuthResult::DeliveryError(SubmitFailure::Undeliverable)
                         }
                     };
                     if let Some(reply) = entry.reply.take() {
@@ -911,7 +906,7 @@ mod tests {
     fn assert_undelivered(result: &mut oneshot::Receiver<AuthResult>) {
         assert_eq!(
             result.try_recv().unwrap(),
-            AuthResult::DeliveryError(SubmitFailure::Rejected(CommandStatus::EsmeRdeliveryfailure))
+            AuthResult::DeliveryError(SubmitFailure::Undeliverable)
         );
     }
 

@@ -116,6 +116,7 @@ pub fn ending_of(result: AuthResult, requested: Loa, stk: bool, locked_now: bool
             SubmitFailure::LinkLostInFlight => Ending::new(S::DeliveryError, "link_lost"),
             SubmitFailure::ShuttingDown => Ending::new(S::DeliveryError, "gateway_shutdown"),
             SubmitFailure::QueueFull => Ending::new(S::DeliveryError, "bind_queue_full"),
+            SubmitFailure::Undeliverable => Ending::new(S::DeliveryError, "handset_undeliverable"),
         },
         AuthResult::Invalid(_) => Ending::new(S::Rejected, "not_sendable"),
         AuthResult::Unavailable => Ending::new(S::DeliveryError, "channel_unavailable"),

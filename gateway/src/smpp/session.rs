@@ -144,6 +144,9 @@ pub enum SubmitFailure {
     ShuttingDown,
     /// Too many submissions waiting while the link was down.
     QueueFull,
+    /// Accepted by the SMSC, then reported undeliverable in a delivery receipt (the handset or
+    /// its SIM refused it).
+    Undeliverable,
 }
 
 /// Why [`Session::submit`] refused a submission (it is handed back, no event will follow).
