@@ -281,7 +281,10 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<ServeHandle> {
         None => None,
     };
     let extra = keycloak.clone().map(keycloak::routes::<ApiState>);
-    let app = api::router(state, extra);
+    let app = api::router(state, extra).layer(axum::middleware::from_fn_with_state(
+        metrics.api.clone(),
+        crate::metrics::api::track,
+    ));
 
     let stop_listeners = CancellationToken::new();
     let listeners = TaskTracker::new();

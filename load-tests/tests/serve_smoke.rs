@@ -186,6 +186,23 @@ async fn gateway_serves_stk_and_ussd_authorizations_end_to_end() {
     let (status, _) = http(api, "POST", "/v1/authorizations", Some(&body)).await;
     assert!((400..500).contains(&status), "status {status}");
 
+    // The API, sessions and binds are all counted on /metrics, without a phone number.
+    let metrics_addr = handle.metrics_addr.unwrap();
+    let mut stream = tokio::net::TcpStream::connect(metrics_addr).await.unwrap();
+    let req = format!("GET /metrics HTTP/1.1\r\nHost: {metrics_addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let exposition = String::from_utf8(raw).unwrap();
+    for needle in [
+        "gateway_api_requests_total{route=\"/v1/authorizations\",method=\"POST\",status_class=\"2xx\"} 3",
+        "gateway_authorizations_completed_total{operator=\"sim\",channel=\"stk\",loa=\"loa3\",outcome=\"approved\"} 1",
+        "gateway_smpp_bind_state{operator=\"sim\"",
+    ] {
+        assert!(exposition.contains(needle), "missing {needle:?} in:\n{exposition}");
+    }
+    assert!(!exposition.contains(&applet) && !exposition.contains(&plain));
+
     let audit = std::fs::read_to_string(dir.0.join("store.audit.jsonl")).unwrap();
     assert_eq!(audit.lines().count(), 3);
     assert!(!audit.contains(&applet) && !audit.contains(&plain));

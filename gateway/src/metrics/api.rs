@@ -199,9 +199,10 @@ impl ApiMetrics {
     }
 }
 
-/// axum middleware recording every request in `metrics` (see the module docs). Refusals with
-/// 401 and 429 are also counted as [`RejectReason::Auth`] and [`RejectReason::RateLimit`], so
-/// the API handlers need not report those two themselves.
+/// axum middleware recording every request in `metrics` (see the module docs). Refusals are
+/// counted here too, so handlers need not report them: 401 as [`RejectReason::Auth`], 429 as
+/// [`RejectReason::RateLimit`], and on the routes that start authorizations 503 as
+/// [`RejectReason::Admission`] and 400/413/415 as [`RejectReason::Invalid`].
 pub async fn track(
     State(metrics): State<Arc<ApiMetrics>>,
     request: Request,
@@ -215,9 +216,12 @@ pub async fn track(
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let response = next.run(request).await;
     let status = response.status().as_u16();
+    let starts = route == "/v1/authorizations" || route.starts_with("/keycloak");
     match status {
         401 => metrics.rejected(RejectReason::Auth),
         429 => metrics.rejected(RejectReason::RateLimit),
+        503 if starts => metrics.rejected(RejectReason::Admission),
+        400 | 413 | 415 if starts => metrics.rejected(RejectReason::Invalid),
         _ => {}
     }
     metrics.observe_request(&route, method, status, started.elapsed());
