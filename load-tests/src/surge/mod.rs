@@ -186,7 +186,7 @@ impl Default for SurgeConfig {
                 loa3_over_ussd: false,
             },
             progress: ProgressMode::Auto,
-            prompt_probe: Some(Duration::from_millis(5)),
+            prompt_probe: None,
             slo: Slo::default(),
             client_name: "Surge Bank".into(),
         }
