@@ -36,6 +36,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use super::audit::AuditLog;
 use super::pin::UnixClock;
@@ -584,9 +585,21 @@ impl SessionManager {
             deadline: Instant::now() + req.expiry,
         };
         let task_inner = inner.clone();
-        inner.tracker.spawn(async move {
-            task_inner.run(flight, plan).await;
-        });
+        // Every log line of this authorization carries its id and the masked number, never
+        // the full MSISDN.
+        let span = tracing::info_span!(
+            "authorization",
+            id = %id,
+            msisdn = %msisdn.masked(),
+            channel = ?channel,
+            loa = ?req.loa,
+        );
+        inner.tracker.spawn(
+            async move {
+                task_inner.run(flight, plan).await;
+            }
+            .instrument(span),
+        );
         Ok((view, false))
     }
 

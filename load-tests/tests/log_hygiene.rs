@@ -1,0 +1,258 @@
+//! What the gateway logs during an end-to-end run, at the most verbose level and in the JSON
+//! format production uses: every authorization's lines carry its span (id, masked number), and
+//! no full MSISDN, PIN, OTA or card key, pepper or bearer token appears anywhere. The run covers
+//! the paths where secrets pass through the gateway: LoA3 over STK (keys, counters, the card's
+//! MAC) and LoA3 over USSD (the PIN typed by the user, verified by the gateway).
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use gateway::config::GatewayConfig;
+use gateway::subscribers::has_applet;
+use load_tests::smsc::network::{HandsetNetwork, PopulationConfig};
+use load_tests::smsc::{self, AccountConfig, SmscConfig};
+use serde_json::Value;
+use sim_applet_model::applet::state::CardSecrets;
+use sim_applet_model::handset::user::UserParams;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const SEED: u64 = 42;
+const COUNT: u64 = 200;
+const BASE: u64 = 48_600_000_000;
+const SHARE: f64 = 0.6;
+const TOKEN: &str = "log-hygiene-token-7f3a";
+const PEPPER: &str = "log hygiene pepper of enough octets";
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let p = std::env::temp_dir().join(format!("log-hygiene-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// One HTTP/1.1 request over a fresh connection; (status, JSON body).
+async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let status: u16 = text[9..12].parse().unwrap();
+    let (_, body) = text.split_once("\r\n\r\n").unwrap();
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+fn config(smsc: SocketAddr, dir: &TempDir) -> GatewayConfig {
+    let pepper = dir.0.join("pepper");
+    std::fs::write(&pepper, PEPPER).unwrap();
+    let text = format!(
+        r#"
+[api]
+listen = "127.0.0.1:0"
+[[api.clients]]
+id = "hygiene"
+token = "{TOKEN}"
+rate_limit_per_sec = 1000
+rate_limit_burst = 1000
+
+[[operators]]
+name = "sim"
+ranges = ["48600"]
+dialect = "spec-default"
+service_code = "*123#"
+sms_source_address = "4800"
+[[operators.binds]]
+address = "{smsc}"
+system_id = "gw"
+password = "pw"
+
+[subscribers]
+pepper_file = "{pepper}"
+[subscribers.generate]
+seed = {SEED}
+count = {COUNT}
+msisdn_base = {BASE}
+applet_share = {SHARE}
+
+[policy]
+loa3_over_ussd = true
+
+[store]
+path = "{store}"
+
+[metrics]
+listen = "127.0.0.1:0"
+"#,
+        pepper = pepper.display(),
+        store = dir.0.join("store.redb").display(),
+    );
+    GatewayConfig::from_toml(&text, &[]).unwrap()
+}
+
+async fn approve(api: SocketAddr, msisdn: &str, loa: u8) -> Value {
+    let body = serde_json::json!({
+        "msisdn": msisdn,
+        "loa": loa,
+        "client_name": "Portal",
+        "binding_message": "AB12",
+        "expiry_secs": 60,
+    });
+    let (status, view) = http(api, "POST", "/v1/authorizations", Some(&body)).await;
+    assert_eq!(status, 201, "start: {view}");
+    let id = view["id"].as_str().unwrap().to_owned();
+    for _ in 0..20 {
+        let (status, view) = http(
+            api,
+            "GET",
+            &format!("/v1/authorizations/{id}?wait=30"),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "get: {view}");
+        if view["state"] == "terminal" {
+            return view;
+        }
+    }
+    panic!("authorization {id} did not end");
+}
+
+/// Collects everything the subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_of_an_end_to_end_run_carry_no_secret_and_no_full_msisdn() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    tracing_subscriber::fmt()
+        .json()
+        .with_max_level(tracing::Level::TRACE)
+        .with_current_span(true)
+        .with_span_list(true)
+        .with_writer(move || writer.clone())
+        .init();
+
+    let population = PopulationConfig {
+        size: COUNT as u32,
+        applet_share: SHARE,
+        seed: SEED,
+        msisdn_base: BASE,
+        time_compression: 100.0,
+        user: UserParams {
+            p_ignore: 0.0,
+            p_deny: 0.0,
+            p_wrong_pin: 0.0,
+            ..UserParams::default()
+        },
+        ..PopulationConfig::default()
+    };
+    let network = HandsetNetwork::new(population, tokio::time::Instant::now().into_std()).unwrap();
+    let smsc_config = SmscConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        AccountConfig::new("gw", "pw"),
+    );
+    let smsc = smsc::start(smsc_config, Box::new(network)).await.unwrap();
+    let dir = TempDir::new();
+    let handle = gateway::serve::start(config(smsc.local_addr(), &dir))
+        .await
+        .unwrap();
+    let api = handle.api_addr;
+
+    let applet = (0..COUNT).find(|i| has_applet(SEED, *i, SHARE)).unwrap();
+    let plain = (0..COUNT).find(|i| !has_applet(SEED, *i, SHARE)).unwrap();
+    let v = approve(api, &(BASE + applet).to_string(), 3).await;
+    assert_eq!(
+        (v["status"].as_str(), v["channel"].as_str()),
+        (Some("approved"), Some("stk")),
+        "{v}"
+    );
+    let v = approve(api, &(BASE + plain).to_string(), 3).await;
+    assert_eq!(
+        (v["status"].as_str(), v["channel"].as_str()),
+        (Some("approved"), Some("ussd")),
+        "{v}"
+    );
+    handle.shutdown().await;
+    smsc.shutdown().await;
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.lines().count() > 10,
+        "too few log lines to judge:\n{logs}"
+    );
+    // Each authorization's lines are in its span, with the number masked.
+    assert!(
+        logs.contains(r#""name":"authorization""#),
+        "no authorization span:\n{logs}"
+    );
+    for index in [applet, plain] {
+        let msisdn = (BASE + index).to_string();
+        assert!(!logs.contains(&msisdn), "full MSISDN {msisdn} in the logs");
+        assert!(
+            logs.contains(&format!(
+                "{}***{}",
+                &msisdn[..5],
+                &msisdn[msisdn.len() - 3..]
+            )),
+            "masked MSISDN of {msisdn} not in the logs"
+        );
+        let secrets = CardSecrets::derive(SEED, index);
+        for (what, key) in [
+            ("KIc", secrets.kic_key),
+            ("KID", secrets.kid_key),
+            ("K_auth", secrets.k_auth),
+        ] {
+            let hex_key: String = key.iter().map(|b| format!("{b:02x}")).collect();
+            assert!(
+                !logs.to_lowercase().contains(&hex_key),
+                "{what} key of {index} in the logs"
+            );
+        }
+        let pin = String::from_utf8(secrets.initial_pin.digits().to_vec()).unwrap();
+        for shape in [
+            format!("\"{pin}\""),
+            format!("={pin}"),
+            format!(": {pin}"),
+            format!("PIN {pin}"),
+        ] {
+            assert!(
+                !logs.contains(&shape),
+                "PIN of {index} in the logs as {shape:?}"
+            );
+        }
+    }
+    assert!(!logs.contains(TOKEN), "bearer token in the logs");
+    assert!(!logs.contains(PEPPER), "pepper in the logs");
+}
