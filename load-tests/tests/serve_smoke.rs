@@ -3,16 +3,24 @@
 //! configuration pointing at it, then the native HTTP API: an applet subscriber at LoA2 and
 //! LoA3 (STK, with the card's MAC as proof) and a subscriber without the applet at LoA2
 //! (USSD), each long-polled until it ends approved; then a graceful shutdown.
+//!
+//! The second test reads what the gateway logs during such a run, at the most verbose level and
+//! in the JSON format production uses: every authorization's lines carry its span (id, masked
+//! number), and no full MSISDN, PIN, OTA or card key, pepper or bearer token appears anywhere.
+//! It covers the paths where secrets pass through the gateway: LoA3 over STK (keys, counters,
+//! the card's MAC) and LoA3 over USSD (the PIN typed by the user, verified by the gateway).
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use gateway::config::GatewayConfig;
 use gateway::subscribers::has_applet;
 use load_tests::smsc::network::{HandsetNetwork, PopulationConfig};
 use load_tests::smsc::{self, AccountConfig, SmscConfig};
 use serde_json::Value;
+use sim_applet_model::applet::state::CardSecrets;
 use sim_applet_model::handset::user::UserParams;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -20,7 +28,8 @@ const SEED: u64 = 42;
 const COUNT: u64 = 200;
 const BASE: u64 = 48_600_000_000;
 const SHARE: f64 = 0.6;
-const TOKEN: &str = "smoke-token";
+const TOKEN: &str = "smoke-token-7f3a";
+const PEPPER: &str = "smoke test pepper of enough octets";
 
 /// A fresh directory under the system temp dir, removed on drop.
 struct TempDir(PathBuf);
@@ -61,9 +70,9 @@ async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) 
     (status, serde_json::from_str(body).unwrap_or(Value::Null))
 }
 
-fn config(smsc: SocketAddr, dir: &TempDir) -> GatewayConfig {
+fn config(smsc: SocketAddr, dir: &TempDir, loa3_over_ussd: bool) -> GatewayConfig {
     let pepper = dir.0.join("pepper");
-    std::fs::write(&pepper, "smoke test pepper of enough octets").unwrap();
+    std::fs::write(&pepper, PEPPER).unwrap();
     let text = format!(
         r#"
 [api]
@@ -94,7 +103,7 @@ msisdn_base = {BASE}
 applet_share = {SHARE}
 
 [policy]
-loa3_over_ussd = false
+loa3_over_ussd = {loa3_over_ussd}
 
 [store]
 path = "{store}"
@@ -158,7 +167,7 @@ async fn gateway_serves_stk_and_ussd_authorizations_end_to_end() {
     );
     let smsc = smsc::start(smsc_config, Box::new(network)).await.unwrap();
     let dir = TempDir::new();
-    let handle = gateway::serve::start(config(smsc.local_addr(), &dir))
+    let handle = gateway::serve::start(config(smsc.local_addr(), &dir, false))
         .await
         .unwrap();
     let api = handle.api_addr;
@@ -209,4 +218,123 @@ async fn gateway_serves_stk_and_ussd_authorizations_end_to_end() {
 
     handle.shutdown().await;
     smsc.shutdown().await;
+}
+
+/// Collects everything the subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_of_an_end_to_end_run_carry_no_secret_and_no_full_msisdn() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    tracing_subscriber::fmt()
+        .json()
+        .with_max_level(tracing::Level::TRACE)
+        .with_current_span(true)
+        .with_span_list(true)
+        .with_writer(move || writer.clone())
+        .init();
+
+    let population = PopulationConfig {
+        size: COUNT as u32,
+        applet_share: SHARE,
+        seed: SEED,
+        msisdn_base: BASE,
+        time_compression: 100.0,
+        user: UserParams {
+            p_ignore: 0.0,
+            p_deny: 0.0,
+            p_wrong_pin: 0.0,
+            ..UserParams::default()
+        },
+        ..PopulationConfig::default()
+    };
+    let network = HandsetNetwork::new(population, tokio::time::Instant::now().into_std()).unwrap();
+    let smsc_config = SmscConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        AccountConfig::new("gw", "pw"),
+    );
+    let smsc = smsc::start(smsc_config, Box::new(network)).await.unwrap();
+    let dir = TempDir::new();
+    let handle = gateway::serve::start(config(smsc.local_addr(), &dir, true))
+        .await
+        .unwrap();
+    let api = handle.api_addr;
+
+    let applet = (0..COUNT).find(|i| has_applet(SEED, *i, SHARE)).unwrap();
+    let plain = (0..COUNT).find(|i| !has_applet(SEED, *i, SHARE)).unwrap();
+    let v = approve(api, &(BASE + applet).to_string(), 3).await;
+    assert_eq!(
+        (v["status"].as_str(), v["channel"].as_str()),
+        (Some("approved"), Some("stk")),
+        "{v}"
+    );
+    let v = approve(api, &(BASE + plain).to_string(), 3).await;
+    assert_eq!(
+        (v["status"].as_str(), v["channel"].as_str()),
+        (Some("approved"), Some("ussd")),
+        "{v}"
+    );
+    handle.shutdown().await;
+    smsc.shutdown().await;
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.lines().count() > 10,
+        "too few log lines to judge:\n{logs}"
+    );
+    // Each authorization's lines are in its span, with the number masked.
+    assert!(
+        logs.contains(r#""name":"authorization""#),
+        "no authorization span:\n{logs}"
+    );
+    for index in [applet, plain] {
+        let msisdn = (BASE + index).to_string();
+        assert!(!logs.contains(&msisdn), "full MSISDN {msisdn} in the logs");
+        assert!(
+            logs.contains(&format!(
+                "{}***{}",
+                &msisdn[..5],
+                &msisdn[msisdn.len() - 3..]
+            )),
+            "masked MSISDN of {msisdn} not in the logs"
+        );
+        let secrets = CardSecrets::derive(SEED, index);
+        for (what, key) in [
+            ("KIc", secrets.kic_key),
+            ("KID", secrets.kid_key),
+            ("K_auth", secrets.k_auth),
+        ] {
+            let hex_key: String = key.iter().map(|b| format!("{b:02x}")).collect();
+            assert!(
+                !logs.to_lowercase().contains(&hex_key),
+                "{what} key of {index} in the logs"
+            );
+        }
+        let pin = String::from_utf8(secrets.initial_pin.digits().to_vec()).unwrap();
+        for shape in [
+            format!("\"{pin}\""),
+            format!("={pin}"),
+            format!(": {pin}"),
+            format!("PIN {pin}"),
+        ] {
+            assert!(
+                !logs.contains(&shape),
+                "PIN of {index} in the logs as {shape:?}"
+            );
+        }
+    }
+    assert!(!logs.contains(TOKEN), "bearer token in the logs");
+    assert!(!logs.contains(PEPPER), "pepper in the logs");
 }
