@@ -144,8 +144,9 @@ async fn approve(api: SocketAddr, msisdn: &str, loa: u8) -> Value {
     panic!("authorization {id} did not end");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gateway_serves_stk_and_ussd_authorizations_end_to_end() {
+/// The simulated SMSC with the population, on a free port; its users always approve, with the
+/// right PIN, at 100 times their real pace.
+async fn start_smsc() -> smsc::SmscHandle {
     let population = PopulationConfig {
         size: COUNT as u32,
         applet_share: SHARE,
@@ -165,7 +166,12 @@ async fn gateway_serves_stk_and_ussd_authorizations_end_to_end() {
         "127.0.0.1:0".parse().unwrap(),
         AccountConfig::new("gw", "pw"),
     );
-    let smsc = smsc::start(smsc_config, Box::new(network)).await.unwrap();
+    smsc::start(smsc_config, Box::new(network)).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_serves_stk_and_ussd_authorizations_end_to_end() {
+    let smsc = start_smsc().await;
     let dir = TempDir::new();
     let handle = gateway::serve::start(config(smsc.local_addr(), &dir, false))
         .await
@@ -246,26 +252,7 @@ async fn logs_of_an_end_to_end_run_carry_no_secret_and_no_full_msisdn() {
         .with_writer(move || writer.clone())
         .init();
 
-    let population = PopulationConfig {
-        size: COUNT as u32,
-        applet_share: SHARE,
-        seed: SEED,
-        msisdn_base: BASE,
-        time_compression: 100.0,
-        user: UserParams {
-            p_ignore: 0.0,
-            p_deny: 0.0,
-            p_wrong_pin: 0.0,
-            ..UserParams::default()
-        },
-        ..PopulationConfig::default()
-    };
-    let network = HandsetNetwork::new(population, tokio::time::Instant::now().into_std()).unwrap();
-    let smsc_config = SmscConfig::new(
-        "127.0.0.1:0".parse().unwrap(),
-        AccountConfig::new("gw", "pw"),
-    );
-    let smsc = smsc::start(smsc_config, Box::new(network)).await.unwrap();
+    let smsc = start_smsc().await;
     let dir = TempDir::new();
     let handle = gateway::serve::start(config(smsc.local_addr(), &dir, true))
         .await
