@@ -76,6 +76,22 @@ pub(crate) fn checksum_len(kind: ChecksumKind) -> Result<usize, OtaError> {
     }
 }
 
+/// Keeps the data between `rest_at` and the `pcntr` octets of padding at the end. The padding
+/// values are never read: real packets pad with zeros or with `80 00 ..`.
+pub(crate) fn strip_padding(
+    plain: &mut Vec<u8>,
+    rest_at: usize,
+    pcntr: u8,
+) -> Result<(), OtaError> {
+    let available = plain.len() - rest_at;
+    let data_len = available
+        .checked_sub(usize::from(pcntr))
+        .ok_or(OtaError::PaddingTooLong { pcntr, available })?;
+    plain.truncate(rest_at + data_len);
+    plain.drain(..rest_at);
+    Ok(())
+}
+
 /// Padding that brings `len` to a multiple of `block`.
 pub(crate) fn padding_for(len: usize, block: usize) -> usize {
     (block - len % block) % block
@@ -260,12 +276,7 @@ fn decode_inner(
         None
     };
 
-    let available = plain.len() - rest_at;
-    let data_len = available
-        .checked_sub(usize::from(pcntr))
-        .ok_or(OtaError::PaddingTooLong { pcntr, available })?;
-    plain.truncate(rest_at + data_len);
-    plain.drain(..rest_at);
+    strip_padding(&mut plain, rest_at, pcntr)?;
     Ok(DecodedCommand {
         packet: CommandPacket {
             spi,

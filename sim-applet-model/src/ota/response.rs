@@ -8,7 +8,7 @@
 //! ciphered and checksummed comes from SPI octet 2 of the command it answers, with the command's
 //! KIc/KID keys ([`PorSecurity`]).
 
-use super::command::{padding_for, take, CommandHeader};
+use super::command::{padding_for, strip_padding, take, CommandHeader};
 use super::counter::Counter;
 use super::crypto::{self, CcCheck, CC_LEN};
 use super::error::{OtaError, ResponseStatus};
@@ -240,12 +240,7 @@ fn decode_body(
         None
     };
 
-    let available = plain.len() - rest_at;
-    let data_len = available
-        .checked_sub(usize::from(pcntr))
-        .ok_or(OtaError::PaddingTooLong { pcntr, available })?;
-    plain.truncate(rest_at + data_len);
-    plain.drain(..rest_at);
+    strip_padding(&mut plain, rest_at, pcntr)?;
     Ok(DecodedResponse {
         packet: ResponsePacket {
             tar,
