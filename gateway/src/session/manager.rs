@@ -717,6 +717,27 @@ impl Inner {
 
     /// A non-terminal step by compare-and-set. `false`: the authorization ended meanwhile
     /// (cancel, shutdown), and the caller stops.
+    /// Records the step to `prompted` once per authorization; `false` when it ended meanwhile
+    /// (cancelled, shut down), so the caller stops.
+    async fn mark_prompted(
+        &self,
+        flight: &Flight,
+        counter: Option<u64>,
+        prompted: &mut bool,
+    ) -> bool {
+        if *prompted {
+            return true;
+        }
+        if !self
+            .step(flight, AuthState::Routed, AuthState::Prompted, counter)
+            .await
+        {
+            return false;
+        }
+        *prompted = true;
+        true
+    }
+
     async fn step(
         &self,
         flight: &Flight,
@@ -853,31 +874,21 @@ impl Inner {
                     }, if accepted_rx.is_some() =>
                     {
                         accepted_rx = None;
-                        if taken.is_ok() && !prompted {
-                            if !self
-                                .step(flight, AuthState::Routed, AuthState::Prompted, counter)
-                                .await
-                            {
-                                return (interrupted(), via);
-                            }
-                            prompted = true;
+                        if taken.is_ok()
+                            && !self.mark_prompted(flight, counter, &mut prompted).await
+                        {
+                            return (interrupted(), via);
                         }
                     }
                 }
             };
             // The result can overtake the acceptance notice; an answer from the user also
             // proves the prompt arrived.
-            if !prompted {
-                let taken = accepted_rx.as_mut().is_some_and(|rx| rx.try_recv().is_ok());
-                if taken || state::user_answered(&result) {
-                    if !self
-                        .step(flight, AuthState::Routed, AuthState::Prompted, counter)
-                        .await
-                    {
-                        return (interrupted(), via);
-                    }
-                    prompted = true;
-                }
+            let taken = accepted_rx.as_mut().is_some_and(|rx| rx.try_recv().is_ok());
+            if (taken || state::user_answered(&result))
+                && !self.mark_prompted(flight, counter, &mut prompted).await
+            {
+                return (interrupted(), via);
             }
             let can_fall_back = channel == ChannelKind::Stk
                 && self.settings.fallback_stk_to_ussd
