@@ -573,20 +573,23 @@ impl Connection {
         }
     }
 
+    /// Answers request `seq` with the `generic_nack` a fault asked for.
+    async fn send_fault_nack(&mut self, seq: u32) -> io::Result<()> {
+        SmscStats::inc(&self.shared.stats.nacks);
+        self.write(&encode_command(&generic_nack(
+            seq,
+            CommandStatus::EsmeRsyserr,
+        )))
+        .await
+    }
+
     /// Sends a response to an ESME request through the fault state.
     async fn respond(&mut self, cmd: Command) -> io::Result<()> {
         let seq = cmd.sequence_number();
         match self.shared.faults.response_action() {
             ResponseAction::Send => self.write(&encode_command(&cmd)).await,
             ResponseAction::Drop => Ok(()),
-            ResponseAction::Nack => {
-                SmscStats::inc(&self.shared.stats.nacks);
-                self.write(&encode_command(&generic_nack(
-                    seq,
-                    CommandStatus::EsmeRsyserr,
-                )))
-                .await
-            }
+            ResponseAction::Nack => self.send_fault_nack(seq).await,
             ResponseAction::Delay(d) => {
                 self.order += 1;
                 self.delayed.push(Reverse((
@@ -767,13 +770,7 @@ impl Connection {
             return self.respond(refuse(CommandStatus::EsmeRthrottled)).await;
         }
         if self.shared.faults.take_nack() {
-            SmscStats::inc(&self.shared.stats.nacks);
-            return self
-                .write(&encode_command(&generic_nack(
-                    seq,
-                    CommandStatus::EsmeRsyserr,
-                )))
-                .await;
+            return self.send_fault_nack(seq).await;
         }
         let n = self.shared.next_message_id.fetch_add(1, Ordering::Relaxed);
         let message_id = format!("{n:010}");
