@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the real SMPP implementations (written by others) that the interop tests run against:
 # - the npm package `smpp` (node-smpp), as an SMSC for the gateway's ESME;
-# - the PyPI package `smpplib`, as an ESME for our simulated SMSC.
+# - the PyPI package `smpplib`, as an ESME for our simulated SMSC;
+# - the PyPI package `cryptography`, for scripts/check-applet-vectors.py (the applet's worked
+#   examples rebuilt by an independent implementation).
 # Everything is pinned and installed inside the repository (node_modules, scripts/.deps).
 set -euo pipefail
 cd "$(dirname "$0")/.."

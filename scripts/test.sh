@@ -10,8 +10,17 @@ say() { printf '\n== %s\n' "$*"; }
 say "Installing test peers"
 scripts/install-peers.sh
 
+say "Applet worked examples checked by an independent implementation (Python cryptography)"
+python3 scripts/check-applet-vectors.py
+
 say "Architecture check: sim-applet-model stays sans-IO (no tokio)"
-if cargo tree -p sim-applet-model -e normal --prefix none | grep -E '^(tokio|mio|async-std) ' ; then
+# The tree is taken first, so a failing `cargo tree` fails the check instead of passing it.
+tree=$(cargo tree -p sim-applet-model -e normal --prefix none --locked)
+if ! grep -q '^sim-applet-model ' <<<"$tree"; then
+  echo "cargo tree printed no sim-applet-model: the check cannot run" >&2
+  exit 1
+fi
+if grep -E '^(tokio|tokio-util|mio|async-std) ' <<<"$tree"; then
   echo "sim-applet-model must not depend on an async runtime" >&2
   exit 1
 fi

@@ -26,6 +26,7 @@ pub mod channel;
 pub mod config;
 pub mod metrics;
 pub mod routing;
+pub mod secret;
 pub mod serve;
 pub mod session;
 pub mod smpp;

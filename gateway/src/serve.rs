@@ -34,14 +34,14 @@ use crate::channel::{AuthRequest, AuthResult, Authorizer, AuthorizerConfig, PinV
 use crate::config::{GatewayConfig, LogConfig, LogFormat};
 use crate::metrics::smpp::{BindMetrics, BindState};
 use crate::metrics::Metrics;
-use crate::routing::Router;
+use crate::routing::{NumberRange, Router};
 use crate::session::service::AuthorizationService;
 use crate::session::{
-    lockout_policy, system_clock, AuditLog, ChannelPort, Operator, SessionDeps, SessionManager,
-    SessionSettings, UssdPinCheck,
+    system_clock, AuditLog, ChannelPort, Operator, SessionDeps, SessionManager, SessionSettings,
+    UssdPinCheck,
 };
 use crate::smpp::bind::{tls_server_config, BindConfig};
-use crate::store::{EmbeddedStore, Store, StoreOptions};
+use crate::store::{EmbeddedStore, LockoutPolicy, Store, StoreOptions};
 use crate::subscribers::{Pepper, SubscriberRegistry};
 
 /// Time running authorizations get to finish at shutdown before they are ended.
@@ -145,6 +145,48 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
+// The wiring below translates the configuration into each part's own settings: no domain
+// module reads `crate::config`, so each can be built and tested from plain values.
+
+/// The router of a validated configuration, reading its portability file if any.
+pub fn router(config: &GatewayConfig) -> Result<Router, crate::routing::RouterBuildError> {
+    let operators: Vec<(String, Vec<NumberRange>)> = config
+        .operators
+        .iter()
+        .map(|o| (o.name.clone(), o.ranges.clone()))
+        .collect();
+    match &config.routing.portability_file {
+        Some(path) => {
+            Router::with_portability_file(&operators, path, config.routing.portability_max_entries)
+        }
+        None => Router::new(&operators, crate::routing::PortabilityTable::new()),
+    }
+}
+
+/// The store's USSD PIN lockout rule from `[policy]`.
+fn lockout_policy(config: &GatewayConfig) -> LockoutPolicy {
+    LockoutPolicy {
+        max_failures: u32::from(config.policy.ussd_pin_max_failures.max(1)),
+        lockout_ms: config.policy.ussd_lockout_secs.saturating_mul(1000),
+        ..LockoutPolicy::default()
+    }
+}
+
+/// The authorization manager's settings from `[limits]` and `[policy]`.
+fn session_settings(config: &GatewayConfig) -> SessionSettings {
+    let p = &config.policy;
+    SessionSettings {
+        max_in_flight: config.limits.max_in_flight.max(1) as usize,
+        per_msisdn: config.limits.per_msisdn_concurrent.max(1) as usize,
+        retry_after: Duration::from_secs(u64::from(config.limits.retry_after_secs.max(1))),
+        loa3_over_ussd: p.loa3_over_ussd,
+        fallback_stk_to_ussd: p.fallback_stk_to_ussd,
+        lockout: lockout_policy(config),
+        overrun: Duration::from_secs(p.stk_answer_timeout_secs + p.submit_timeout_secs + 15),
+        ..SessionSettings::default()
+    }
+}
+
 /// Starts the gateway described by `config` (validated here again).
 pub async fn start(config: GatewayConfig) -> anyhow::Result<ServeHandle> {
     config.validate().context("configuration")?;
@@ -173,7 +215,7 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<ServeHandle> {
         (None, None) => bail!("[subscribers]: give `file` or [subscribers.generate]"),
     };
     let subscribers = Arc::new(subscribers);
-    let router = Arc::new(Router::from_config(&config).context("building the router")?);
+    let router = Arc::new(router(&config).context("building the router")?);
 
     let store: Arc<dyn Store> = Arc::new(
         EmbeddedStore::open(&config.store.path, StoreOptions::default())
@@ -245,7 +287,7 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<ServeHandle> {
         router,
         subscribers,
         operators,
-        settings: SessionSettings::from_config(&config),
+        settings: session_settings(&config),
         audit: Some(audit),
         clock,
     });

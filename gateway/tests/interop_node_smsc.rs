@@ -13,12 +13,12 @@ use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
 
 use gateway::smpp::bind::{spawn, BindConfig, BindEvent};
-use gateway::smpp::dialect::{Dialect, Step};
 use gateway::smpp::session::{SessionConfig, SubmitRequest};
 use rusmpp::{
     pdus::SubmitSm,
     types::{COctetString, OctetString},
 };
+use sim_applet_model::smpp::dialect::{Dialect, Step};
 use tokio::sync::mpsc;
 
 struct Peer {

@@ -1,7 +1,11 @@
 //! The simulated network and the load drivers.
 //!
-//! - [`smsc`]: the simulated SMSC, an SMPP server hosting a simulated radio network
-//!   (binary `smsc-sim`).
+//! - [`smsc`]: the simulated SMSC, an SMPP server hosting a simulated radio network of handsets,
+//!   SIM applets and users (binary `smsc-sim`).
+//! - [`surge`]: the open-workload replay of the renewal day against the gateway (binary
+//!   `surge`), in-process or against running processes.
+//!
+//! The binary `smpp-throughput` measures one ESME bind against the simulated SMSC.
 
 pub mod smsc;
 pub mod surge;

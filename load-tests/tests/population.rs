@@ -8,8 +8,8 @@ use std::str::FromStr;
 use std::time::Instant;
 
 use common::*;
-use load_tests::smsc::network::population::ERR_UNKNOWN_SUBSCRIBER;
 use load_tests::smsc::network::{HandsetNetwork, PopulationConfig};
+use load_tests::smsc::population::ERR_UNKNOWN_SUBSCRIBER;
 use load_tests::smsc::{self, SmscHandle};
 use rusmpp::pdus::SubmitSm;
 use rusmpp::tlvs::TlvValue;

@@ -6,6 +6,10 @@
 //! - [`cat`]: TS 102 223 proactive commands, terminal responses and envelopes.
 //! - [`applet`]: our Mobile Connect authenticator applet (see `docs/stk-applet-protocol.md`).
 //! - [`handset`]: a handset with its SIM and its user, on a virtual clock.
+//! - [`udh`]: the SMS user data header and the bounded reassembly of concatenated messages,
+//!   shared by every reader.
+//! - [`smpp`]: the SMPP wire layer the gateway and the simulated SMSC share: PDU decoding that
+//!   never ends the stream, per-operator USSD dialects, SMS-PP to SIM applets.
 //!
 //! Nothing here performs I/O or reads a clock: inputs are bytes and instants, outputs are bytes,
 //! actions and the next instant to wake at.
@@ -14,4 +18,6 @@ pub mod applet;
 pub mod cat;
 pub mod handset;
 pub mod ota;
+pub mod smpp;
 pub mod text;
+pub mod udh;

@@ -104,7 +104,7 @@ impl FromRequestParts<ApiState> for AuthenticatedClient {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::config::Secret;
+    use crate::secret::Secret;
 
     fn registry() -> ClientRegistry {
         let client = |id: &str, token: &str| ClientCredential {

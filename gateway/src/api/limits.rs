@@ -154,13 +154,13 @@ mod tests {
         let clients = [
             ClientCredential {
                 id: "a".into(),
-                token: crate::config::Secret::new("ta"),
+                token: crate::secret::Secret::new("ta"),
                 rate_per_sec: 0,
                 burst: 1,
             },
             ClientCredential {
                 id: "b".into(),
-                token: crate::config::Secret::new("tb"),
+                token: crate::secret::Secret::new("tb"),
                 rate_per_sec: 0,
                 burst: 1,
             },

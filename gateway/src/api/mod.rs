@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 
-use crate::config::Secret;
+use crate::secret::Secret;
 use crate::session::service::AuthorizationService;
 
 pub use auth::{AuthenticatedClient, ClientRegistry};

@@ -35,9 +35,11 @@ use tokio_util::task::TaskTracker;
 use super::stk::{CardProof, SimFailure, StkOutcome, StkParams, StkPush};
 use super::ussd::{UssdDialog, UssdOutcome, UssdPrompt};
 use crate::smpp::bind::{self, BindConfig, BindEvent, BindHandle};
-use crate::smpp::dialect::{Dialect, SessionKeyLocation};
 use crate::smpp::session::{SubmitFailure, SubmitId, SubmitRequest};
-use crate::smpp::smspp::{is_delivery_receipt, normalize_message_id, parse_receipt, Reassembler};
+use sim_applet_model::smpp::dialect::{Dialect, SessionKeyLocation};
+use sim_applet_model::smpp::smspp::{
+    is_delivery_receipt, normalize_message_id, parse_receipt, Reassembler,
+};
 
 /// Most failure receipts held while their `submit_sm_resp` is awaited.
 const MAX_EARLY_RECEIPTS: usize = 256;

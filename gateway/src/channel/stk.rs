@@ -29,7 +29,7 @@ use sim_applet_model::applet::state::CardSecrets;
 use sim_applet_model::ota::{Counter, ResponseStatus, RESPONSE_UDH};
 
 use crate::smpp::session::SubmitFailure;
-use crate::smpp::smspp::{build_submits, SmsPpError};
+use sim_applet_model::smpp::smspp::{build_submits, SmsPpError};
 
 /// What to ask one card.
 #[derive(Clone, PartialEq, Eq)]

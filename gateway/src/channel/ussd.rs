@@ -20,8 +20,8 @@ use std::time::Instant;
 use rusmpp::pdus::SubmitSm;
 use sim_applet_model::applet::protocol::Loa;
 
-use crate::smpp::dialect::{Dialect, DialectError, Step, UssdMo};
 use crate::smpp::session::SubmitFailure;
+use sim_applet_model::smpp::dialect::{Dialect, DialectError, Step, UssdMo};
 
 /// Final screen after an approval.
 pub const SCREEN_CONFIRMED: &str = "Confirmed";

@@ -31,8 +31,8 @@ use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 use crate::routing::NumberRange;
-use crate::smpp::dialect::Dialect;
 use crate::smpp::session::BindKind;
+use sim_applet_model::smpp::dialect::Dialect;
 
 pub use load::{ConfigError, Origin, Override, EXIT_CONFIG};
 
@@ -68,28 +68,8 @@ pub struct GatewayConfig {
     pub log: LogConfig,
 }
 
-/// A secret value; `Debug` and `Display` never show it.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wrap a value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The value, for the one place that needs it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
+pub use crate::secret::Secret;
+pub use crate::subscribers::provision::ProvisionParams;
 
 /// Where a secret comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,7 +100,7 @@ impl SecretSource {
     /// Read the secret; `env` looks a variable up (`|k| std::env::var(k).ok()` in the server).
     pub fn resolve(&self, env: impl Fn(&str) -> Option<String>) -> Result<Secret, SecretError> {
         let value = match self {
-            SecretSource::Inline(s) => s.0.clone(),
+            SecretSource::Inline(s) => s.expose().to_owned(),
             SecretSource::Env(name) => {
                 env(name).ok_or_else(|| SecretError::EnvMissing(name.clone()))?
             }
@@ -135,7 +115,7 @@ impl SecretSource {
         if value.is_empty() {
             return Err(SecretError::Empty);
         }
-        Ok(Secret(value))
+        Ok(Secret::new(value))
     }
 }
 
@@ -463,20 +443,6 @@ impl SubscribersConfig {
     }
 }
 
-/// Parameters of a generated population (the simulated network uses the same).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProvisionParams {
-    /// Population seed.
-    pub seed: u64,
-    /// Number of subscribers.
-    pub count: u64,
-    /// MSISDN of subscriber 0; subscriber `i` is `msisdn_base + i`.
-    pub msisdn_base: u64,
-    /// Share of subscribers whose SIM has the applet, in [0, 1].
-    pub applet_share: f64,
-}
-
 /// `[policy]`: how authorizations are carried out.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -510,16 +476,6 @@ impl Default for PolicyConfig {
             stk_answer_timeout_secs: 90,
             ussd_step_timeout_secs: None,
             submit_timeout_secs: 10,
-        }
-    }
-}
-
-impl PolicyConfig {
-    /// The USSD PIN lockout policy.
-    pub fn lockout_policy(&self) -> crate::subscribers::LockoutPolicy {
-        crate::subscribers::LockoutPolicy {
-            max_failures: self.ussd_pin_max_failures,
-            lockout: Duration::from_secs(self.ussd_lockout_secs),
         }
     }
 }

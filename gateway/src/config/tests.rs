@@ -74,7 +74,7 @@ fn example_config_loads() {
     );
     assert_eq!(c.subscribers.generate.as_ref().unwrap().applet_share, 0.7);
     // The example's routing is usable as is.
-    let router = crate::routing::Router::from_config(&c).unwrap();
+    let router = crate::serve::router(&c).unwrap();
     let m = crate::routing::Msisdn::parse("48600700000").unwrap();
     assert_eq!(
         router.operator_name(router.route(&m).unwrap()),

@@ -22,8 +22,6 @@ pub use msisdn::{MaskedMsisdn, Msisdn, MsisdnError};
 pub use portability::{PortabilityError, PortabilityTable};
 pub use ranges::{DuplicatePrefix, NumberRange, PrefixTable};
 
-use crate::config::GatewayConfig;
-
 /// Index of an operator in the configuration's `[[operators]]` list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct OperatorId(pub u16);
@@ -95,24 +93,19 @@ impl Router {
         })
     }
 
-    /// The router of a validated configuration, reading its portability file if any.
-    pub fn from_config(config: &GatewayConfig) -> Result<Self, RouterBuildError> {
-        let operators: Vec<(String, Vec<NumberRange>)> = config
-            .operators
-            .iter()
-            .map(|o| (o.name.clone(), o.ranges.clone()))
-            .collect();
-        let mut router = Router::new(&operators, PortabilityTable::new())?;
-        if let Some(path) = &config.routing.portability_file {
-            router.ported =
-                PortabilityTable::load(path, config.routing.portability_max_entries, |n| {
-                    router.operator_id(n)
-                })
-                .map_err(|source| RouterBuildError::Portability {
-                    path: path.display().to_string(),
-                    source,
-                })?;
-        }
+    /// A router over named operators with their ranges, and the portability file at `path`
+    /// (at most `max_entries` numbers; its operator names must be among `operators`).
+    pub fn with_portability_file(
+        operators: &[(String, Vec<NumberRange>)],
+        path: &std::path::Path,
+        max_entries: usize,
+    ) -> Result<Self, RouterBuildError> {
+        let mut router = Router::new(operators, PortabilityTable::new())?;
+        router.ported = PortabilityTable::load(path, max_entries, |n| router.operator_id(n))
+            .map_err(|source| RouterBuildError::Portability {
+                path: path.display().to_string(),
+                source,
+            })?;
         Ok(router)
     }
 

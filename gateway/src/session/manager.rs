@@ -47,7 +47,6 @@ use super::service::{
 use super::state::{self, Ending};
 use crate::callback::{CallbackClient, RetryPolicy};
 use crate::channel::{AuthChannel, AuthRequest, AuthResult};
-use crate::config::GatewayConfig;
 use crate::metrics::session as m;
 use crate::routing::{Msisdn, Router};
 use crate::store::{
@@ -121,32 +120,6 @@ impl Default for SessionSettings {
             callback_retry: RetryPolicy::default(),
             callback_window: Duration::from_secs(60),
         }
-    }
-}
-
-impl SessionSettings {
-    /// `[limits]` and `[policy]` of a configuration.
-    pub fn from_config(config: &GatewayConfig) -> Self {
-        let p = &config.policy;
-        Self {
-            max_in_flight: config.limits.max_in_flight.max(1) as usize,
-            per_msisdn: config.limits.per_msisdn_concurrent.max(1) as usize,
-            retry_after: Duration::from_secs(u64::from(config.limits.retry_after_secs.max(1))),
-            loa3_over_ussd: p.loa3_over_ussd,
-            fallback_stk_to_ussd: p.fallback_stk_to_ussd,
-            lockout: lockout_policy(config),
-            overrun: Duration::from_secs(p.stk_answer_timeout_secs + p.submit_timeout_secs + 15),
-            ..Self::default()
-        }
-    }
-}
-
-/// The store's lockout rule from `[policy]`.
-pub fn lockout_policy(config: &GatewayConfig) -> LockoutPolicy {
-    LockoutPolicy {
-        max_failures: u32::from(config.policy.ussd_pin_max_failures.max(1)),
-        lockout_ms: config.policy.ussd_lockout_secs.saturating_mul(1000),
-        ..LockoutPolicy::default()
     }
 }
 

@@ -17,9 +17,7 @@ pub mod service;
 pub mod state;
 
 pub use audit::AuditLog;
-pub use manager::{
-    lockout_policy, ChannelPort, Operator, SessionDeps, SessionManager, SessionSettings,
-};
+pub use manager::{ChannelPort, Operator, SessionDeps, SessionManager, SessionSettings};
 pub use pin::{system_clock, UnixClock, UssdPinCheck};
 
 #[cfg(test)]

@@ -14,12 +14,12 @@ use tokio::sync::Notify;
 use super::service::*;
 use super::*;
 use crate::channel::{AuthChannel, AuthRequest, AuthResult, CardProof, PinVerifier as _};
-use crate::config::ProvisionParams;
 use crate::routing::{PortabilityTable, Router};
 use crate::smpp::session::SubmitFailure;
 use crate::store::{
     AuthState, AuthorizationRecord, Channel, InMemoryStore, LockState, Store, StoreOptions,
 };
+use crate::subscribers::provision::ProvisionParams;
 use crate::subscribers::{has_applet, Pepper, SubscriberRegistry};
 use sim_applet_model::applet::protocol::{Loa as AppletLoa, Outcome};
 

@@ -36,7 +36,7 @@ pub use crate::tls::{
     TlsSetupError,
 };
 
-use super::pdu::frame_codec;
+use super::framing::frame_codec;
 use super::session::{
     CloseReason, Session, SessionConfig, SessionEvent, SubmitFailure, SubmitId, SubmitRejected,
     SubmitRequest,
@@ -532,12 +532,12 @@ impl BindTask {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::smpp::pdu::{decode_frame, encode_command, Decoded};
     use rusmpp::{
         pdus::{BindTransceiverResp, SubmitSm, SubmitSmResp},
         types::COctetString,
         CommandId, CommandStatus, Pdu,
     };
+    use sim_applet_model::smpp::pdu::{decode_frame, encode_command, Decoded};
     use std::str::FromStr;
     use tokio::io::AsyncWriteExt;
     use tokio::net::TcpListener;

@@ -31,8 +31,8 @@ use rusmpp::{
     Command, CommandId, CommandStatus, Pdu,
 };
 
-use super::pdu::{decode_frame, encode_command, generic_nack, Decoded};
 use crate::metrics::smpp::{BindMetrics, Direction};
+use sim_applet_model::smpp::pdu::{decode_frame, encode_command, generic_nack, Decoded};
 
 /// Identifier the caller gives a submission; echoed in its final event.
 pub type SubmitId = u64;

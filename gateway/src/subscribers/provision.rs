@@ -26,8 +26,21 @@ use thiserror::Error;
 
 use super::verifier::{Pepper, PinVerifier, MAC_LEN, SALT_LEN};
 use super::{has_applet, SubscriberRegistry};
-use crate::config::ProvisionParams;
 use crate::routing::Msisdn;
+
+/// Parameters of a generated population (the simulated network uses the same).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProvisionParams {
+    /// Population seed.
+    pub seed: u64,
+    /// Number of subscribers.
+    pub count: u64,
+    /// MSISDN of subscriber 0; subscriber `i` is `msisdn_base + i`.
+    pub msisdn_base: u64,
+    /// Share of subscribers whose SIM has the applet, in [0, 1].
+    pub applet_share: f64,
+}
 
 /// Format tag of the header line.
 pub const FORMAT: &str = "gateway-subscribers/1";

@@ -22,7 +22,6 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Parser, ValueEnum};
 use gateway::smpp::bind::{self, BindConfig, BindEvent};
-use gateway::smpp::pdu::encode_command;
 use gateway::smpp::session::{SessionConfig, SubmitRequest};
 use load_tests::smsc::{self, AccountConfig, EchoNetwork, SmscConfig};
 use rusmpp::{
@@ -32,6 +31,7 @@ use rusmpp::{
     values::{ItsSessionInfo, Npi, ServiceType, Ton, UssdServiceOp},
     Command, CommandStatus,
 };
+use sim_applet_model::smpp::pdu::encode_command;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -228,7 +228,7 @@ async fn read_frame<R: tokio::io::AsyncRead + Unpin>(
     let mut head = [0u8; 4];
     reader.read_exact(&mut head).await?;
     let len = u32::from_be_bytes(head) as usize;
-    if !(16..=gateway::smpp::pdu::MAX_PDU_LEN).contains(&len) {
+    if !(16..=sim_applet_model::smpp::pdu::MAX_PDU_LEN).contains(&len) {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             format!("frame length {len}"),

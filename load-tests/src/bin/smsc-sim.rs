@@ -158,9 +158,9 @@ fn population(cli: &Cli, table: &str) -> anyhow::Result<Option<PopulationConfig>
     }
     if let Some(name) = f.dialect {
         c.dialect = match name.as_str() {
-            "spec" => gateway::smpp::dialect::Dialect::spec_default(),
-            "dialog-id-cbs" => gateway::smpp::dialect::Dialect::vendor_dialog_id_cbs(),
-            "umr-op-end" => gateway::smpp::dialect::Dialect::vendor_umr_op_end(),
+            "spec" => sim_applet_model::smpp::dialect::Dialect::spec_default(),
+            "dialog-id-cbs" => sim_applet_model::smpp::dialect::Dialect::vendor_dialog_id_cbs(),
+            "umr-op-end" => sim_applet_model::smpp::dialect::Dialect::vendor_umr_op_end(),
             other => anyhow::bail!(
                 "[population] dialect `{other}`: expected spec, dialog-id-cbs or umr-op-end"
             ),

@@ -3,8 +3,10 @@
 //! Data flow: ESMEs connect to [`server`] (accept loop, connection limit); each connection
 //! authenticates through the [`bind`] registry, submits MT that [`throttle`] may refuse and
 //! [`faults`] may disturb, and gets receipts and MO as `deliver_sm` within its window. Accepted
-//! MT go, converted by [`pdus`], to the sans-IO [`network`] (the [`EchoNetwork`] now, a handset
-//! population later), whose answers come back as MO for any receiver bind of the account.
+//! MT go, converted by [`pdus`], to the sans-IO [`network`]: the [`EchoNetwork`] that answers
+//! every USSD request alike, or the seeded handset [`population`] (handsets, SIM applets and
+//! users from `sim-applet-model`), whose answers come back as MO for any receiver bind of the
+//! account.
 //! [`config`] holds the settings and the TOML loader; [`stats`] the counters, which
 //! [`metrics`] exposes on `/metrics` for Prometheus. A running server is controlled through
 //! [`SmscHandle`].
@@ -23,9 +25,11 @@
 pub mod bind;
 pub mod config;
 pub mod faults;
+pub mod framing;
 pub mod metrics;
 pub mod network;
 pub mod pdus;
+pub mod population;
 pub mod server;
 pub mod stats;
 pub mod throttle;

@@ -13,12 +13,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-// The handset population lives beside this file (`smsc/population.rs`); declared here so the
-// network's owner adds it without touching `smsc/mod.rs`.
-#[path = "population.rs"]
-pub mod population;
-
-pub use population::{HandsetNetwork, PopulationConfig, PopulationError, PopulationStats};
+pub use super::population::{HandsetNetwork, PopulationConfig, PopulationError, PopulationStats};
 
 /// `ussd_service_op` 2: USSR request (network asks, handset answers).
 pub const USSD_OP_USSR_REQUEST: u8 = 2;

@@ -43,13 +43,15 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gateway::smpp::dialect::{DcsScheme, Dialect, EndSignal, SessionKeyLocation};
 use sim_applet_model::applet::state::CardSecrets;
 use sim_applet_model::handset::user::UserParams;
 use sim_applet_model::handset::{self, Handset, HandsetParams, MtSms, UssdMt, VirtualInstant};
+use sim_applet_model::smpp::dialect::{DcsScheme, Dialect, EndSignal, SessionKeyLocation};
 use sim_applet_model::text;
 
-use super::{Address, MoMessage, MtMessage, MtOutcome, Network, SmFields, PID_SIM_DATA_DOWNLOAD};
+use super::network::{
+    Address, MoMessage, MtMessage, MtOutcome, Network, SmFields, PID_SIM_DATA_DOWNLOAD,
+};
 
 /// Receipt `err` for an MSISDN outside the population (MAP unknownSubscriber).
 pub const ERR_UNKNOWN_SUBSCRIBER: u16 = 1;
@@ -218,7 +220,7 @@ impl HandsetNetwork {
             .map(|i| {
                 // The gateway's provisioning draws the same way, so both sides agree on who has
                 // the applet without exchanging a table.
-                let has_applet = gateway::subscribers::has_applet(
+                let has_applet = sim_applet_model::handset::population::has_applet(
                     config.seed,
                     u64::from(i),
                     config.applet_share,

@@ -3,7 +3,7 @@
 //!
 //! Accept loop: a `Semaphore` permit per connection (the connection limit), accept errors are
 //! logged and retried with back-off, never fatal. Connection task: reads frames with
-//! `gateway::smpp::pdu`, answers binds, `submit_sm`, `enquire_link`, `unbind`; sends the
+//! `sim_applet_model::smpp::pdu`, answers binds, `submit_sm`, `enquire_link`, `unbind`; sends the
 //! bind's `deliver_sm` (receipts and MO) within its window and retries those the ESME refuses;
 //! pings idle binds; obeys the fault state on every response. Network task: feeds accepted MT
 //! to the [`Network`], turns its outcomes into receipts and its MO into `deliver_sm`, and hands
@@ -24,15 +24,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::framing::frame_codec;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use gateway::smpp::pdu::{decode_frame, encode_command, frame_codec, generic_nack, Decoded};
 use rusmpp::pdus::{
     BindReceiverResp, BindTransceiverResp, BindTransmitterResp, SubmitSm, SubmitSmResp,
 };
 use rusmpp::types::COctetString;
 use rusmpp::values::InterfaceVersion;
 use rusmpp::{Command, CommandStatus, Pdu};
+use sim_applet_model::smpp::pdu::{decode_frame, encode_command, generic_nack, Decoded};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};

@@ -1,6 +1,7 @@
 //! Counters of the simulated SMSC, shared by every task and read through the handle.
 //!
-//! Plain atomics for now; a metrics registry will read these later.
+//! Plain atomics, written on the hot path without locks; [`super::metrics`] reads them into the
+//! Prometheus registry at scrape time.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

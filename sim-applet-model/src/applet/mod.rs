@@ -171,14 +171,14 @@ impl Applet {
         };
         match seg.header.concat.filter(|c| c.total > 1) {
             None => {
-                if seg.header.iei != Some(PacketIei::Command) {
+                if seg.header.packet != Some(PacketIei::Command) {
                     return SW_WRONG_DATA.to_vec();
                 }
                 self.command_packet(now, &seg.body, seg.originator)
             }
             Some(concat) => {
                 let r = self.reassembly.get_or_insert_with(Box::default);
-                match r.feed(now, &seg.originator, concat, seg.header.iei, &seg.body) {
+                match r.feed(now, &seg.originator, concat, seg.header.packet, &seg.body) {
                     Fed::Complete(packet) => {
                         if r.pending() == 0 {
                             self.reassembly = None;

@@ -14,15 +14,32 @@
 //! Segments may arrive in any order; a repeated segment is ignored. A segment that disagrees with
 //! what is stored under its reference (another total, another content for a number already
 //! held) means the gateway reused the reference: the old message is dropped and a new one starts.
+//! The joining itself is the shared reassembler's ([`crate::udh::Reassembler`]) with this policy;
+//! the card adds its own checks on each segment.
 
 use crate::cat::tpdu::{Concat, PacketIei, MAX_SEGMENTS, MAX_USER_DATA};
 use crate::cat::Address;
 use crate::handset::VirtualInstant;
+use crate::udh::{self, Duplicates, Limits, Moment, Reassembler};
 
 /// Concatenated messages the card keeps in progress at once.
 pub const MAX_PENDING: usize = 2;
 /// How long an incomplete message is kept after its first segment arrived, ms.
 pub const REASSEMBLY_TIMEOUT_MS: u64 = 60_000;
+
+/// The card's policy on the shared reassembler.
+const LIMITS: Limits = Limits {
+    max_pending: MAX_PENDING,
+    max_parts: MAX_SEGMENTS,
+    max_age_ms: Some(REASSEMBLY_TIMEOUT_MS),
+    duplicates: Duplicates::RestartOnConflict,
+};
+
+impl Moment for VirtualInstant {
+    fn millis_since(self, earlier: Self) -> u64 {
+        self.as_millis().saturating_sub(earlier.as_millis())
+    }
+}
 
 /// What became of one segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,31 +55,29 @@ pub enum Fed {
     Refused(&'static str),
 }
 
+/// Messages in progress on one card.
 #[derive(Debug, Clone)]
-struct Pending {
-    originator: Address,
-    reference: u16,
-    total: u8,
-    started: VirtualInstant,
-    parts: [Option<Vec<u8>>; MAX_SEGMENTS as usize],
+pub struct Reassembly {
+    parts: Reassembler<Address, VirtualInstant, Vec<u8>>,
 }
 
-/// Messages in progress on one card.
-#[derive(Debug, Clone, Default)]
-pub struct Reassembly {
-    pending: Vec<Pending>,
+impl Default for Reassembly {
+    fn default() -> Self {
+        Reassembly {
+            parts: Reassembler::new(LIMITS),
+        }
+    }
 }
 
 impl Reassembly {
     /// Messages in progress.
     pub fn pending(&self) -> usize {
-        self.pending.len()
+        self.parts.pending()
     }
 
     /// Forget messages whose first segment is older than the timeout.
     pub fn expire(&mut self, now: VirtualInstant) {
-        self.pending
-            .retain(|p| now < p.started.add_millis(REASSEMBLY_TIMEOUT_MS));
+        self.parts.expire(now);
     }
 
     /// Take one segment. `iei` is the segment's `70`/`71` element if it had one.
@@ -89,65 +104,16 @@ impl Reassembly {
             (1, None) => return Fed::Refused("first segment without the command packet element"),
             _ => {}
         }
-        let idx = match self
-            .pending
-            .iter()
-            .position(|p| p.reference == concat.reference && p.originator == *originator)
+        match self
+            .parts
+            .push(now, originator.clone(), concat, body.to_vec())
         {
-            Some(i) => i,
-            None => {
-                if self.pending.len() >= MAX_PENDING {
-                    // Evict the oldest: a sender that never completes cannot block new requests.
-                    if let Some(oldest) = self
-                        .pending
-                        .iter()
-                        .enumerate()
-                        .min_by_key(|(_, p)| p.started)
-                        .map(|(i, _)| i)
-                    {
-                        self.pending.remove(oldest);
-                    }
-                }
-                self.pending.push(Pending {
-                    originator: originator.clone(),
-                    reference: concat.reference,
-                    total: concat.total,
-                    started: now,
-                    parts: Default::default(),
-                });
-                self.pending.len() - 1
-            }
-        };
-        let Some(p) = self.pending.get_mut(idx) else {
-            return Fed::Refused("internal");
-        };
-        let seq = usize::from(concat.seq) - 1;
-        let stored = p.parts.get(seq).and_then(Option::as_deref);
-        if stored == Some(body) && p.total == concat.total {
-            return Fed::Duplicate;
+            udh::Fed::Complete(parts) => Fed::Complete(parts.concat()),
+            udh::Fed::Waiting => Fed::Waiting,
+            udh::Fed::Duplicate => Fed::Duplicate,
+            udh::Fed::TooManyParts => Fed::Refused("more segments than the card reassembles"),
+            udh::Fed::BadPartNumber => Fed::Refused("segment number out of range"),
         }
-        if p.total != concat.total || stored.is_some() {
-            // The reference was reused for a new message while the old one was incomplete:
-            // the old one cannot complete any more, start over with this segment.
-            *p = Pending {
-                originator: originator.clone(),
-                reference: concat.reference,
-                total: concat.total,
-                started: now,
-                parts: Default::default(),
-            };
-        }
-        let Some(slot) = p.parts.get_mut(seq) else {
-            return Fed::Refused("segment number out of range");
-        };
-        *slot = Some(body.to_vec());
-        let n = usize::from(p.total);
-        if p.parts.iter().take(n).all(Option::is_some) {
-            let p = self.pending.remove(idx);
-            let packet = p.parts.into_iter().take(n).flatten().flatten().collect();
-            return Fed::Complete(packet);
-        }
-        Fed::Waiting
     }
 }
 

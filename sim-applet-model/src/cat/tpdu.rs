@@ -19,6 +19,8 @@ use nom::IResult;
 
 use super::objects::Address;
 use super::CatError;
+use crate::udh::{self, UdhError};
+pub use crate::udh::{Concat, PacketIei, UserDataHeader};
 
 /// TP-PID: (U)SIM data download.
 pub const PID_SIM_DATA_DOWNLOAD: u8 = 0x7F;
@@ -41,80 +43,16 @@ pub const MAX_SEGMENTS: u8 = 4;
 pub const MAX_CONCATENATED_PACKET: usize = (MAX_USER_DATA - FIRST_SEGMENT_UDH_LEN)
     + (MAX_SEGMENTS as usize - 1) * (MAX_USER_DATA - NEXT_SEGMENT_UDH_LEN);
 
-/// The concatenation element of one segment (TS 23.040 IEI 00 or 08).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Concat {
-    /// Reference shared by all segments of one message (8-bit IEI 00 or 16-bit IEI 08).
-    pub reference: u16,
-    /// Number of segments, 1..=255.
-    pub total: u8,
-    /// This segment's number, 1..=total.
-    pub seq: u8,
-}
-
-/// What a user data header says about the user data that follows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UserDataHeader {
-    /// The `70 00` / `71 00` element, if present (only the first segment carries it).
-    pub iei: Option<PacketIei>,
-    /// The concatenation element, if present and meaningful (TS 23.040: total 0 or seq outside
-    /// 1..=total means "ignore the element").
-    pub concat: Option<Concat>,
-    /// Offset of the first octet after the header.
-    pub body_at: usize,
-}
-
-/// Parse the UDH at the start of `ud` (TP-UDHI set): elements in any order, unknown ones skipped.
+/// Parse the UDH at the start of `ud` (TP-UDHI set) with the shared parser
+/// ([`crate::udh::parse`]): elements in any order, unknown ones skipped; errors name the field
+/// and the offset from the start of the user data.
 pub fn parse_user_data_header(ud: &[u8]) -> Result<UserDataHeader, CatError> {
-    let (&udhl, after) = ud
-        .split_first()
-        .ok_or(err("TP-UDHL", 0, "user data header missing"))?;
-    let header = after.get(..usize::from(udhl)).ok_or(err(
-        "TP-UDHL",
-        0,
-        "header longer than the user data",
-    ))?;
-    let mut out = UserDataHeader {
-        iei: None,
-        concat: None,
-        body_at: 1 + header.len(),
-    };
-    let mut ies = header;
-    while let [id, len, rest @ ..] = ies {
-        let at = 1 + header.len() - ies.len();
-        let data = rest.get(..usize::from(*len)).ok_or(err(
-            "TP-UDH",
-            at,
-            "information element truncated",
-        ))?;
-        match (id, data) {
-            (0x70, []) => out.iei = Some(PacketIei::Command),
-            (0x71, []) => out.iei = Some(PacketIei::Response),
-            (0x00, &[r, total, seq]) => out.concat = concat(u16::from(r), total, seq),
-            (0x08, &[r1, r2, total, seq]) => {
-                out.concat = concat(u16::from_be_bytes([r1, r2]), total, seq)
-            }
-            // A concatenation element of the wrong length is ignored like any element the
-            // receiver cannot use (TS 23.040 §9.2.3.24): the packet then reads as one SMS.
-            _ => {}
+    udh::parse(ud).map_err(|e| match e {
+        UdhError::Missing => err("TP-UDHL", 0, "user data header missing"),
+        UdhError::LongerThanUserData { .. } => {
+            err("TP-UDHL", 0, "header longer than the user data")
         }
-        ies = &rest[data.len()..];
-    }
-    if !ies.is_empty() {
-        return Err(err(
-            "TP-UDH",
-            1 + header.len() - ies.len(),
-            "information element truncated",
-        ));
-    }
-    Ok(out)
-}
-
-fn concat(reference: u16, total: u8, seq: u8) -> Option<Concat> {
-    (total != 0 && seq != 0 && seq <= total).then_some(Concat {
-        reference,
-        total,
-        seq,
+        UdhError::TruncatedElement { at } => err("TP-UDH", at, "information element truncated"),
     })
 }
 
@@ -197,24 +135,6 @@ impl DeliverSegment {
             header,
             body,
         })
-    }
-}
-
-/// The user data header element that says what the user data is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PacketIei {
-    /// 0x70: command packet.
-    Command,
-    /// 0x71: response packet.
-    Response,
-}
-
-impl PacketIei {
-    pub fn octet(self) -> u8 {
-        match self {
-            PacketIei::Command => 0x70,
-            PacketIei::Response => 0x71,
-        }
     }
 }
 
@@ -305,9 +225,10 @@ impl<'a> Reader<'a> {
         if header.concat.is_some_and(|c| c.total > 1) {
             return Err(err("TP-UDH", ud_at, "segment of a concatenated packet"));
         }
-        let iei = header
-            .iei
-            .ok_or(err("TP-UDH", ud_at, "no secured packet element (70 or 71)"))?;
+        let iei =
+            header
+                .packet
+                .ok_or(err("TP-UDH", ud_at, "no secured packet element (70 or 71)"))?;
         let body = self.rest.get(header.body_at..).unwrap_or_default().to_vec();
         self.rest = &[];
         Ok((iei, body))
@@ -544,7 +465,7 @@ mod tests {
         let theirs = parse_user_data_header(&hex!("07 70 00 00 03 05 02 01 AA")).unwrap();
         let sixteen = parse_user_data_header(&hex!("08 70 00 08 04 01 05 02 01 AA")).unwrap();
         for (h, reference) in [(ours, 5), (theirs, 5), (sixteen, 0x105)] {
-            assert_eq!(h.iei, Some(PacketIei::Command));
+            assert_eq!(h.packet, Some(PacketIei::Command));
             assert_eq!(
                 h.concat,
                 Some(Concat {
@@ -557,7 +478,7 @@ mod tests {
         assert_eq!((ours.body_at, sixteen.body_at), (8, 9));
         // Sequence 0 or beyond the total: the element is ignored (TS 23.040).
         let h = parse_user_data_header(&hex!("05 00 03 05 02 03")).unwrap();
-        assert_eq!((h.iei, h.concat), (None, None));
+        assert_eq!((h.packet, h.concat), (None, None));
     }
 
     #[test]
@@ -573,7 +494,7 @@ mod tests {
                 seq: 2
             })
         );
-        assert_eq!((seg.header.iei, seg.body), (None, vec![0xAB, 0xCD]));
+        assert_eq!((seg.header.packet, seg.body), (None, vec![0xAB, 0xCD]));
         assert_eq!(
             SecuredDeliver::decode(&bytes),
             Err(err("TP-UDH", 15, "segment of a concatenated packet"))
@@ -613,7 +534,7 @@ mod tests {
             for (i, s) in segs.iter().enumerate() {
                 prop_assert!(s.len() <= MAX_USER_DATA);
                 let h = parse_user_data_header(s).unwrap();
-                prop_assert_eq!(h.iei.is_some(), i == 0);
+                prop_assert_eq!(h.packet.is_some(), i == 0);
                 if segs.len() > 1 {
                     prop_assert_eq!(h.concat, Some(Concat { reference: u16::from(reference), total: segs.len() as u8, seq: i as u8 + 1 }));
                 }

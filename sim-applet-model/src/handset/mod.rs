@@ -15,6 +15,7 @@
 //! OTA counter and PIN state); a dialog's state is boxed only while it runs.
 
 pub mod clock;
+pub mod population;
 pub mod rng;
 pub mod user;
 

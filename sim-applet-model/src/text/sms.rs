@@ -3,22 +3,19 @@
 //! TP-UDHI, TP-UDL and TP-UD, and a bounded, sans-IO [`Reassembler`] for concatenated parts.
 //!
 //! Outbound: text -> alphabet -> units (septets or UTF-16 units) -> ranges that never split an
-//! escape pair or a surrogate pair -> per segment UDH + packed payload. Inbound: UDH walked with
-//! `nom` -> payload units -> joined across parts (so a pair split by another sender still
+//! escape pair or a surrogate pair -> per segment UDH + packed payload. Inbound: UDH walked by
+//! the shared parser ([`crate::udh`]) -> payload units -> joined across parts (so a pair split by another sender still
 //! decodes) -> text.
 
-use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::ops::Range;
-
-use nom::multi::length_data;
-use nom::number::complete::be_u8;
-use nom::Parser;
 
 use super::gsm7::{gsm7_decode, gsm7_encode, ESCAPE};
 use super::septets::{pack_septets, unpack_septets};
 use super::ucs2::{be_units, units_to_string};
 use super::{choose_encoding, Encoding, TextError};
+pub use crate::udh::Concat;
+use crate::udh::{self, Duplicates, Fed, Limits, UdhError};
 
 /// Septets in a single, unconcatenated GSM 7-bit SMS.
 pub const SMS_GSM7_SEPTETS: usize = 160;
@@ -30,17 +27,6 @@ pub const SMS_UCS2_UNITS: usize = 70;
 pub const SMS_UCS2_CONCAT_UNITS: usize = 67;
 /// Segments an 8-bit total can count.
 pub const MAX_SEGMENTS: usize = 255;
-
-/// The concatenation information element of one part.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Concat {
-    /// Reference shared by all parts (8-bit IE 0x00 or 16-bit IE 0x08).
-    pub reference: u16,
-    /// Number of parts, at least 1.
-    pub total: u8,
-    /// This part's number, 1..=total.
-    pub seq: u8,
-}
 
 /// One SMS ready for a `submit_sm` / SMS-DELIVER.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -196,49 +182,20 @@ fn sms_alphabet(dcs: u8) -> Result<Encoding, TextError> {
     }
 }
 
-fn information_element(input: &[u8]) -> nom::IResult<&[u8], (u8, &[u8])> {
-    (be_u8, length_data(be_u8)).parse(input)
-}
-
-/// Walk a UDH at the start of `bytes`; returns the last valid concatenation IE and the UDH's
-/// length in octets (length octet included).
+/// Walks the UDH at the start of `bytes` with the shared parser; returns the concatenation
+/// element and the UDH's length in octets (length octet included).
 fn parse_udh(bytes: &[u8]) -> Result<(Option<Concat>, usize), TextError> {
-    let udh: nom::IResult<&[u8], &[u8]> = length_data(be_u8).parse(bytes);
-    let Ok((_, header)) = udh else {
-        return Err(TextError::Truncated {
+    match udh::parse(bytes) {
+        Ok(header) => Ok((header.concat, header.body_at)),
+        Err(UdhError::Missing | UdhError::LongerThanUserData { .. }) => Err(TextError::Truncated {
             what: "user data header",
             at: bytes.len(),
-        });
-    };
-    let mut concat = None;
-    let mut rest = header;
-    while !rest.is_empty() {
-        let at = 1 + header.len() - rest.len();
-        let Ok((r, (iei, data))) = information_element(rest) else {
-            return Err(TextError::Truncated {
-                what: "UDH information element",
-                at,
-            });
-        };
-        let found = match (iei, data) {
-            (0x00, &[reference, total, seq]) => Some((u16::from(reference), total, seq)),
-            (0x08, &[hi, lo, total, seq]) => Some((u16::from_be_bytes([hi, lo]), total, seq)),
-            _ => None,
-        };
-        // TS 23.040 §9.2.3.24.1: a zero or out-of-range sequence number voids the IE; a
-        // repeated IE means the last one counts.
-        if let Some((reference, total, seq)) = found {
-            if seq != 0 && seq <= total {
-                concat = Some(Concat {
-                    reference,
-                    total,
-                    seq,
-                });
-            }
-        }
-        rest = r;
+        }),
+        Err(UdhError::TruncatedElement { at }) => Err(TextError::Truncated {
+            what: "UDH information element",
+            at,
+        }),
     }
-    Ok((concat, 1 + header.len()))
 }
 
 /// A part's payload before decoding, kept raw so parts can be joined before decoding.
@@ -307,47 +264,40 @@ pub fn parse_user_data(
     Ok((concat, payload.decode()?))
 }
 
-struct Pending {
-    generation: u64,
-    parts: Vec<Option<Payload>>,
-}
-
-/// Joins concatenated SMS parts. Sans-IO: the caller feeds parts with a key of its choice (for
-/// example the originator address) and gets the text when the last part arrives. At most
-/// `max_pending` messages wait at once; the oldest is dropped to make room, and counted.
+/// Joins concatenated SMS parts: the shared reassembler ([`crate::udh::Reassembler`]) over
+/// raw payloads, so a character split across parts still decodes. Sans-IO: the caller feeds
+/// parts with a key of its choice (for example the originator address) and gets the text when
+/// the last part arrives. At most `max_pending` messages wait at once; the oldest is dropped to
+/// make room, and counted. A repeated part replaces the earlier.
 pub struct Reassembler<K> {
-    max_pending: usize,
-    pending: HashMap<(K, u16, u8), Pending>,
-    /// Insertion order for eviction; entries whose generation no longer matches are stale.
-    order: VecDeque<((K, u16, u8), u64)>,
-    next_generation: u64,
-    evicted: u64,
+    parts: udh::Reassembler<K, (), Payload>,
 }
 
 impl<K: Eq + Hash + Clone> Reassembler<K> {
     /// A reassembler holding at most `max_pending` incomplete messages (at least one).
     pub fn new(max_pending: usize) -> Self {
         Reassembler {
-            max_pending: max_pending.max(1),
-            pending: HashMap::new(),
-            order: VecDeque::new(),
-            next_generation: 0,
-            evicted: 0,
+            parts: udh::Reassembler::new(Limits {
+                max_pending,
+                max_parts: u8::MAX,
+                max_age_ms: None,
+                duplicates: Duplicates::Replace,
+            }),
         }
     }
 
     /// Incomplete messages held.
     pub fn pending(&self) -> usize {
-        self.pending.len()
+        self.parts.pending()
     }
 
     /// Incomplete messages dropped to respect the bound.
     pub fn evicted(&self) -> u64 {
-        self.evicted
+        self.parts.evicted()
     }
 
     /// Feed one SMS. Returns the whole text when this part completes a message (at once for an
-    /// unconcatenated SMS), `None` while parts are missing. A repeated part replaces the earlier.
+    /// unconcatenated SMS), `None` while parts are missing.
     pub fn push(
         &mut self,
         key: K,
@@ -360,58 +310,9 @@ impl<K: Eq + Hash + Clone> Reassembler<K> {
         let Some(concat) = concat.filter(|c| c.total > 1) else {
             return payload.decode().map(Some);
         };
-        let id = (key, concat.reference, concat.total);
-        if !self.pending.contains_key(&id) {
-            self.make_room();
-            let generation = self.next_generation;
-            self.next_generation += 1;
-            self.order.push_back((id.clone(), generation));
-            self.pending.insert(
-                id.clone(),
-                Pending {
-                    generation,
-                    parts: vec![None; usize::from(concat.total)],
-                },
-            );
-        }
-        let Some(entry) = self.pending.get_mut(&id) else {
-            return Ok(None);
-        };
-        if let Some(slot) = entry.parts.get_mut(usize::from(concat.seq) - 1) {
-            *slot = Some(payload);
-        }
-        if entry.parts.iter().any(Option::is_none) {
-            return Ok(None);
-        }
-        let Some(done) = self.pending.remove(&id) else {
-            return Ok(None);
-        };
-        self.compact();
-        join(done.parts.into_iter().flatten().collect()).map(Some)
-    }
-
-    fn make_room(&mut self) {
-        while self.pending.len() >= self.max_pending {
-            let Some((id, generation)) = self.order.pop_front() else {
-                return;
-            };
-            if self
-                .pending
-                .get(&id)
-                .is_some_and(|p| p.generation == generation)
-            {
-                self.pending.remove(&id);
-                self.evicted += 1;
-            }
-        }
-    }
-
-    /// Completed messages leave stale entries in `order`; drop them before they outgrow the map.
-    fn compact(&mut self) {
-        if self.order.len() > 2 * self.pending.len() + 16 {
-            let pending = &self.pending;
-            self.order
-                .retain(|(id, g)| pending.get(id).is_some_and(|p| p.generation == *g));
+        match self.parts.push((), key, concat, payload) {
+            Fed::Complete(parts) => join(parts).map(Some),
+            Fed::Waiting | Fed::Duplicate | Fed::TooManyParts | Fed::BadPartNumber => Ok(None),
         }
     }
 }

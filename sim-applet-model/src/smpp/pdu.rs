@@ -1,7 +1,8 @@
 //! SMPP framing and PDU decoding that never ends the stream.
 //!
-//! Bytes from the socket go through [`frame_codec`] (a `LengthDelimitedCodec` that keeps the
-//! 4-byte `command_length` header in each frame), then every frame goes to [`decode_frame`]:
+//! The I/O shells cut the byte stream into frames (each keeps its 4-byte `command_length`
+//! header; the gateway and the simulated SMSC each own their tokio-util framing), then every
+//! frame goes to [`decode_frame`]:
 //! a well-formed frame becomes a `rusmpp::Command`; anything else becomes [`Decoded::Nack`]
 //! carrying the header's sequence number and the `command_status` for the `generic_nack`
 //! ([`generic_nack`]) the caller sends back, and the bind stays up. Outgoing commands are
@@ -12,40 +13,18 @@
 //! of the PDU. [`decode_frame`] therefore walks the TLV area itself first (for the commands
 //! that carry TLVs) and refuses such frames with `ESME_RINVTLVLEN`.
 
-use bytes::{BufMut, Bytes, BytesMut};
-use rusmpp::{
+use crate::smpp::rusmpp::{
     decode::{DecodeErrorKind, DecodeWithLength},
     encode::{owned::Encode, Length},
     Command, CommandId, CommandStatus, Pdu,
 };
+use bytes::{BufMut, Bytes, BytesMut};
 
 /// Largest frame accepted or produced, `command_length` included.
 pub const MAX_PDU_LEN: usize = 64 * 1024;
 
 /// Size of the SMPP header: length, id, status, sequence number.
-const HEADER_LEN: usize = 16;
-
-/// LengthDelimitedCodec: 4-byte BE length including itself, max frame MAX_PDU_LEN.
-///
-/// Frames handed out include the length header, which is what [`decode_frame`] expects.
-/// With `num_skip(0)` tokio-util counts the adjusted length from the start of the header, so
-/// the adjustment is 0, not -4 (-4 is right only when the header is skipped; with `num_skip(0)`
-/// it cuts 4 octets off every frame, which the unit test below pins).
-///
-/// A `command_length` below 16 cannot be resynchronised: with 0 the codec yields empty frames
-/// forever. The I/O shell therefore closes the connection on any frame shorter than the header.
-/// On the encode side the codec would add a second length: send [`encode_command`]'s bytes as
-/// they are (`Framed::get_mut` / `write_all`), not through the codec's encoder.
-pub fn frame_codec() -> tokio_util::codec::LengthDelimitedCodec {
-    tokio_util::codec::LengthDelimitedCodec::builder()
-        .length_field_offset(0)
-        .length_field_length(4)
-        .length_adjustment(0)
-        .num_skip(0)
-        .max_frame_length(MAX_PDU_LEN)
-        .big_endian()
-        .new_codec()
-}
+pub const HEADER_LEN: usize = 16;
 
 /// The outcome of decoding one frame.
 // The command is moved on at once, so boxing it would only add an allocation per PDU.
@@ -278,14 +257,13 @@ pub fn generic_nack(sequence_number: u32, status: CommandStatus) -> Command {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use futures_util::StreamExt;
-    use proptest::prelude::*;
-    use rusmpp::{
+    use crate::smpp::rusmpp::{
         pdus::{DeliverSm, SubmitSm, SubmitSmResp},
         tlvs::MessageSubmissionRequestTlvValue,
         types::{COctetString, OctetString},
         values::{ItsSessionInfo, ServiceType, UssdServiceOp},
     };
+    use proptest::prelude::*;
     use std::str::FromStr;
 
     fn ussd_submit(seq: u32) -> Command {
@@ -422,19 +400,6 @@ mod tests {
             &bytes[..],
             &[0, 0, 0, 16, 0x80, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0x12, 0x34]
         );
-    }
-
-    #[tokio::test]
-    async fn frame_codec_keeps_the_header_and_splits_back_to_back_pdus() {
-        let a = encode_command(&ussd_submit(1));
-        let b = encode_command(&Command::new(CommandStatus::EsmeRok, 2, Pdu::EnquireLink));
-        let mut wire = a.to_vec();
-        wire.extend_from_slice(&b);
-        let mut framed =
-            tokio_util::codec::FramedRead::new(std::io::Cursor::new(wire), frame_codec());
-        assert_eq!(&framed.next().await.unwrap().unwrap()[..], &a[..]);
-        assert_eq!(&framed.next().await.unwrap().unwrap()[..], &b[..]);
-        assert!(framed.next().await.is_none());
     }
 
     proptest! {

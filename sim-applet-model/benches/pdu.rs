@@ -1,4 +1,4 @@
-//! Criterion benchmarks of the SMPP PDU layer (`gateway::smpp::pdu`).
+//! Criterion benchmarks of the SMPP PDU layer (`sim_applet_model::smpp::pdu`).
 //!
 //! Each PDU the gateway exchanges on the hot path is built once, then timed through
 //! [`encode_command`] (command to framed bytes) and [`decode_frame`] (framed bytes to command,
@@ -10,8 +10,8 @@ use std::hint::black_box;
 use std::str::FromStr;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use gateway::smpp::pdu::{decode_frame, encode_command, Decoded};
-use rusmpp::{
+use sim_applet_model::smpp::pdu::{decode_frame, encode_command, Decoded};
+use sim_applet_model::smpp::rusmpp::{
     pdus::{DeliverSm, SubmitSm, SubmitSmResp},
     tlvs::{MessageDeliveryRequestTlvValue, MessageSubmissionRequestTlvValue},
     types::{COctetString, OctetString},

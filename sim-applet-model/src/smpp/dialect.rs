@@ -17,7 +17,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use rusmpp::{
+use crate::smpp::rusmpp::{
     pdus::{DeliverSm, SubmitSm},
     tlvs::{MessageSubmissionRequestTlvValue, TlvValue},
     types::{COctetString, OctetString},
@@ -25,10 +25,10 @@ use rusmpp::{
         DataCoding, ItsSessionInfo, Npi, ServiceType, Ton, UserMessageReference, UssdServiceOp,
     },
 };
-use serde::Deserialize;
-use sim_applet_model::text::{
+use crate::text::{
     choose_encoding, decode_ussd, encode_ussd, gsm7_decode, gsm7_encode, Encoding, TextError,
 };
+use serde::Deserialize;
 
 /// `ussd_service_op` values of one dialect.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -452,7 +452,7 @@ impl Dialect {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use rusmpp::tlvs::MessageDeliveryRequestTlvValue;
+    use crate::smpp::rusmpp::tlvs::MessageDeliveryRequestTlvValue;
 
     fn tlv_of(sm: &SubmitSm) -> (Option<u8>, Option<ItsSessionInfo>, Option<u16>) {
         let (mut op, mut info, mut umr) = (None, None, None);

@@ -18,12 +18,12 @@
 //! when present, else the `id:` and `stat:` fields of the SMPP 3.4 appendix B text; the shell
 //! matches its id against the `message_id`s of `submit_sm_resp` with [`normalize_message_id`].
 
-use sim_applet_model::cat::tpdu::command_segments;
-use std::collections::HashMap;
+use crate::cat::tpdu::{command_segments, MAX_SEGMENTS};
+use crate::udh::{self, Duplicates, Fed, Limits, UdhError};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use rusmpp::{
+use crate::smpp::rusmpp::{
     pdus::{DeliverSm, SubmitSm},
     tlvs::TlvValue,
     types::{COctetString, OctetString},
@@ -271,40 +271,36 @@ pub fn build_submits(
         .collect()
 }
 
-#[derive(Debug)]
-struct Partial {
-    started: Instant,
-    parts: Vec<Option<Vec<u8>>>,
-}
-
-/// Collects SMS-PP answers, concatenated or not, with bounded state.
+/// Collects SMS-PP answers, concatenated or not, with bounded state: the shared reassembler
+/// ([`crate::udh::Reassembler`]) keyed by the answering MSISDN, at most
+/// [`MAX_SEGMENTS`](crate::cat::tpdu::MAX_SEGMENTS) parts a message, a repeated part
+/// replacing the earlier.
 #[derive(Debug)]
 pub struct Reassembler {
-    max_pending: usize,
-    max_age: Duration,
-    pending: HashMap<(String, u16), Partial>,
+    parts: udh::Reassembler<String, Instant, Vec<u8>>,
 }
 
 impl Reassembler {
     /// At most `max_pending` incomplete messages, each kept at most `max_age`.
     pub fn new(max_pending: usize, max_age: Duration) -> Self {
         Self {
-            max_pending,
-            max_age,
-            pending: HashMap::new(),
+            parts: udh::Reassembler::new(Limits {
+                max_pending,
+                max_parts: MAX_SEGMENTS,
+                max_age_ms: Some(u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX)),
+                duplicates: Duplicates::Replace,
+            }),
         }
     }
 
     /// Incomplete messages held.
     pub fn pending(&self) -> usize {
-        self.pending.len()
+        self.parts.pending()
     }
 
     /// Drops incomplete messages older than `max_age`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let max_age = self.max_age;
-        self.pending
-            .retain(|_, p| now.saturating_duration_since(p.started) < max_age);
+        self.parts.expire(now);
     }
 
     /// Feeds one `deliver_sm`; returns the whole response packet once complete.
@@ -321,61 +317,24 @@ impl Reassembler {
             });
         }
         let ud = deliver.short_message().as_ref();
-        let udhl = usize::from(*ud.first().ok_or(SmsPpError::BadUdh { at: 0 })?);
-        let udh = ud.get(1..1 + udhl).ok_or(SmsPpError::BadUdh { at: 0 })?;
-        let payload = &ud[1 + udhl..];
-        let mut concat = None;
-        let mut i = 0;
-        while i < udh.len() {
-            let iei = udh[i];
-            let len = usize::from(*udh.get(i + 1).ok_or(SmsPpError::BadUdh { at: 1 + i })?);
-            let data = udh
-                .get(i + 2..i + 2 + len)
-                .ok_or(SmsPpError::BadUdh { at: 1 + i })?;
-            match (iei, data) {
-                (0x00, [r, total, seq]) => concat = Some((u16::from(*r), *total, *seq)),
-                (0x08, [r1, r2, total, seq]) => {
-                    concat = Some((u16::from_be_bytes([*r1, *r2]), *total, *seq))
-                }
-                (0x00 | 0x08, _) => return Err(SmsPpError::BadUdh { at: 1 + i }),
-                _ => {}
-            }
-            i += 2 + len;
-        }
-        let Some((reference, total, seq)) = concat else {
-            return Ok(Some(payload.to_vec()));
+        let header = udh::parse(ud).map_err(|e| SmsPpError::BadUdh {
+            at: match e {
+                UdhError::TruncatedElement { at } => at,
+                UdhError::Missing | UdhError::LongerThanUserData { .. } => 0,
+            },
+        })?;
+        let payload = ud.get(header.body_at..).unwrap_or_default().to_vec();
+        let Some(concat) = header.concat.filter(|c| c.total > 1) else {
+            return Ok(Some(payload));
         };
-        if total == 0 || seq == 0 || seq > total {
-            return Err(SmsPpError::BadUdh { at: 1 });
+        match self
+            .parts
+            .push(now, deliver.source_addr.to_string(), concat, payload)
+        {
+            Fed::Complete(parts) => Ok(Some(parts.concat())),
+            Fed::Waiting | Fed::Duplicate => Ok(None),
+            Fed::TooManyParts | Fed::BadPartNumber => Err(SmsPpError::BadUdh { at: 1 }),
         }
-        let key = (deliver.source_addr.to_string(), reference);
-        if !self.pending.contains_key(&key) && self.pending.len() >= self.max_pending {
-            // Evict the oldest: a flood of first segments must not grow memory.
-            if let Some(oldest) = self
-                .pending
-                .iter()
-                .min_by_key(|(_, p)| p.started)
-                .map(|(k, _)| k.clone())
-            {
-                self.pending.remove(&oldest);
-            }
-        }
-        let entry = self.pending.entry(key.clone()).or_insert_with(|| Partial {
-            started: now,
-            parts: vec![None; usize::from(total)],
-        });
-        if entry.parts.len() != usize::from(total) {
-            return Err(SmsPpError::BadUdh { at: 1 });
-        }
-        entry.parts[usize::from(seq) - 1] = Some(payload.to_vec());
-        if entry.parts.iter().all(Option::is_some) {
-            let whole = self
-                .pending
-                .remove(&key)
-                .map(|p| p.parts.into_iter().flatten().flatten().collect());
-            return Ok(whole);
-        }
-        Ok(None)
     }
 }
 
@@ -479,7 +438,10 @@ mod tests {
     const UNDELIV_TEXT: &str = "id:0000000042 sub:001 dlvrd:000 submit date:2401011200 \
         done date:2401011200 stat:UNDELIV err:213 text:.p.stat:DELIVRD id:9";
 
-    fn receipt(text: &str, tlvs: Vec<rusmpp::tlvs::MessageDeliveryRequestTlvValue>) -> DeliverSm {
+    fn receipt(
+        text: &str,
+        tlvs: Vec<crate::smpp::rusmpp::tlvs::MessageDeliveryRequestTlvValue>,
+    ) -> DeliverSm {
         let mut d = DeliverSm::builder()
             .source_addr(COctetString::from_str("48600100200").unwrap())
             .esm_class(EsmClass::from(0x04))
@@ -518,8 +480,8 @@ mod tests {
 
     #[test]
     fn receipt_tlvs_win_over_the_text() {
-        use rusmpp::tlvs::MessageDeliveryRequestTlvValue as T;
-        use rusmpp::values::MessageState;
+        use crate::smpp::rusmpp::tlvs::MessageDeliveryRequestTlvValue as T;
+        use crate::smpp::rusmpp::values::MessageState;
         let r = parse_receipt(&receipt(
             "id:1 stat:DELIVRD err:000",
             vec![
