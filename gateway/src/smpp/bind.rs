@@ -1,46 +1,40 @@
-//! The tokio shell around one [`Session`]: socket, timers, reconnects.
+//! The tokio shell around one [`BindMachine`]: socket, timers, task.
 //!
-//! [`spawn`] starts a task that connects to the SMSC, frames the read half with
-//! [`frame_codec`], writes [`Session::poll_transmit`] bytes to the write half, sleeps until
-//! [`Session::poll_timeout`], and turns [`SessionEvent`]s into [`BindEvent`]s on a bounded
-//! channel. Callers talk to it through a [`BindHandle`] (bounded command channel).
+//! [`spawn`] starts a task that does what the sans-IO [`BindMachine`] asks and nothing more:
+//! it connects (TCP, then the rustls handshake when [`BindConfig::tls`] is set, the whole
+//! bounded by `connect_timeout`) on [`Action::Connect`], cuts the read half into frames with
+//! [`frame_codec`] and feeds them in, writes what [`BindMachine::poll_transmit`] yields,
+//! sleeps until [`BindMachine::poll_timeout`], and forwards [`BindEvent`]s on a bounded
+//! channel. Reconnect policy, the queue carried across reconnects, deadlines and the resend
+//! decision are the machine's, so every submission ends with exactly one
+//! [`BindEvent::Accepted`] or [`BindEvent::Failed`] (see [`super::bind_machine`]).
 //!
-//! When the link dies the task reconnects with exponential back-off and jitter and binds
-//! again. Submissions the closed session handed back are re-submitted on the new bind
-//! (those already written only if `resend_in_flight`, since their answer may just have been
-//! lost); any that are still unsent at their own deadline fail with
-//! [`SubmitFailure::DeadlineExpired`], so every submission ends with exactly one
-//! [`BindEvent::Accepted`] or [`BindEvent::Failed`].
-//!
-//! SMPP over TLS (conventionally port 3550): with [`BindConfig::tls`] set, the task connects
-//! TCP, runs the rustls handshake (the whole connect, handshake included, bounded by
-//! `connect_timeout`) and then drives the same framed loop over the TLS stream. A failed
-//! handshake is a failed connect: `Disconnected`, back-off, retry.
+//! Callers talk to the task through a [`BindHandle`] (bounded command channel). SMPP over TLS
+//! is conventionally on port 3550; a failed handshake is a failed connect: `Disconnected`,
+//! back-off, retry.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use futures_util::{FutureExt, StreamExt};
 use rand::Rng;
-use rusmpp::pdus::DeliverSm;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout, Instant};
-use tokio_util::codec::FramedRead;
+use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 
+pub use super::bind_machine::{BindEvent, ConnectError, LinkDown};
 pub use crate::tls::{
     crypto_provider, load_pem_certs, load_pem_key, tls_server_config, TlsClientSettings,
     TlsSetupError,
 };
 
+use super::bind_machine::{Action, BindMachine, BindMachineConfig};
 use super::framing::frame_codec;
-use super::session::{
-    CloseReason, Session, SessionConfig, SessionEvent, SubmitFailure, SubmitId, SubmitRejected,
-    SubmitRequest,
-};
+use super::session::{SessionConfig, SubmitId, SubmitRequest};
 use crate::metrics::smpp::{BindMetrics, BindState};
 
 /// Settings of one bind and its reconnect policy.
@@ -50,7 +44,7 @@ pub struct BindConfig {
     pub addr: String,
     /// Session settings.
     pub session: SessionConfig,
-    /// Time allowed for the TCP connect.
+    /// Time allowed for the TCP connect and the TLS handshake.
     pub connect_timeout: Duration,
     /// First reconnect delay; doubles per failed attempt.
     pub reconnect_initial: Duration,
@@ -58,7 +52,7 @@ pub struct BindConfig {
     pub reconnect_max: Duration,
     /// Re-send submissions that were written on a link that died before their answer came.
     /// `true` is at-least-once (a lost `submit_sm_resp` duplicates the message at the SMSC);
-    /// `false` fails them with [`SubmitFailure::LinkLostInFlight`].
+    /// `false` fails them with `SubmitFailure::LinkLostInFlight`.
     pub resend_in_flight: bool,
     /// Instrumentation of this bind (none: not measured).
     pub metrics: Option<Arc<BindMetrics>>,
@@ -96,44 +90,15 @@ impl BindConfig {
         self.metrics = Some(metrics);
         self
     }
-}
 
-/// What a bind reports.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BindEvent {
-    /// Bound (again).
-    Bound {
-        /// The SMSC's `system_id`.
-        smsc_system_id: String,
-    },
-    /// The SMSC accepted submission `id`.
-    Accepted {
-        /// Caller's id.
-        id: SubmitId,
-        /// The SMSC's `message_id`.
-        message_id: String,
-    },
-    /// Submission `id` failed for good.
-    Failed {
-        /// Caller's id.
-        id: SubmitId,
-        /// Why.
-        reason: SubmitFailure,
-    },
-    /// Submission `id` was throttled and will be re-sent.
-    Throttled {
-        /// Caller's id.
-        id: SubmitId,
-    },
-    /// An MO `deliver_sm` (already answered).
-    Mo(Box<DeliverSm>),
-    /// The link went down; a reconnect follows unless the bind is stopping.
-    Disconnected {
-        /// What happened.
-        reason: String,
-    },
-    /// The task ended (after [`BindHandle::unbind`] or when the handle was dropped).
-    Stopped,
+    fn machine_config(&self) -> BindMachineConfig {
+        BindMachineConfig {
+            session: self.session.clone(),
+            reconnect_initial: self.reconnect_initial,
+            reconnect_max: self.reconnect_max,
+            resend_in_flight: self.resend_in_flight,
+        }
+    }
 }
 
 enum Command {
@@ -144,13 +109,6 @@ enum Command {
     Unbind,
 }
 
-/// The caller's side of a bind task.
-#[derive(Debug, Clone)]
-pub struct BindHandle {
-    tx: mpsc::Sender<Command>,
-    pending: Arc<AtomicUsize>,
-}
-
 impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -158,6 +116,13 @@ impl std::fmt::Debug for Command {
             Command::Unbind => write!(f, "Unbind"),
         }
     }
+}
+
+/// The caller's side of a bind task.
+#[derive(Debug, Clone)]
+pub struct BindHandle {
+    tx: mpsc::Sender<Command>,
+    pending: Arc<AtomicUsize>,
 }
 
 /// The bind task is gone.
@@ -202,336 +167,219 @@ pub fn spawn(
 ) -> (BindHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(64);
     let pending = Arc::new(AtomicUsize::new(0));
+    let machine = BindMachine::new(
+        config.machine_config(),
+        now_std(),
+        rand::thread_rng().gen(),
+        config.metrics.clone(),
+    );
     let task = BindTask {
+        machine,
         config,
         events,
         commands: rx,
-        carried: VecDeque::new(),
         pending: pending.clone(),
-        stopping: false,
+        link: None,
+        connecting: None,
+        attempts: 0,
     };
     let join = tokio::spawn(task.run());
     (BindHandle { tx, pending }, join)
 }
 
+type Reader = FramedRead<ReadHalf<Box<dyn LinkStream>>, LengthDelimitedCodec>;
+
 struct BindTask {
+    machine: BindMachine,
     config: BindConfig,
     events: mpsc::Sender<BindEvent>,
     commands: mpsc::Receiver<Command>,
-    /// Submissions waiting for a bind, in order.
-    carried: VecDeque<(SubmitId, SubmitRequest)>,
     pending: Arc<AtomicUsize>,
-    stopping: bool,
+    /// The open connection, split.
+    link: Option<(Reader, WriteHalf<Box<dyn LinkStream>>)>,
+    /// The connect in progress.
+    connecting: Option<BoxFuture<'static, Result<Box<dyn LinkStream>, ConnectError>>>,
+    /// Connect attempts so far (every one after the first is a reconnect).
+    attempts: u64,
 }
 
 fn now_std() -> std::time::Instant {
     Instant::now().into_std()
 }
 
-impl BindTask {
-    fn set_state(&self, state: BindState) {
-        if let Some(m) = &self.config.metrics {
-            m.set_state(state);
-        }
-    }
-
-    async fn emit(&self, event: BindEvent) {
-        if matches!(event, BindEvent::Accepted { .. } | BindEvent::Failed { .. }) {
-            self.pending.fetch_sub(1, Ordering::Relaxed);
-        }
-        // A dropped receiver means nobody listens any more; the task winds down on its own.
-        let _ = self.events.send(event).await;
-    }
-
-    async fn fail(&self, id: SubmitId, reason: SubmitFailure) {
-        self.emit(BindEvent::Failed { id, reason }).await;
-    }
-
-    /// Keeps a submission for the next bind; `false` when too many wait already.
-    fn carry(&mut self, id: SubmitId, request: SubmitRequest) -> bool {
-        if self.carried.len() >= self.config.session.max_queued {
-            return false;
-        }
-        self.carried.push_back((id, request));
-        true
-    }
-
-    async fn expire_carried(&mut self) {
-        let now = now_std();
-        let mut kept = VecDeque::with_capacity(self.carried.len());
-        let mut expired = Vec::new();
-        for (id, req) in self.carried.drain(..) {
-            if req.deadline.is_some_and(|d| now >= d) {
-                expired.push(id);
-            } else {
-                kept.push_back((id, req));
-            }
-        }
-        self.carried = kept;
-        for id in expired {
-            self.fail(id, SubmitFailure::DeadlineExpired).await;
-        }
-    }
-
-    async fn fail_all_carried(&mut self, reason: SubmitFailure) {
-        let ids: Vec<SubmitId> = self.carried.drain(..).map(|(id, _)| id).collect();
-        for id in ids {
-            self.fail(id, reason.clone()).await;
-        }
-    }
-
-    async fn handle_command_while_down(&mut self, command: Option<Command>) {
-        match command {
-            Some(Command::Submit { id, request }) => {
-                if self.stopping {
-                    self.fail(id, SubmitFailure::ShuttingDown).await;
-                } else if !self.carry(id, *request) {
-                    self.fail(id, SubmitFailure::QueueFull).await;
-                }
-            }
-            Some(Command::Unbind) | None => self.stopping = true,
-        }
-    }
-
-    async fn run(mut self) {
-        let mut attempt: u32 = 0;
-        let mut first_attempt = true;
-        loop {
-            self.expire_carried().await;
-            if self.stopping {
-                break;
-            }
-            if let Some(m) = &self.config.metrics {
-                if !first_attempt {
-                    m.reconnect();
-                }
-                m.set_state(BindState::Connecting);
-            }
-            first_attempt = false;
-            let connected = timeout(self.config.connect_timeout, self.connect()).await;
-            match connected {
-                Ok(Ok(stream)) => {
-                    let (reason, was_bound) = self.run_connected(stream).await;
-                    self.set_state(BindState::Down);
-                    if was_bound {
-                        attempt = 0;
-                    }
-                    if self.stopping {
-                        break;
-                    }
-                    self.emit(BindEvent::Disconnected { reason }).await;
-                }
-                Ok(Err(reason)) => {
-                    self.set_state(BindState::Down);
-                    self.emit(BindEvent::Disconnected { reason }).await
-                }
-                Err(_) => {
-                    self.set_state(BindState::Down);
-                    self.emit(BindEvent::Disconnected {
-                        reason: format!("connect to {} timed out", self.config.addr),
-                    })
-                    .await
-                }
-            }
-            let delay = self.backoff(attempt);
-            attempt = attempt.saturating_add(1);
-            self.wait_down(Instant::now() + delay).await;
-        }
-        self.fail_all_carried(SubmitFailure::ShuttingDown).await;
-        self.set_state(BindState::Down);
-        self.emit(BindEvent::Stopped).await;
-    }
-
-    /// TCP connect, then the TLS handshake when configured; the error says which step failed.
-    async fn connect(&self) -> Result<Box<dyn LinkStream>, String> {
-        let addr = &self.config.addr;
-        let tcp = TcpStream::connect(addr)
+/// TCP connect, then the TLS handshake when configured, the whole within `limit`.
+async fn connect(
+    addr: String,
+    tls: Option<TlsClientSettings>,
+    limit: Duration,
+) -> Result<Box<dyn LinkStream>, ConnectError> {
+    let attempt = async {
+        let tcp = TcpStream::connect(&addr)
             .await
-            .map_err(|e| format!("connect to {addr}: {e}"))?;
+            .map_err(|e| ConnectError::Tcp(format!("{addr}: {e}")))?;
         let _ = tcp.set_nodelay(true);
-        let Some(tls) = &self.config.tls else {
-            return Ok(Box::new(tcp));
+        let Some(tls) = tls else {
+            return Ok(Box::new(tcp) as Box<dyn LinkStream>);
         };
         // Built per attempt so a CA file replaced on disk is picked up on the next reconnect.
         let (connector, name) = tls
             .connector()
-            .map_err(|e| format!("TLS setup for {addr}: {e}"))?;
+            .map_err(|e| ConnectError::Tls(format!("setup for {addr}: {e}")))?;
         let stream = connector
             .connect(name, tcp)
             .await
-            .map_err(|e| format!("TLS handshake with {addr}: {e}"))?;
-        Ok(Box::new(stream))
-    }
+            .map_err(|e| ConnectError::Tls(format!("handshake with {addr}: {e}")))?;
+        Ok(Box::new(stream) as Box<dyn LinkStream>)
+    };
+    timeout(limit, attempt)
+        .await
+        .unwrap_or(Err(ConnectError::TimedOut))
+}
 
-    /// Exponential back-off with "equal jitter": half fixed, half random, so that many binds
-    /// dropped together do not reconnect in step.
-    fn backoff(&self, attempt: u32) -> Duration {
-        let factor = 2u32.saturating_pow(attempt.min(16));
-        let base = self
-            .config
-            .reconnect_initial
-            .saturating_mul(factor)
-            .min(self.config.reconnect_max);
-        let half = base / 2;
-        half + half.mul_f64(rand::thread_rng().gen_range(0.0..=1.0))
-    }
-
-    /// Sleeps until `until` while the link is down, taking commands and failing expired
-    /// submissions at their deadlines.
-    async fn wait_down(&mut self, until: Instant) {
+impl BindTask {
+    async fn run(mut self) {
         loop {
-            let next_deadline = self
-                .carried
-                .iter()
-                .filter_map(|(_, r)| r.deadline)
-                .min()
-                .map(Instant::from_std);
-            let wake = next_deadline.map_or(until, |d| d.min(until));
+            if self.carry_out().await {
+                return;
+            }
+            let wake = self.machine.poll_timeout().map(Instant::from_std);
+            let link = &mut self.link;
+            let connecting = &mut self.connecting;
             tokio::select! {
-                _ = sleep_until(wake) => {
-                    self.expire_carried().await;
-                    if Instant::now() >= until {
-                        return;
+                frame = async {
+                    match link {
+                        Some((reader, _)) => reader.next().await,
+                        None => std::future::pending().await,
                     }
-                }
-                command = self.commands.recv() => {
-                    self.handle_command_while_down(command).await;
-                    if self.stopping {
-                        return;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Runs one connection to its end; returns why it ended and whether it got bound.
-    async fn run_connected(&mut self, stream: Box<dyn LinkStream>) -> (String, bool) {
-        self.set_state(BindState::Binding);
-        let mut session = match Session::with_metrics(
-            self.config.session.clone(),
-            now_std(),
-            self.config.metrics.clone(),
-        ) {
-            Ok(s) => s,
-            Err(e) => {
-                // The config cannot change between attempts: stop instead of looping.
-                self.stopping = true;
-                return (format!("invalid bind configuration: {e}"), false);
-            }
-        };
-        let mut was_bound = false;
-        let carried: Vec<(SubmitId, SubmitRequest)> = self.carried.drain(..).collect();
-        for (id, request) in carried {
-            if let Err((_, request)) = session.submit(now_std(), request, id) {
-                self.carried.push_back((id, *request));
-            }
-        }
-        if self.stopping {
-            self.set_state(BindState::Unbinding);
-            session.unbind(now_std());
-        }
-        let (read_half, mut write_half) = tokio::io::split(stream);
-        let mut reader = FramedRead::new(read_half, frame_codec());
-        loop {
-            while let Some(bytes) = session.poll_transmit() {
-                if let Err(e) = write_half.write_all(&bytes).await {
-                    tracing::warn!(error = %e, "write to SMSC failed");
-                    session.handle_disconnect(now_std());
-                    break;
-                }
-            }
-            while let Some(event) = session.poll_event() {
-                match event {
-                    SessionEvent::Bound { smsc_system_id } => {
-                        was_bound = true;
-                        self.set_state(BindState::Bound);
-                        self.emit(BindEvent::Bound { smsc_system_id }).await;
-                    }
-                    SessionEvent::SubmitAccepted { id, message_id } => {
-                        self.emit(BindEvent::Accepted { id, message_id }).await
-                    }
-                    SessionEvent::SubmitFailed { id, reason } => self.fail(id, reason).await,
-                    SessionEvent::Throttled { id, .. } => {
-                        self.emit(BindEvent::Throttled { id }).await
-                    }
-                    SessionEvent::Mo(deliver) => self.emit(BindEvent::Mo(deliver)).await,
-                    SessionEvent::Closed { reason, unsent } => {
-                        let graceful =
-                            matches!(reason, CloseReason::Unbound | CloseReason::PeerUnbound);
-                        if matches!(reason, CloseReason::BindRejected(_)) {
-                            tracing::warn!(?reason, "bind rejected");
-                        }
-                        // Handed back in submission order, ahead of anything carried since.
-                        let mut back = VecDeque::new();
-                        for u in unsent {
-                            if u.was_in_flight && !self.config.resend_in_flight {
-                                self.fail(u.id, SubmitFailure::LinkLostInFlight).await;
-                            } else {
-                                back.push_back((u.id, u.request));
-                            }
-                        }
-                        back.extend(self.carried.drain(..));
-                        self.carried = back;
-                        if graceful && self.stopping {
-                            self.fail_all_carried(SubmitFailure::ShuttingDown).await;
-                        }
-                        let _ = write_half.shutdown().await;
-                        return (format!("{reason:?}"), was_bound);
-                    }
-                }
-            }
-            let wake = session.poll_timeout().map(Instant::from_std);
-            tokio::select! {
-                frame = reader.next() => match frame {
-                    Some(Ok(frame)) => session.handle_frame(now_std(), &frame),
+                } => match frame {
+                    Some(Ok(frame)) => self.machine.handle_frame(now_std(), &frame),
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "SMPP framing error, closing the link");
-                        session.handle_disconnect(now_std());
+                        self.machine.handle_link_lost(now_std());
                     }
-                    None => session.handle_disconnect(now_std()),
+                    None => self.machine.handle_link_lost(now_std()),
                 },
+                connected = async {
+                    match connecting {
+                        Some(attempt) => attempt.await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    self.connecting = None;
+                    match connected {
+                        Ok(stream) => {
+                            let (read_half, write_half) = tokio::io::split(stream);
+                            self.link = Some((FramedRead::new(read_half, frame_codec()), write_half));
+                            self.machine.handle_connected(now_std());
+                        }
+                        Err(e) => self.machine.handle_connect_failed(now_std(), e),
+                    }
+                }
                 command = self.commands.recv() => match command {
                     Some(Command::Submit { id, request }) => {
-                        match session.submit(now_std(), *request, id) {
-                            Ok(()) => {}
-                            Err((SubmitRejected::QueueFull, _)) => {
-                                self.fail(id, SubmitFailure::QueueFull).await
-                            }
-                            Err((SubmitRejected::ReceiverBind, _)) => {
-                                self.fail(id, SubmitFailure::Rejected(
-                                    rusmpp::CommandStatus::EsmeRinvbndsts,
-                                )).await
-                            }
-                            Err((SubmitRejected::NotAccepting, request)) => {
-                                if self.stopping {
-                                    self.fail(id, SubmitFailure::ShuttingDown).await;
-                                } else if !self.carry(id, *request) {
-                                    self.fail(id, SubmitFailure::QueueFull).await;
-                                }
-                            }
-                        }
+                        self.machine.submit(now_std(), id, *request)
                     }
-                    Some(Command::Unbind) | None => {
-                        self.stopping = true;
-                        self.set_state(BindState::Unbinding);
-                        session.unbind(now_std());
-                    }
+                    Some(Command::Unbind) | None => self.machine.unbind(now_std()),
                 },
                 _ = async {
                     match wake {
                         Some(w) => sleep_until(w).await,
                         None => std::future::pending().await,
                     }
-                } => session.handle_timeout(now_std()),
+                } => self.machine.handle_timeout(now_std()),
             }
         }
     }
+
+    /// Does what the machine asks until it asks nothing more; `true` once it has stopped.
+    async fn carry_out(&mut self) -> bool {
+        loop {
+            let mut busy = false;
+            while let Some(bytes) = self.machine.poll_transmit() {
+                busy = true;
+                let Some((_, writer)) = &mut self.link else {
+                    break;
+                };
+                if let Err(e) = writer.write_all(&bytes).await {
+                    tracing::warn!(error = %e, "write to SMSC failed");
+                    self.machine.handle_link_lost(now_std());
+                    break;
+                }
+            }
+            while let Some(event) = self.machine.poll_event() {
+                busy = true;
+                emit(&self.events, &self.pending, event).await;
+            }
+            let mut stopped = false;
+            while let Some(action) = self.machine.poll_action() {
+                busy = true;
+                match action {
+                    Action::Connect => {
+                        if self.attempts > 0 {
+                            if let Some(m) = &self.config.metrics {
+                                m.reconnect();
+                            }
+                        }
+                        self.attempts += 1;
+                        self.connecting = Some(
+                            connect(
+                                self.config.addr.clone(),
+                                self.config.tls.clone(),
+                                self.config.connect_timeout,
+                            )
+                            .boxed(),
+                        );
+                    }
+                    Action::CloseLink => {
+                        self.connecting = None;
+                        if let Some((_, mut writer)) = self.link.take() {
+                            let _ = writer.shutdown().await;
+                        }
+                    }
+                    Action::Stop => stopped = true,
+                }
+            }
+            if let Some(m) = &self.config.metrics {
+                m.set_state(self.machine.state());
+            }
+            if stopped {
+                while let Some(event) = self.machine.poll_event() {
+                    emit(&self.events, &self.pending, event).await;
+                }
+                if let Some(m) = &self.config.metrics {
+                    m.set_state(BindState::Down);
+                }
+                return true;
+            }
+            if !busy {
+                return false;
+            }
+        }
+    }
+}
+
+/// Forwards one event; a submission's ending leaves the pending count.
+async fn emit(events: &mpsc::Sender<BindEvent>, pending: &AtomicUsize, event: BindEvent) {
+    if let BindEvent::Disconnected { reason } = &event {
+        if matches!(
+            reason,
+            LinkDown::Closed(super::session::CloseReason::BindRejected(_))
+        ) {
+            tracing::warn!(%reason, "bind rejected");
+        }
+    }
+    if matches!(event, BindEvent::Accepted { .. } | BindEvent::Failed { .. }) {
+        pending.fetch_sub(1, Ordering::Relaxed);
+    }
+    // A dropped receiver means nobody listens any more; the task winds down on its own.
+    let _ = events.send(event).await;
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::smpp::session::SubmitFailure;
     use rusmpp::{
         pdus::{BindTransceiverResp, SubmitSm, SubmitSmResp},
         types::COctetString,
@@ -648,7 +496,10 @@ mod tests {
                 let el = next_command(&mut reader).await.unwrap();
                 assert_eq!(el.id(), CommandId::EnquireLink);
                 match rx.recv().await.unwrap() {
-                    BindEvent::Disconnected { reason } => assert_eq!(reason, "DeadLink"),
+                    BindEvent::Disconnected { reason } => assert_eq!(
+                        reason,
+                        LinkDown::Closed(crate::smpp::session::CloseReason::DeadLink)
+                    ),
                     other => panic!("{other:?}"),
                 }
             } else {
@@ -688,24 +539,5 @@ mod tests {
             }
         }
         join.await.unwrap();
-    }
-
-    #[test]
-    fn backoff_doubles_with_jitter_and_is_capped() {
-        let (tx, _rx) = mpsc::channel(1);
-        let (_ctx, crx) = mpsc::channel(1);
-        let task = BindTask {
-            config: BindConfig::new("127.0.0.1:1", SessionConfig::default()),
-            events: tx,
-            commands: crx,
-            carried: VecDeque::new(),
-            pending: Arc::new(AtomicUsize::new(0)),
-            stopping: false,
-        };
-        for (attempt, base) in [(0u32, 1u64), (1, 2), (2, 4), (10, 60), (40, 60)] {
-            let d = task.backoff(attempt);
-            let base = Duration::from_secs(base);
-            assert!(d >= base / 2 && d <= base, "attempt {attempt}: {d:?}");
-        }
     }
 }

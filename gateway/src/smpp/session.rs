@@ -1,6 +1,6 @@
 //! Sans-IO ESME session: one SMPP bind, from `bind_*` to `unbind_resp`, with no socket or clock.
 //!
-//! The I/O shell ([`super::bind`]) creates a [`Session`] once TCP is up, feeds it every frame
+//! The bind machine ([`super::bind_machine`]) creates a [`Session`] once a connection is up, feeds it every frame
 //! ([`Session::handle_frame`]), wakes it at [`Session::poll_timeout`] ([`Session::handle_timeout`])
 //! and writes whatever [`Session::poll_transmit`] yields; callers put submissions in with
 //! [`Session::submit`] and read outcomes from [`Session::poll_event`].
@@ -16,7 +16,7 @@
 //! Guarantee: every submission the session accepted ends with exactly one
 //! [`SessionEvent::SubmitAccepted`] or [`SessionEvent::SubmitFailed`], or (when the session
 //! closes before it could be answered) is handed back in [`SessionEvent::Closed::unsent`] so
-//! that the shell can re-send it on the next bind or fail it at its deadline.
+//! that the bind machine can re-send it on the next connection or fail it at its deadline.
 
 use std::collections::{HashMap, VecDeque};
 use std::str::FromStr;
@@ -180,6 +180,20 @@ pub enum CloseReason {
     LinkLost,
     /// A frame shorter than the SMPP header: framing cannot be recovered.
     FramingLost,
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CloseReason::Unbound => f.write_str("unbound"),
+            CloseReason::PeerUnbound => f.write_str("unbound by the SMSC"),
+            CloseReason::BindRejected(status) => write!(f, "bind rejected with {status:?}"),
+            CloseReason::BindTimeout => f.write_str("no bind response in time"),
+            CloseReason::DeadLink => f.write_str("dead link (no enquire_link_resp in time)"),
+            CloseReason::LinkLost => f.write_str("connection lost"),
+            CloseReason::FramingLost => f.write_str("framing lost (PDU shorter than its header)"),
+        }
+    }
 }
 
 /// A submission that was not answered before the session closed.
