@@ -2,7 +2,7 @@
 //! takes it, gives a final refusal, or time runs out.
 //!
 //! Used by the Keycloak CIBA channel (the result goes to Keycloak's callback endpoint) and by
-//! the session manager for the native API's optional `callback_url`. A caller builds one
+//! the authorization manager for the native API's optional `callback_url`. A caller builds one
 //! [`CallbackClient`] (it holds a pooled hyper client) and calls [`CallbackClient::post_json`]
 //! per delivery; the answer is a typed [`Delivery`]: delivered with the receiver's status, or
 //! given up with a [`GiveUpReason`].

@@ -3,7 +3,7 @@
 //!
 //! Wiring, in order: secrets (PIN pepper, API tokens, bind passwords) -> subscriber registry
 //! (file or generated) -> router -> embedded store -> metrics registry -> one channel
-//! [`Authorizer`] per operator with its binds (and the USSD PIN check) -> [`SessionManager`],
+//! [`Authorizer`] per operator with its binds (and the USSD PIN check) -> [`AuthorizationManager`],
 //! which first ends whatever the last run left in flight -> north API (native routes, Keycloak
 //! route if configured) on `[api] listen` (HTTPS with `[api.tls]`, rustls), metrics on
 //! `[metrics] listen`. Port 0 is allowed; the handle reports the real addresses.
@@ -30,16 +30,16 @@ use tokio_util::task::TaskTracker;
 use crate::api::jwt::{JwksSource, JwtConfig, JwtVerifier};
 use crate::api::keycloak::{self, KeycloakChannel, SubscriberMap};
 use crate::api::{self, ApiOptions, ApiState, ClientCredential};
+use crate::authorization::service::AuthorizationService;
+use crate::authorization::{
+    system_clock, AuditLog, AuthorizationManager, ChannelPort, ManagerDeps, ManagerSettings,
+    Operator, UssdPinCheck,
+};
 use crate::channel::{AuthRequest, AuthResult, Authorizer, AuthorizerConfig, PinVerifier};
 use crate::config::{GatewayConfig, LogConfig, LogFormat};
 use crate::metrics::smpp::{BindMetrics, BindState};
 use crate::metrics::Metrics;
 use crate::routing::{NumberRange, Router};
-use crate::session::service::AuthorizationService;
-use crate::session::{
-    system_clock, AuditLog, ChannelPort, Operator, SessionDeps, SessionManager, SessionSettings,
-    UssdPinCheck,
-};
 use crate::smpp::bind::{tls_server_config, BindConfig};
 use crate::store::{EmbeddedStore, LockoutPolicy, Store, StoreOptions};
 use crate::subscribers::{Pepper, SubscriberRegistry};
@@ -57,7 +57,7 @@ pub struct ServeHandle {
     pub metrics_addr: Option<SocketAddr>,
     /// Drain time used by [`shutdown`](Self::shutdown).
     pub drain: Duration,
-    manager: SessionManager,
+    manager: AuthorizationManager,
     authorizers: Vec<(Authorizer, JoinHandle<()>)>,
     keycloak: Option<Arc<KeycloakChannel>>,
     stop_listeners: CancellationToken,
@@ -74,7 +74,7 @@ impl std::fmt::Debug for ServeHandle {
 }
 
 impl ServeHandle {
-    /// The session layer (what the API calls), for in-process drivers.
+    /// The authorization layer (what the API calls), for in-process drivers.
     pub fn service(&self) -> Arc<dyn AuthorizationService> {
         Arc::new(self.manager.clone())
     }
@@ -173,9 +173,9 @@ fn lockout_policy(config: &GatewayConfig) -> LockoutPolicy {
 }
 
 /// The authorization manager's settings from `[limits]` and `[policy]`.
-fn session_settings(config: &GatewayConfig) -> SessionSettings {
+fn session_settings(config: &GatewayConfig) -> ManagerSettings {
     let p = &config.policy;
-    SessionSettings {
+    ManagerSettings {
         max_in_flight: config.limits.max_in_flight.max(1) as usize,
         per_msisdn: config.limits.per_msisdn_concurrent.max(1) as usize,
         retry_after: Duration::from_secs(u64::from(config.limits.retry_after_secs.max(1))),
@@ -183,7 +183,7 @@ fn session_settings(config: &GatewayConfig) -> SessionSettings {
         fallback_stk_to_ussd: p.fallback_stk_to_ussd,
         lockout: lockout_policy(config),
         overrun: Duration::from_secs(p.stk_answer_timeout_secs + p.submit_timeout_secs + 15),
-        ..SessionSettings::default()
+        ..ManagerSettings::default()
     }
 }
 
@@ -274,7 +274,7 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<ServeHandle> {
                 authorizer: authorizer.clone(),
                 binds: bind_metrics,
             }),
-            metrics: Some(metrics.session.operator(&op.name)),
+            metrics: Some(metrics.authorization.operator(&op.name)),
         });
         authorizers.push((authorizer, join));
     }
@@ -282,7 +282,7 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<ServeHandle> {
     let audit_path = AuditLog::beside_store(&config.store.path);
     let audit = AuditLog::open(&audit_path)
         .with_context(|| format!("opening the audit log {}", audit_path.display()))?;
-    let manager = SessionManager::new(SessionDeps {
+    let manager = AuthorizationManager::new(ManagerDeps {
         store,
         router,
         subscribers,

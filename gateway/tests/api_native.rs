@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use gateway::api::{self, ApiOptions, ApiState, ClientCredential};
-use gateway::config::Secret;
-use gateway::session::service::{
+use gateway::authorization::service::{
     AuthorizationService, AuthorizationState, AuthorizationView, ChannelKind, Loa, LookupError,
     PendingState, Readiness, StartError, StartRequest, TerminalStatus,
 };
+use gateway::config::Secret;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

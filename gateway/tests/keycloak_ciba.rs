@@ -20,11 +20,11 @@ use gateway::api::jwt::{JwksSource, JwtConfig, JwtVerifier};
 use gateway::api::keycloak::{
     routes, CallbackReport, ChannelStatus, KeycloakChannel, KeycloakConfig, SubscriberMap,
 };
-use gateway::callback::{Delivery, GiveUpReason, RetryPolicy};
-use gateway::session::service::{
+use gateway::authorization::service::{
     AuthorizationService, AuthorizationState, AuthorizationView, Loa, LookupError, PendingState,
     Readiness, StartError, StartRequest, TerminalStatus,
 };
+use gateway::callback::{Delivery, GiveUpReason, RetryPolicy};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;

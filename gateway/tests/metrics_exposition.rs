@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gateway::metrics::api::{HttpMethod, RejectReason};
+use gateway::metrics::authorization::{Channel, Loa, OtaFailure, Outcome};
 use gateway::metrics::callback::{CallbackOutcome, CallbackTarget};
-use gateway::metrics::session::{Channel, Loa, OtaFailure, Outcome};
 use gateway::metrics::smpp::{BindState, Direction};
 use gateway::metrics::store::StoreOp;
 use gateway::metrics::{Exposition, Metrics, OPENMETRICS_CONTENT_TYPE};
@@ -26,7 +26,7 @@ const FORBIDDEN_LABELS: &[&str] = &["msisdn", "session", "session_id", "message_
 /// A registry with every family touched once, as after a little traffic.
 fn exercised() -> (Metrics, Exposition) {
     let (m, exposition) = Metrics::standalone();
-    let op = m.session.operator("op1");
+    let op = m.authorization.operator("op1");
     op.started(Channel::Ussd, Loa::Loa2);
     op.prompt_sent(Channel::Ussd);
     op.user_answered(Channel::Ussd, Duration::from_secs(4));

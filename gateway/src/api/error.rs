@@ -12,7 +12,7 @@ use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use crate::session::service::{LookupError, StartError};
+use crate::authorization::service::{LookupError, StartError};
 
 /// A refusal: status, machine code, message and the headers that go with it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -31,10 +31,10 @@ use tokio_util::task::TaskTracker;
 
 use super::error::ApiError;
 use super::jwt::{JwtError, JwtVerifier, VerifiedToken};
-use crate::callback::{CallbackClient, Delivery, GiveUpReason, RetryPolicy};
-use crate::session::service::{
+use crate::authorization::service::{
     AuthorizationService, AuthorizationState, Loa, LookupError, StartRequest, TerminalStatus,
 };
+use crate::callback::{CallbackClient, Delivery, GiveUpReason, RetryPolicy};
 
 /// Largest request body accepted from Keycloak (its JSON is a few hundred bytes).
 const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -53,7 +53,7 @@ pub struct KeycloakConfig {
     pub realm_url: String,
     /// Where results go; `None` = `{realm_url}/protocol/openid-connect/ext/ciba/auth/callback`.
     pub callback_url: Option<String>,
-    /// The API client the authorizations belong to in the session layer.
+    /// The API client the authorizations belong to in the authorization layer.
     pub client_id: String,
     /// Display names of Keycloak clients (`azp`) shown to the user; unknown ones show the id.
     pub client_names: HashMap<String, String>,
@@ -69,7 +69,7 @@ pub struct KeycloakConfig {
     /// Earliest callback after the 201: Keycloak stores the request only once our 201 has
     /// returned, so a result POSTed sooner can find nothing and be refused with 403.
     pub callback_min_delay: Duration,
-    /// Longest single long-poll of the session layer.
+    /// Longest single long-poll of the authorization layer.
     pub poll_wait: Duration,
     /// Most requests followed at once (each holds one task until its callback is done).
     pub max_pending: usize,
@@ -326,7 +326,7 @@ struct CallbackBody {
 pub struct CallbackReport {
     /// The token's `jti`.
     pub jti: String,
-    /// The authorization id in the session layer.
+    /// The authorization id in the authorization layer.
     pub authorization_id: String,
     /// The status sent, when the authorization ended in time.
     pub status: Option<ChannelStatus>,
@@ -334,7 +334,7 @@ pub struct CallbackReport {
     pub delivery: Delivery,
 }
 
-/// The Keycloak channel: configuration, token verifier, session layer, callback client and
+/// The Keycloak channel: configuration, token verifier, authorization layer, callback client and
 /// the bookkeeping of the requests being followed.
 pub struct KeycloakChannel {
     config: KeycloakConfig,
@@ -402,7 +402,7 @@ impl KeycloakChannel {
     }
 
     /// Stop accepting and wait up to `limit` for the followed requests to call back (the
-    /// session layer ends its authorizations with a definite status on shutdown, and those
+    /// authorization layer ends its authorizations with a definite status on shutdown, and those
     /// results still go to Keycloak). Returns whether all finished.
     pub async fn drain(&self, limit: Duration) -> bool {
         self.tracker.close();
@@ -611,7 +611,7 @@ impl KeycloakChannel {
                     }
                 }
                 Ok(Err(LookupError::NotFound)) => {
-                    // Lost by the session layer: say no rather than leave Keycloak waiting.
+                    // Lost by the authorization layer: say no rather than leave Keycloak waiting.
                     tracing::warn!(authorization = %id, "authorization vanished; answering UNAUTHORIZED");
                     return Some(TerminalStatus::Rejected);
                 }

@@ -3,7 +3,7 @@
 //! Data flow: a request enters [`router`]; [`auth::AuthenticatedClient`] checks the bearer
 //! token (constant time) and the client's token bucket ([`limits`]); the handler in [`native`]
 //! validates the JSON body or query, calls the [`AuthorizationService`] and answers with the
-//! [`AuthorizationView`](crate::session::service::AuthorizationView). Every refusal, from axum
+//! [`AuthorizationView`](crate::authorization::service::AuthorizationView). Every refusal, from axum
 //! or from the service, becomes one [`error::ApiError`] with a JSON body
 //! `{"error": "snake_case_code", "message": "..."}`; the mapping lives in [`error`] only.
 //!
@@ -37,8 +37,8 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 
+use crate::authorization::service::AuthorizationService;
 use crate::secret::Secret;
-use crate::session::service::AuthorizationService;
 
 pub use auth::{AuthenticatedClient, ClientRegistry};
 pub use error::ApiError;
@@ -97,7 +97,7 @@ pub type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
 /// Shared state of every north handler, the native ones and those plugged in.
 #[derive(Clone)]
 pub struct ApiState {
-    /// The session layer.
+    /// The authorization layer.
     pub service: Arc<dyn AuthorizationService>,
     /// Who may call, by token.
     pub clients: Arc<ClientRegistry>,

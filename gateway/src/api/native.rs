@@ -4,7 +4,7 @@
 //! Data flow of a start: [`AuthenticatedClient`] (token, then rate) -> content type -> body
 //! (bounded by `max_body_bytes`) -> [`parse_start`] (JSON object, unknown fields refused,
 //! each field typed and checked) -> [`StartRequest`] with the client id from the token ->
-//! [`AuthorizationService::start`](crate::session::service::AuthorizationService::start) ->
+//! [`AuthorizationService::start`](crate::authorization::service::AuthorizationService::start) ->
 //! 201 + `Location`, or 200 when the same `Idempotency-Key` returned the same authorization.
 //!
 //! [`ROUTES`] is the one list of native routes: [`routes`] builds the router from it and the
@@ -27,7 +27,7 @@ use serde_json::{Map, Value};
 use super::auth::AuthenticatedClient;
 use super::error::ApiError;
 use super::{openapi, ApiOptions, ApiState};
-use crate::session::service::{AuthorizationView, Loa, StartRequest};
+use crate::authorization::service::{AuthorizationView, Loa, StartRequest};
 
 /// Path of the authorization collection.
 pub const AUTHORIZATIONS: &str = "/v1/authorizations";

@@ -1,5 +1,5 @@
 //! North API: requests by route, method and status class, their latency (RED), and requests
-//! refused before reaching the session layer, by reason.
+//! refused before reaching the authorization layer, by reason.
 //!
 //! The serve wiring wraps the API router with [`track`]:
 //!

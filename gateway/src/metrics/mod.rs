@@ -8,7 +8,7 @@
 //!
 //! Components resolve their label handles once, outside hot paths: an SMPP bind gets a
 //! [`smpp::BindMetrics`] from [`smpp::SmppMetrics::bind`] when it is configured, an operator a
-//! [`session::OperatorMetrics`] from [`session::SessionMetrics::operator`]; each hot-path call
+//! [`authorization::OperatorMetrics`] from [`authorization::AuthorizationMetrics::operator`]; each hot-path call
 //! then only indexes an array of pre-registered counters.
 //!
 //! Labels are bounded by construction: operator and bind names come from the configuration,
@@ -16,16 +16,16 @@
 //! `other`). No MSISDN, session id or message id ever becomes a label.
 //!
 //! - [`api`]: north API requests (RED) and refusals by reason.
-//! - [`session`]: authorizations started/completed, in flight, latencies, prompts, PINs, OTA.
+//! - [`authorization`]: authorizations started/completed, in flight, latencies, prompts, PINs, OTA.
 //! - [`smpp`]: binds, PDUs, statuses, window, round trip, throttles, reconnects, nacks.
 //! - [`store`]: store operation latency and errors.
 //! - [`callback`]: outgoing callbacks delivered or failed.
 //! - [`build`]: build information.
 
 pub mod api;
+pub mod authorization;
 pub mod build;
 pub mod callback;
-pub mod session;
 pub mod smpp;
 pub mod store;
 
@@ -50,8 +50,8 @@ pub const PROMETHEUS_TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; chars
 pub struct Metrics {
     /// North API.
     pub api: Arc<api::ApiMetrics>,
-    /// Authorizations (the session manager and the channels).
-    pub session: Arc<session::SessionMetrics>,
+    /// Authorizations (the authorization manager and the channels).
+    pub authorization: Arc<authorization::AuthorizationMetrics>,
     /// SMPP binds.
     pub smpp: Arc<smpp::SmppMetrics>,
     /// Store.
@@ -68,7 +68,7 @@ impl Metrics {
         build::register(sub, &build::BuildInfo::current());
         Self {
             api: Arc::new(api::ApiMetrics::new(sub)),
-            session: Arc::new(session::SessionMetrics::new(sub)),
+            authorization: Arc::new(authorization::AuthorizationMetrics::new(sub)),
             smpp: Arc::new(smpp::SmppMetrics::new(sub)),
             store: Arc::new(store::StoreMetrics::new(sub)),
             callback: Arc::new(callback::CallbackMetrics::new(sub)),
@@ -251,7 +251,7 @@ mod tests {
     fn exposition_ends_with_eof_and_carries_every_family() {
         let (m, exposition) = Metrics::standalone();
         // Families labelled by operator or bind only have series once one is configured.
-        let _op = m.session.operator("op");
+        let _op = m.authorization.operator("op");
         let _bind = m.smpp.bind("op", "b1");
         let text = exposition.encode();
         assert!(text.ends_with("# EOF\n"), "{text}");

@@ -1,7 +1,7 @@
 //! Store operations: latency and errors per operation (USE for the store: rate of
 //! `gateway_store_operation_duration_seconds_sum` is its busy time, errors by `result`).
 //!
-//! The session manager (or a store wrapper) times each call of the
+//! The authorization manager (or a store wrapper) times each call of the
 //! [`crate::store`] trait and reports it with [`StoreMetrics::observe`].
 
 use std::time::Duration;

@@ -18,15 +18,16 @@ use tokio_util::sync::CancellationToken;
 
 use super::config::AccountConfig;
 
-/// The three bind types of SMPP.
+/// What an ESME bound as (the three bind types of SMPP); named apart from the gateway's own
+/// `BindKind`, which says what it binds as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BindKind {
+pub enum BoundAs {
     Transmitter,
     Receiver,
     Transceiver,
 }
 
-impl BindKind {
+impl BoundAs {
     /// The SMPP name of the bind type (metrics label).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -98,7 +99,7 @@ pub enum Dispatched {
 pub struct BindTicket {
     pub bind_id: u64,
     pub system_id: String,
-    pub kind: BindKind,
+    pub kind: BoundAs,
     pub throttle_tps: Option<u32>,
     /// Deliveries for this bind (empty forever for transmitters).
     pub deliveries: mpsc::Receiver<Delivery>,
@@ -109,7 +110,7 @@ pub struct BindTicket {
 #[derive(Debug)]
 struct BindEntry {
     bind_id: u64,
-    kind: BindKind,
+    kind: BoundAs,
     tx: mpsc::Sender<Delivery>,
     kill: CancellationToken,
 }
@@ -173,7 +174,7 @@ impl Registry {
         &self,
         system_id: &str,
         password: &[u8],
-        kind: BindKind,
+        kind: BoundAs,
     ) -> Result<BindTicket, BindError> {
         let mut inner = self.lock();
         let bind_id = inner.next_bind_id;
@@ -315,14 +316,14 @@ impl Registry {
 
     /// Binds open now per account and kind, every account and kind listed (zeros included),
     /// sorted; read by the metrics endpoint.
-    pub fn open_binds(&self) -> Vec<(String, BindKind, u64)> {
+    pub fn open_binds(&self) -> Vec<(String, BoundAs, u64)> {
         let inner = self.lock();
         let mut out = Vec::new();
         for (id, account) in &inner.accounts {
             for kind in [
-                BindKind::Transmitter,
-                BindKind::Receiver,
-                BindKind::Transceiver,
+                BoundAs::Transmitter,
+                BoundAs::Receiver,
+                BoundAs::Transceiver,
             ] {
                 let n = account.binds.iter().filter(|b| b.kind == kind).count();
                 out.push((id.clone(), kind, n as u64));
@@ -375,11 +376,11 @@ mod tests {
     #[test]
     fn a_wrong_password_is_refused_with_invpaswd() {
         let r = registry(2);
-        let e = r.bind("gw", b"nope", BindKind::Transceiver).unwrap_err();
+        let e = r.bind("gw", b"nope", BoundAs::Transceiver).unwrap_err();
         assert_eq!(e, BindError::WrongPassword);
         assert_eq!(e.status(), CommandStatus::EsmeRinvpaswd);
         assert_eq!(
-            r.bind("who", b"secret", BindKind::Transceiver)
+            r.bind("who", b"secret", BoundAs::Transceiver)
                 .unwrap_err()
                 .status(),
             CommandStatus::EsmeRbindfail
@@ -389,21 +390,21 @@ mod tests {
     #[test]
     fn the_bind_limit_is_per_account_and_freed_on_unregister() {
         let r = registry(1);
-        let t = r.bind("gw", b"secret", BindKind::Transmitter).unwrap();
+        let t = r.bind("gw", b"secret", BoundAs::Transmitter).unwrap();
         assert_eq!(
-            r.bind("gw", b"secret", BindKind::Receiver).unwrap_err(),
+            r.bind("gw", b"secret", BoundAs::Receiver).unwrap_err(),
             BindError::TooManyBinds { max: 1 }
         );
         r.unregister("gw", t.bind_id, Vec::new());
-        assert!(r.bind("gw", b"secret", BindKind::Receiver).is_ok());
+        assert!(r.bind("gw", b"secret", BoundAs::Receiver).is_ok());
     }
 
     #[test]
     fn deliveries_go_round_robin_to_receivers_only() {
         let r = registry(3);
-        let mut tx = r.bind("gw", b"secret", BindKind::Transmitter).unwrap();
-        let mut a = r.bind("gw", b"secret", BindKind::Receiver).unwrap();
-        let mut b = r.bind("gw", b"secret", BindKind::Transceiver).unwrap();
+        let mut tx = r.bind("gw", b"secret", BoundAs::Transmitter).unwrap();
+        let mut a = r.bind("gw", b"secret", BoundAs::Receiver).unwrap();
+        let mut b = r.bind("gw", b"secret", BoundAs::Transceiver).unwrap();
         for _ in 0..4 {
             assert_eq!(r.dispatch("gw", mo()), Dispatched::ToBind);
         }
@@ -420,7 +421,7 @@ mod tests {
         assert_eq!(r.dispatch("gw", mo()), Dispatched::Backlogged);
         assert_eq!(r.dispatch("gw", mo()), Dispatched::Backlogged);
         assert_eq!(r.dispatch("gw", mo()), Dispatched::Dropped);
-        let mut t = r.bind("gw", b"secret", BindKind::Receiver).unwrap();
+        let mut t = r.bind("gw", b"secret", BoundAs::Receiver).unwrap();
         assert!(t.deliveries.try_recv().is_ok());
         assert!(t.deliveries.try_recv().is_ok());
         assert!(t.deliveries.try_recv().is_err());
@@ -431,8 +432,8 @@ mod tests {
         let mut other = AccountConfig::new("other", "x");
         other.max_binds = 1;
         let r = Registry::new(&[AccountConfig::new("gw", "secret"), other], 4, 4);
-        let a = r.bind("gw", b"secret", BindKind::Receiver).unwrap();
-        let b = r.bind("other", b"x", BindKind::Receiver).unwrap();
+        let a = r.bind("gw", b"secret", BoundAs::Receiver).unwrap();
+        let b = r.bind("other", b"x", BoundAs::Receiver).unwrap();
         assert_eq!(r.drop_binds(Some("gw")), 1);
         assert!(a.kill.is_cancelled());
         assert!(!b.kill.is_cancelled());

@@ -41,7 +41,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use bind::{BindError, BindKind};
+pub use bind::{BindError, BoundAs};
 pub use config::{AccountConfig, ConfigError, SmscConfig};
 pub use faults::Fault;
 pub use network::{

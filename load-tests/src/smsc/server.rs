@@ -42,7 +42,7 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::bind::{BindKind, BindTicket, Delivery, DeliveryKind, Dispatched, Registry};
+use super::bind::{BindTicket, BoundAs, Delivery, DeliveryKind, Dispatched, Registry};
 use super::config::SmscConfig;
 use super::faults::{FaultState, ResponseAction};
 use super::network::{MoMessage, MtMessage, Network};
@@ -637,7 +637,7 @@ impl Connection {
                     b.system_id.as_str().to_owned(),
                     b.password.as_str().as_bytes().to_vec(),
                 );
-                self.handle_bind(seq, BindKind::Transmitter, &id, &pw)
+                self.handle_bind(seq, BoundAs::Transmitter, &id, &pw)
                     .await?;
             }
             Pdu::BindReceiver(b) => {
@@ -645,14 +645,14 @@ impl Connection {
                     b.system_id.as_str().to_owned(),
                     b.password.as_str().as_bytes().to_vec(),
                 );
-                self.handle_bind(seq, BindKind::Receiver, &id, &pw).await?;
+                self.handle_bind(seq, BoundAs::Receiver, &id, &pw).await?;
             }
             Pdu::BindTransceiver(b) => {
                 let (id, pw) = (
                     b.system_id.as_str().to_owned(),
                     b.password.as_str().as_bytes().to_vec(),
                 );
-                self.handle_bind(seq, BindKind::Transceiver, &id, &pw)
+                self.handle_bind(seq, BoundAs::Transceiver, &id, &pw)
                     .await?;
             }
             Pdu::EnquireLink => {
@@ -716,7 +716,7 @@ impl Connection {
     async fn handle_bind(
         &mut self,
         seq: u32,
-        kind: BindKind,
+        kind: BoundAs,
         system_id: &str,
         password: &[u8],
     ) -> io::Result<()> {
@@ -749,9 +749,9 @@ impl Connection {
         let id: COctetString<1, 16> = COctetString::from_str(SMSC_SYSTEM_ID).unwrap_or_default();
         let v = Some(InterfaceVersion::Smpp3_4);
         let pdu = match kind {
-            BindKind::Transmitter => Pdu::BindTransmitterResp(BindTransmitterResp::new(id, v)),
-            BindKind::Receiver => Pdu::BindReceiverResp(BindReceiverResp::new(id, v)),
-            BindKind::Transceiver => Pdu::BindTransceiverResp(BindTransceiverResp::new(id, v)),
+            BoundAs::Transmitter => Pdu::BindTransmitterResp(BindTransmitterResp::new(id, v)),
+            BoundAs::Receiver => Pdu::BindReceiverResp(BindReceiverResp::new(id, v)),
+            BoundAs::Transceiver => Pdu::BindTransceiverResp(BindTransceiverResp::new(id, v)),
         };
         self.write(&encode_command(&Command::new(status, seq, pdu)))
             .await

@@ -2,11 +2,11 @@
 //! answer time and the gateway's own share, prompts per channel, PIN failures and lockouts,
 //! and OTA (SIM applet secured packet) failures.
 //!
-//! The session manager resolves one [`OperatorMetrics`] per configured operator at start-up
-//! ([`SessionMetrics::operator`]) and calls it on each step of an authorization:
+//! The authorization manager resolves one [`OperatorMetrics`] per configured operator at start-up
+//! ([`AuthorizationMetrics::operator`]) and calls it on each step of an authorization:
 //!
 //! ```text
-//! let m = metrics.session.operator("orange");          // once, at start-up
+//! let m = metrics.authorization.operator("orange");          // once, at start-up
 //! m.started(Channel::Ussd, Loa::Loa2);                  // admitted
 //! m.prompt_sent(Channel::Ussd);                         // each prompt submitted
 //! m.user_answered(Channel::Ussd, answer_wait);          // prompt accepted -> answer
@@ -47,7 +47,7 @@ label_enum! {
 }
 
 label_enum! {
-    /// How an authorization ended (mirrors `channel::AuthResult`, plus the session manager's
+    /// How an authorization ended (mirrors `channel::AuthResult`, plus the authorization manager's
     /// own endings).
     pub enum Outcome {
         /// The user approved.
@@ -127,9 +127,9 @@ struct OtaLabels {
     kind: OtaFailure,
 }
 
-/// The authorization families; hand out per-operator handles with [`SessionMetrics::operator`].
+/// The authorization families; hand out per-operator handles with [`AuthorizationMetrics::operator`].
 #[derive(Debug)]
-pub struct SessionMetrics {
+pub struct AuthorizationMetrics {
     started: Family<StartLabels, Counter>,
     completed: Family<DoneLabels, Counter>,
     in_flight: Family<OpChannelLabels, Gauge>,
@@ -165,7 +165,7 @@ pub struct OperatorMetrics {
 const LOAS: usize = 2;
 const OUTCOMES: usize = 11;
 
-impl SessionMetrics {
+impl AuthorizationMetrics {
     /// Registers the authorization families.
     pub fn new(registry: &mut Registry) -> Self {
         let m = Self {
@@ -376,7 +376,7 @@ mod tests {
     #[test]
     fn started_then_completed_leaves_nothing_in_flight_and_counts_the_outcome() {
         let mut registry = Registry::default();
-        let m = SessionMetrics::new(&mut registry);
+        let m = AuthorizationMetrics::new(&mut registry);
         let op = m.operator("op1");
         op.started(Channel::Stk, Loa::Loa3);
         assert_eq!(op.in_flight(Channel::Stk), 1);

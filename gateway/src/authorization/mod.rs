@@ -1,7 +1,7 @@
-//! Authorization sessions: the contract with the north API ([`service`]) and what implements
+//! Authorizations: the contract with the north API ([`service`]) and what implements
 //! it.
 //!
-//! Data flow: the API calls [`SessionManager`] (an [`AuthorizationService`]); it routes and
+//! Data flow: the API calls [`AuthorizationManager`] (an [`AuthorizationService`]); it routes and
 //! admits the request, records each step in the store by compare-and-set ([`state`] holds the
 //! state machine's rules and the mapping of channel results to one terminal status), runs the
 //! prompt through the operator's channel, and publishes the one ending to long-pollers, the
@@ -17,7 +17,7 @@ pub mod service;
 pub mod state;
 
 pub use audit::AuditLog;
-pub use manager::{ChannelPort, Operator, SessionDeps, SessionManager, SessionSettings};
+pub use manager::{AuthorizationManager, ChannelPort, ManagerDeps, ManagerSettings, Operator};
 pub use pin::{system_clock, UnixClock, UssdPinCheck};
 
 #[cfg(test)]

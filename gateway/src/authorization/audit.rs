@@ -99,7 +99,7 @@ impl AuditLog {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::session::service::{ChannelKind, Loa, TerminalStatus};
+    use crate::authorization::service::{ChannelKind, Loa, TerminalStatus};
 
     #[test]
     fn audit_line_masks_the_msisdn_and_is_one_json_line() {
@@ -124,7 +124,7 @@ mod tests {
         log.record("rp", "48600123456", &view);
         let pending = AuthorizationView {
             state: AuthorizationState::Pending {
-                step: crate::session::service::PendingState::Routed,
+                step: crate::authorization::service::PendingState::Routed,
             },
             ..view.clone()
         };

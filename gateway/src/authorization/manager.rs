@@ -1,4 +1,4 @@
-//! [`SessionManager`]: the [`AuthorizationService`] behind the north API.
+//! [`AuthorizationManager`]: the [`AuthorizationService`] behind the north API.
 //!
 //! Data flow of a start: parse and route the MSISDN ([`Router`]), look the subscriber up
 //! ([`SubscriberRegistry`]), pick the channel (SIM applet when the SIM has it, USSD otherwise),
@@ -19,7 +19,7 @@
 //!
 //! Restart: the dialogs live in the channel driver's memory, so after a restart none can be
 //! resumed (a USSD dialog is gone at the SMSC, and the card's answer cannot be matched without
-//! the challenge). [`SessionManager::recover`] therefore ends every in-flight record as
+//! the challenge). [`AuthorizationManager::recover`] therefore ends every in-flight record as
 //! `expired` / `gateway_restarted`, whether or not its deadline passed.
 //!
 //! Shutdown: new starts are refused, running authorizations get a time to finish, then end
@@ -47,7 +47,7 @@ use super::service::{
 use super::state::{self, Ending};
 use crate::callback::{CallbackClient, RetryPolicy};
 use crate::channel::{AuthChannel, AuthRequest, AuthResult};
-use crate::metrics::session as m;
+use crate::metrics::authorization as m;
 use crate::routing::{Msisdn, Router};
 use crate::store::{
     AuthState, AuthorizationRecord, AuthorizationUpdate, IdempotencyClaim, LockState,
@@ -84,7 +84,7 @@ pub struct Operator {
 
 /// Settings of the manager.
 #[derive(Debug, Clone)]
-pub struct SessionSettings {
+pub struct ManagerSettings {
     /// Most authorizations in flight; beyond: `Overloaded`.
     pub max_in_flight: usize,
     /// Most concurrent authorizations per MSISDN; beyond: `AlreadyInProgress`.
@@ -106,7 +106,7 @@ pub struct SessionSettings {
     pub callback_window: Duration,
 }
 
-impl Default for SessionSettings {
+impl Default for ManagerSettings {
     fn default() -> Self {
         Self {
             max_in_flight: 10_000,
@@ -124,26 +124,26 @@ impl Default for SessionSettings {
 }
 
 /// What the manager is built from.
-pub struct SessionDeps {
+pub struct ManagerDeps {
     pub store: Arc<dyn Store>,
     pub router: Arc<Router>,
     pub subscribers: Arc<SubscriberRegistry>,
     /// Index = [`crate::routing::OperatorId`].
     pub operators: Vec<Operator>,
-    pub settings: SessionSettings,
+    pub settings: ManagerSettings,
     pub audit: Option<AuditLog>,
     pub clock: UnixClock,
 }
 
-/// The session manager; cheap to clone.
+/// The authorization manager; cheap to clone.
 #[derive(Clone)]
-pub struct SessionManager {
+pub struct AuthorizationManager {
     inner: Arc<Inner>,
 }
 
-impl std::fmt::Debug for SessionManager {
+impl std::fmt::Debug for AuthorizationManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SessionManager")
+        f.debug_struct("AuthorizationManager")
             .field("in_flight", &self.in_flight())
             .finish_non_exhaustive()
     }
@@ -154,7 +154,7 @@ struct Inner {
     router: Arc<Router>,
     subscribers: Arc<SubscriberRegistry>,
     operators: Vec<Operator>,
-    settings: SessionSettings,
+    settings: ManagerSettings,
     audit: Option<AuditLog>,
     clock: UnixClock,
     counters: Arc<OtaCounterAllocator>,
@@ -297,9 +297,9 @@ enum Created {
     EndsNow(AuthorizationRecord, Ending),
 }
 
-impl SessionManager {
+impl AuthorizationManager {
     /// A manager over its dependencies. Call [`recover`](Self::recover) before serving.
-    pub fn new(deps: SessionDeps) -> Self {
+    pub fn new(deps: ManagerDeps) -> Self {
         let counters = Arc::new(OtaCounterAllocator::with_defaults(deps.store.clone()));
         let callbacks = CallbackClient::new(deps.settings.callback_retry.clone());
         Self {
@@ -1055,7 +1055,7 @@ impl Inner {
     }
 }
 
-impl AuthorizationService for SessionManager {
+impl AuthorizationService for AuthorizationManager {
     fn start(&self, req: StartRequest) -> BoxFuture<'_, Result<AuthorizationView, StartError>> {
         async move { self.start_inner(req).await.map(|(view, _)| view) }.boxed()
     }

@@ -1,5 +1,5 @@
 //! The contract between the north API (HTTP: native JSON, Keycloak CIBA) and the authorization
-//! sessions behind it. The API layer only sees [`AuthorizationService`]; the session manager
+//! layer behind it. The API layer only sees [`AuthorizationService`]; the authorization manager
 //! implements it, and API tests use a fake.
 //!
 //! Every authorization ends in exactly one [`TerminalStatus`]; [`AuthorizationView`] is what a
@@ -180,7 +180,7 @@ pub enum LookupError {
     Internal(String),
 }
 
-/// The north API's view of the session layer.
+/// The north API's view of the authorization layer.
 pub trait AuthorizationService: Send + Sync + 'static {
     /// Start (or, with a known idempotency key, return the existing) authorization. Returns at
     /// once; the phone work is asynchronous.

@@ -1,4 +1,4 @@
-//! The session manager over the in-memory store and a scripted fake channel.
+//! The authorization manager over the in-memory store and a scripted fake channel.
 
 #![allow(clippy::unwrap_used)]
 
@@ -81,7 +81,7 @@ fn pepper() -> Pepper {
 }
 
 struct Rig {
-    manager: SessionManager,
+    manager: AuthorizationManager,
     store: Arc<InMemoryStore>,
     channel: Arc<FakeChannel>,
     subscribers: Arc<SubscriberRegistry>,
@@ -90,7 +90,7 @@ struct Rig {
     _dir: tempfile::TempDir,
 }
 
-fn rig_with(settings: SessionSettings, store: Arc<InMemoryStore>) -> Rig {
+fn rig_with(settings: ManagerSettings, store: Arc<InMemoryStore>) -> Rig {
     let params = ProvisionParams {
         seed: SEED,
         count: COUNT,
@@ -108,7 +108,7 @@ fn rig_with(settings: SessionSettings, store: Arc<InMemoryStore>) -> Rig {
     let c = clock.clone();
     let dir = tempfile::tempdir().unwrap();
     let audit_path = dir.path().join("audit.jsonl");
-    let manager = SessionManager::new(SessionDeps {
+    let manager = AuthorizationManager::new(ManagerDeps {
         store: store.clone(),
         router: Arc::new(router),
         subscribers: subscribers.clone(),
@@ -132,7 +132,7 @@ fn rig_with(settings: SessionSettings, store: Arc<InMemoryStore>) -> Rig {
     }
 }
 
-fn rig(settings: SessionSettings) -> Rig {
+fn rig(settings: ManagerSettings) -> Rig {
     rig_with(
         settings,
         Arc::new(InMemoryStore::new(StoreOptions::default())),
@@ -190,7 +190,7 @@ fn status(v: &AuthorizationView) -> Option<(TerminalStatus, String)> {
 
 #[tokio::test]
 async fn applet_subscriber_is_approved_over_stk_with_the_card_proof() {
-    let r = rig(SessionSettings::default());
+    let r = rig(ManagerSettings::default());
     r.channel.push(Script::Reply(stk_approval(AppletLoa::Loa3)));
     let v = r
         .manager
@@ -219,7 +219,7 @@ async fn applet_subscriber_is_approved_over_stk_with_the_card_proof() {
 
 #[tokio::test]
 async fn stk_counters_never_repeat_across_authorizations() {
-    let r = rig(SessionSettings::default());
+    let r = rig(ManagerSettings::default());
     let m = msisdn(true, 0);
     let mut counters = Vec::new();
     for _ in 0..3 {
@@ -238,7 +238,7 @@ async fn stk_counters_never_repeat_across_authorizations() {
 
 #[tokio::test]
 async fn non_applet_subscriber_goes_over_ussd() {
-    let r = rig(SessionSettings::default());
+    let r = rig(ManagerSettings::default());
     r.channel.push(Script::Reply(AuthResult::Approved {
         loa: AppletLoa::Loa2,
         proof: None,
@@ -257,7 +257,7 @@ async fn non_applet_subscriber_goes_over_ussd() {
 
 #[tokio::test]
 async fn loa3_over_ussd_is_refused_unless_the_policy_allows_it() {
-    let r = rig(SessionSettings::default());
+    let r = rig(ManagerSettings::default());
     let err = r
         .manager
         .start(request(&msisdn(false, 0), Loa::Loa3))
@@ -269,9 +269,9 @@ async fn loa3_over_ussd_is_refused_unless_the_policy_allows_it() {
 
 #[tokio::test]
 async fn locked_subscriber_ends_pin_blocked_without_a_prompt() {
-    let r = rig(SessionSettings {
+    let r = rig(ManagerSettings {
         loa3_over_ussd: true,
-        ..SessionSettings::default()
+        ..ManagerSettings::default()
     });
     let m = msisdn(false, 1);
     let now = r.clock.load(Ordering::SeqCst);
@@ -290,9 +290,9 @@ async fn locked_subscriber_ends_pin_blocked_without_a_prompt() {
 
 #[tokio::test]
 async fn three_wrong_ussd_pins_lock_the_subscriber() {
-    let r = rig(SessionSettings {
+    let r = rig(ManagerSettings {
         loa3_over_ussd: true,
-        ..SessionSettings::default()
+        ..ManagerSettings::default()
     });
     let m = msisdn(false, 2);
     let check = UssdPinCheck::new(
@@ -328,7 +328,7 @@ async fn three_wrong_ussd_pins_lock_the_subscriber() {
 
 #[tokio::test]
 async fn second_concurrent_prompt_for_one_msisdn_is_refused() {
-    let r = rig(SessionSettings::default());
+    let r = rig(ManagerSettings::default());
     r.channel.push(Script::Hang);
     let m = msisdn(true, 0);
     let first = r.manager.start(request(&m, Loa::Loa2)).await.unwrap();
@@ -344,9 +344,9 @@ async fn second_concurrent_prompt_for_one_msisdn_is_refused() {
 
 #[tokio::test]
 async fn admission_cap_answers_overloaded_at_once() {
-    let r = rig(SessionSettings {
+    let r = rig(ManagerSettings {
         max_in_flight: 1,
-        ..SessionSettings::default()
+        ..ManagerSettings::default()
     });
     r.channel.push(Script::Hang);
     r.manager
@@ -363,7 +363,7 @@ async fn admission_cap_answers_overloaded_at_once() {
 
 #[tokio::test]
 async fn idempotent_retry_returns_the_same_authorization() {
-    let r = rig(SessionSettings::default());
+    let r = rig(ManagerSettings::default());
     r.channel.push(Script::Hang);
     let mut req = request(&msisdn(true, 0), Loa::Loa2);
     req.idempotency_key = Some("k1".into());
@@ -380,7 +380,7 @@ async fn idempotent_retry_returns_the_same_authorization() {
 
 #[tokio::test]
 async fn undelivered_stk_push_falls_back_to_ussd() {
-    let r = rig(SessionSettings::default());
+    let r = rig(ManagerSettings::default());
     r.channel.push(Script::Reply(AuthResult::DeliveryError(
         SubmitFailure::ResponseTimeout,
     )));
@@ -406,9 +406,9 @@ async fn undelivered_stk_push_falls_back_to_ussd() {
 
 #[tokio::test]
 async fn no_fallback_when_disabled() {
-    let r = rig(SessionSettings {
+    let r = rig(ManagerSettings {
         fallback_stk_to_ussd: false,
-        ..SessionSettings::default()
+        ..ManagerSettings::default()
     });
     r.channel.push(Script::Reply(AuthResult::DeliveryError(
         SubmitFailure::ResponseTimeout,
@@ -425,7 +425,7 @@ async fn no_fallback_when_disabled() {
 
 #[tokio::test]
 async fn forged_or_proofless_stk_answer_never_approves() {
-    let r = rig(SessionSettings::default());
+    let r = rig(ManagerSettings::default());
     r.channel.push(Script::Reply(AuthResult::Approved {
         loa: AppletLoa::Loa2,
         proof: None,
@@ -442,7 +442,7 @@ async fn forged_or_proofless_stk_answer_never_approves() {
 
 #[tokio::test]
 async fn cancel_wins_once_and_a_late_answer_is_ignored() {
-    let r = rig(SessionSettings::default());
+    let r = rig(ManagerSettings::default());
     r.channel.push(Script::Hang);
     let v = r
         .manager
@@ -465,7 +465,7 @@ async fn cancel_wins_once_and_a_late_answer_is_ignored() {
 
 #[tokio::test]
 async fn another_clients_authorization_is_not_found() {
-    let r = rig(SessionSettings::default());
+    let r = rig(ManagerSettings::default());
     r.channel.push(Script::Hang);
     let v = r
         .manager
@@ -488,7 +488,7 @@ async fn another_clients_authorization_is_not_found() {
 
 #[tokio::test]
 async fn long_poll_returns_pending_when_the_wait_runs_out() {
-    let r = rig(SessionSettings::default());
+    let r = rig(ManagerSettings::default());
     r.channel.push(Script::Hang);
     let v = r
         .manager
@@ -506,7 +506,7 @@ async fn long_poll_returns_pending_when_the_wait_runs_out() {
 
 #[tokio::test]
 async fn unknown_numbers_are_refused() {
-    let r = rig(SessionSettings::default());
+    let r = rig(ManagerSettings::default());
     let err = r
         .manager
         .start(request("48700000001", Loa::Loa2))
@@ -557,7 +557,7 @@ async fn restart_recovery_ends_every_in_flight_record() {
             })
             .unwrap();
     }
-    let r = rig_with(SessionSettings::default(), store);
+    let r = rig_with(ManagerSettings::default(), store);
     assert_eq!(r.manager.recover().await.unwrap(), 2);
     assert!(r.store.list_in_flight().unwrap().is_empty());
     for id in ["old0", "old1"] {
@@ -571,7 +571,7 @@ async fn restart_recovery_ends_every_in_flight_record() {
 
 #[tokio::test]
 async fn shutdown_ends_running_authorizations_definitely() {
-    let r = rig(SessionSettings::default());
+    let r = rig(ManagerSettings::default());
     r.channel.push(Script::Hang);
     let v = r
         .manager

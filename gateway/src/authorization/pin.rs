@@ -1,7 +1,7 @@
 //! The gateway's check of PINs typed over USSD (LoA3 without the SIM applet): the subscriber's
 //! salted, peppered verifier from the registry, with the failure count and lockout kept
 //! durably in the store. The channel driver calls [`UssdPinCheck::verify`] once per PIN; the
-//! session manager refuses to prompt at all while the subscriber is locked.
+//! authorization manager refuses to prompt at all while the subscriber is locked.
 
 use std::sync::Arc;
 
