@@ -11,11 +11,16 @@
 //! - [`smpp`]: the SMPP wire layer the gateway and the simulated SMSC share: PDU decoding that
 //!   never ends the stream, per-operator USSD dialects, SMS-PP to SIM applets.
 //!
+//! `fuzzing` (hidden from the docs) holds the fuzz targets' checks, so that `cargo test`
+//! replays their seed corpus without libFuzzer.
+//!
 //! Nothing here performs I/O or reads a clock: inputs are bytes and instants, outputs are bytes,
 //! actions and the next instant to wake at.
 
 pub mod applet;
 pub mod cat;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handset;
 pub mod ota;
 pub mod smpp;

@@ -1,0 +1,285 @@
+//! Admission: a start is parsed, routed and admitted (or answered from a running
+//! authorization with the same idempotency key), then created in the store and handed to a
+//! tracked task (`carrying`).
+
+use super::*;
+
+pub(super) fn internal(e: impl std::fmt::Display) -> StartError {
+    StartError::Internal(e.to_string())
+}
+
+pub(super) enum Admitted {
+    /// A running authorization with the same idempotency key.
+    Running(AuthorizationView),
+    New(Arc<Flight>),
+}
+
+pub(super) enum Created {
+    /// The idempotency key points at an existing authorization.
+    Existing(AuthorizationView),
+    /// Created and routed.
+    Routed(AuthorizationRecord),
+    /// Created, and ends at once without a prompt.
+    EndsNow(AuthorizationRecord, Ending),
+}
+
+impl AuthorizationManager {
+    /// Starts, or finds the authorization an idempotency key already names; the flag says
+    /// which (the API answers 200 for an existing one, 201 for a new one).
+    pub(super) async fn start_inner(
+        &self,
+        req: StartRequest,
+    ) -> Result<(AuthorizationView, bool), StartError> {
+        let inner = &self.inner;
+        let retry_after = inner.settings.retry_after;
+        if !inner.accepting.load(Ordering::SeqCst) {
+            return Err(StartError::Overloaded { retry_after });
+        }
+        let msisdn = Msisdn::parse(&req.msisdn).map_err(|e| StartError::Invalid(e.to_string()))?;
+        if req.expiry.is_zero() {
+            return Err(StartError::Invalid("expiry must be above zero".into()));
+        }
+        let op = inner
+            .router
+            .route(&msisdn)
+            .map_err(|_| StartError::UnknownSubscriber)?;
+        let op_index = usize::from(op.0);
+        let operator = inner
+            .operators
+            .get(op_index)
+            .ok_or(StartError::UnknownSubscriber)?;
+        let sub = inner
+            .subscribers
+            .get(&msisdn)
+            .ok_or(StartError::UnknownSubscriber)?;
+        let keys = if sub.has_applet {
+            sub.keys.clone()
+        } else {
+            None
+        };
+        let channel = if keys.is_some() {
+            ChannelKind::Stk
+        } else {
+            ChannelKind::Ussd
+        };
+        if channel == ChannelKind::Ussd && req.loa == Loa::Loa3 && !inner.settings.loa3_over_ussd {
+            return Err(StartError::Policy(
+                "LoA3 needs the SIM applet for this subscriber; PIN entry over USSD is disabled"
+                    .into(),
+            ));
+        }
+        let now_ms = (inner.clock)();
+        let id = new_id();
+        let view = AuthorizationView {
+            id: id.clone(),
+            state: AuthorizationState::Pending {
+                step: PendingState::Created,
+            },
+            loa_requested: req.loa,
+            loa_achieved: None,
+            channel: Some(channel),
+            operator: Some(operator.name.clone()),
+            created_at_ms: now_ms,
+            completed_at_ms: None,
+            gateway_ms: None,
+            proof: None,
+        };
+        let flight = match self.admit(&req, &msisdn, op_index, view)? {
+            Admitted::Running(view) => return Ok((view, true)),
+            Admitted::New(f) => f,
+        };
+        let expiry_ms = u64::try_from(req.expiry.as_millis()).unwrap_or(u64::MAX);
+        let record = AuthorizationRecord {
+            id: id.clone(),
+            client_id: req.client_id.clone(),
+            msisdn: msisdn.as_str().to_owned(),
+            operator: operator.name.clone(),
+            channel: state::to_store_channel(channel),
+            loa_requested: state::to_store_loa(req.loa),
+            loa_achieved: None,
+            state: AuthState::Created,
+            created_ms: now_ms,
+            deadline_ms: now_ms.saturating_add(expiry_ms),
+            updated_ms: now_ms,
+            stk_counter: None,
+            challenge: Vec::new(),
+            proof: None,
+            callback_url: req.callback_url.clone(),
+            idempotency_key: req.idempotency_key.clone(),
+            prompted_ms: None,
+        };
+        let created = {
+            let store = inner.store.clone();
+            let ttl_ms = u64::try_from(inner.settings.idempotency_ttl.as_millis()).unwrap_or(0);
+            let check_lock = channel == ChannelKind::Ussd && req.loa == Loa::Loa3;
+            let client = req.client_id.clone();
+            let key = req.idempotency_key.clone();
+            blocking(move || {
+                if let Some(key) = &key {
+                    if let IdempotencyClaim::Existing(other) =
+                        store.claim_idempotency_key(&client, key, &record.id, now_ms, ttl_ms)?
+                    {
+                        return Ok(match store.get_authorization(&other)? {
+                            Some(r) if r.client_id == client => {
+                                Created::Existing(state::view_of(&r))
+                            }
+                            // Being created by a concurrent request, or a crash came between
+                            // the claim and the record: retry later.
+                            _ => {
+                                return Err(StoreError::NotFound {
+                                    table: "authorizations",
+                                    key: String::new(),
+                                })
+                            }
+                        });
+                    }
+                }
+                let locked = check_lock
+                    && !matches!(
+                        store.lock_state(&record.msisdn, now_ms)?,
+                        LockState::Open { .. }
+                    );
+                store.put_authorization(&record)?;
+                let routed = store.update_authorization_state(
+                    &record.id,
+                    &AuthState::Created,
+                    &AuthorizationUpdate::to(AuthState::Routed, now_ms),
+                )?;
+                Ok(if locked {
+                    Created::EndsNow(
+                        routed,
+                        Ending::new(TerminalStatus::PinBlocked, "ussd_pin_locked"),
+                    )
+                } else {
+                    Created::Routed(routed)
+                })
+            })
+            .await
+        };
+        let record = match created {
+            Ok(Created::Existing(view)) => {
+                inner.release(&flight);
+                return Ok((view, true));
+            }
+            Ok(Created::Routed(r)) => r,
+            Ok(Created::EndsNow(r, ending)) => {
+                self.metered_start(&flight, channel);
+                inner.set_view(&flight, state::view_of(&r));
+                return inner
+                    .finish(&id, ending, None)
+                    .await
+                    .map(|view| (view, false))
+                    .map_err(|e| StartError::Internal(e.to_string()));
+            }
+            Err(StoreError::NotFound { .. }) => {
+                inner.release(&flight);
+                return Err(StartError::Overloaded { retry_after });
+            }
+            Err(e) => {
+                inner.release(&flight);
+                tracing::error!(error = %e, "store refused a new authorization");
+                return Err(internal("store unavailable"));
+            }
+        };
+        self.metered_start(&flight, channel);
+        let view = state::view_of(&record);
+        inner.set_view(&flight, view.clone());
+        tracing::info!(
+            id = %id,
+            msisdn = %msisdn.masked(),
+            operator = %operator.name,
+            channel = ?channel,
+            loa = ?req.loa,
+            "authorization started"
+        );
+        let plan = Plan {
+            msisdn: msisdn.as_str().to_owned(),
+            loa: req.loa,
+            channel,
+            keys,
+            counter_key: OtaCounterKey::new(msisdn.as_str(), sub.tar, sub.kic >> 4),
+            rp_name: req.client_name,
+            consent: req.consent_text,
+            binding: req.binding_message.unwrap_or_default(),
+            deadline: Instant::now() + req.expiry,
+        };
+        let task_inner = inner.clone();
+        // Every log line of this authorization carries its id and the masked number, never
+        // the full MSISDN.
+        let span = tracing::info_span!(
+            "authorization",
+            id = %id,
+            msisdn = %msisdn.masked(),
+            channel = ?channel,
+            loa = ?req.loa,
+        );
+        inner.tracker.spawn(
+            async move {
+                task_inner.run(flight, plan).await;
+            }
+            .instrument(span),
+        );
+        Ok((view, false))
+    }
+
+    pub(super) fn metered_start(&self, flight: &Flight, channel: ChannelKind) {
+        if let Some(om) = self
+            .inner
+            .operators
+            .get(flight.operator)
+            .and_then(|o| o.metrics.as_ref())
+        {
+            om.started(metric_channel(channel), metric_loa(flight.loa));
+        }
+    }
+
+    /// Under one lock: an idempotent retry of a running authorization, or admission.
+    pub(super) fn admit(
+        &self,
+        req: &StartRequest,
+        msisdn: &Msisdn,
+        operator: usize,
+        view: AuthorizationView,
+    ) -> Result<Admitted, StartError> {
+        let settings = &self.inner.settings;
+        let mut live = lock(&self.inner.live);
+        if let Some(key) = &req.idempotency_key {
+            let running = live
+                .by_key
+                .get(&(req.client_id.clone(), key.clone()))
+                .and_then(|id| live.by_id.get(id));
+            if let Some(f) = running {
+                return Ok(Admitted::Running(f.view.borrow().clone()));
+            }
+        }
+        if live.by_id.len() >= settings.max_in_flight {
+            return Err(StartError::Overloaded {
+                retry_after: settings.retry_after,
+            });
+        }
+        let same = live.per_msisdn.get(msisdn.as_str()).copied().unwrap_or(0);
+        if same >= settings.per_msisdn {
+            return Err(StartError::AlreadyInProgress);
+        }
+        let id = view.id.clone();
+        let (tx, _) = watch::channel(view);
+        let flight = Arc::new(Flight {
+            id,
+            client_id: req.client_id.clone(),
+            msisdn: msisdn.as_str().to_owned(),
+            idempotency_key: req.idempotency_key.clone(),
+            operator,
+            loa: req.loa,
+            view: tx,
+            cancel: self.inner.shutdown.child_token(),
+            started: Instant::now(),
+        });
+        live.per_msisdn.insert(flight.msisdn.clone(), same + 1);
+        if let Some(key) = &flight.idempotency_key {
+            live.by_key
+                .insert((flight.client_id.clone(), key.clone()), flight.id.clone());
+        }
+        live.by_id.insert(flight.id.clone(), flight.clone());
+        Ok(Admitted::New(flight))
+    }
+}

@@ -1,0 +1,277 @@
+//! Carrying out one authorization: the OTA counter, `prompted`, the channel, `answered`, and
+//! the fallback from the SIM applet to USSD; every step a compare-and-set in the store.
+
+use super::*;
+
+/// Seconds the user is given, rounded up so a request with the API's minimum expiry is not cut
+/// below it by the milliseconds already spent; for the applet, inside the range its protocol
+/// accepts (the gateway's own deadline still ends the authorization on time).
+fn user_expiry_secs(remaining: Duration, channel: ChannelKind) -> u16 {
+    let secs = u16::try_from(remaining.as_millis().div_ceil(1000)).unwrap_or(u16::MAX);
+    match channel {
+        ChannelKind::Stk => secs.clamp(
+            sim_applet_model::applet::protocol::MIN_EXPIRY_SECS,
+            sim_applet_model::applet::protocol::MAX_EXPIRY_SECS,
+        ),
+        ChannelKind::Ussd => secs.max(1),
+    }
+}
+
+/// The sender needs `CardSecrets`; the PIN fields are the card's business and unknown to the
+/// gateway, so placeholders fill them (the push never uses them).
+fn card_secrets(keys: &CardKeys) -> Option<sim_applet_model::applet::state::CardSecrets> {
+    use sim_applet_model::applet::pin::Pin;
+    Some(sim_applet_model::applet::state::CardSecrets {
+        kic_key: keys.kic_key,
+        kid_key: keys.kid_key,
+        k_auth: keys.k_auth,
+        initial_pin: Pin::new(b"0000").ok()?,
+        puk: Pin::new_puk(b"00000000").ok()?,
+    })
+}
+
+impl Inner {
+    pub(super) fn set_view(&self, flight: &Flight, view: AuthorizationView) {
+        flight.view.send_replace(view);
+    }
+
+    pub(super) fn set_step(&self, flight: &Flight, step: PendingState) {
+        flight.view.send_modify(|v| {
+            if !state::is_terminal(v) {
+                v.state = AuthorizationState::Pending { step };
+            }
+        });
+    }
+
+    /// A non-terminal step by compare-and-set. `false`: the authorization ended meanwhile
+    /// (cancel, shutdown), and the caller stops.
+    /// Records the step to `prompted` once per authorization; `false` when it ended meanwhile
+    /// (cancelled, shut down), so the caller stops.
+    pub(super) async fn mark_prompted(
+        &self,
+        flight: &Flight,
+        counter: Option<u64>,
+        prompted: &mut bool,
+    ) -> bool {
+        if *prompted {
+            return true;
+        }
+        if !self
+            .step(flight, AuthState::Routed, AuthState::Prompted, counter)
+            .await
+        {
+            return false;
+        }
+        *prompted = true;
+        true
+    }
+
+    pub(super) async fn step(
+        &self,
+        flight: &Flight,
+        from: AuthState,
+        to: AuthState,
+        counter: Option<u64>,
+    ) -> bool {
+        let store = self.store.clone();
+        let id = flight.id.clone();
+        let now = (self.clock)();
+        let step = state::pending_step(&to);
+        let result = blocking(move || {
+            let mut update = AuthorizationUpdate::to(to, now);
+            if let Some(c) = counter {
+                update = update.with_stk_counter(c);
+            }
+            store.update_authorization_state(&id, &from, &update)
+        })
+        .await;
+        match result {
+            Ok(_) => {
+                if let Some(step) = step {
+                    self.set_step(flight, step);
+                }
+                true
+            }
+            Err(StoreError::Conflict { actual, .. }) if actual.is_terminal() => false,
+            Err(e) => {
+                // The store is the record of truth; without it the step cannot be kept, and
+                // the authorization ends rather than carrying on unrecorded.
+                tracing::error!(error = %e, "authorization step not stored");
+                false
+            }
+        }
+    }
+
+    /// The task of one authorization: carry it out, end it once.
+    pub(super) async fn run(self: Arc<Self>, flight: Arc<Flight>, plan: Plan) {
+        let outcome = tokio::select! {
+            () = flight.cancel.cancelled() => {
+                if self.shutdown.is_cancelled() {
+                    Some((Ending::new(TerminalStatus::Expired, "gateway_shutdown"), None))
+                } else {
+                    // Cancelled by the client: `cancel` has ended it already.
+                    None
+                }
+            }
+            outcome = self.carry_out(&flight, &plan) => Some(outcome),
+        };
+        let (ending, via) = outcome.unwrap_or_else(|| {
+            (
+                Ending::new(TerminalStatus::Cancelled, "client_cancelled"),
+                None,
+            )
+        });
+        // Loses harmlessly when the authorization already ended.
+        if self.finish(&flight.id, ending, via).await.is_err() {
+            // The store failed; `finish` has published the ending anyway.
+        }
+    }
+
+    pub(super) async fn carry_out(
+        &self,
+        flight: &Flight,
+        plan: &Plan,
+    ) -> (Ending, Option<ChannelKind>) {
+        let mut channel = plan.channel;
+        let mut via = None;
+        let mut prompted = false;
+        let Some(operator) = self.operators.get(flight.operator) else {
+            return (Ending::new(TerminalStatus::Rejected, "no_operator"), None);
+        };
+        loop {
+            let auth_channel = match (channel, &plan.keys) {
+                (ChannelKind::Stk, Some(keys)) => {
+                    let Some(secrets) = card_secrets(keys) else {
+                        return (Ending::new(TerminalStatus::SimError, "card_keys"), via);
+                    };
+                    let counters_key = plan.counter_key.clone();
+                    let counters = self.counters.clone();
+                    let counter = match blocking(move || counters.next(&counters_key)).await {
+                        Ok(c) => c,
+                        Err(e) => {
+                            tracing::error!(error = %e, "no OTA counter");
+                            return (
+                                Ending::new(TerminalStatus::SimError, "ota_counter_unavailable"),
+                                via,
+                            );
+                        }
+                    };
+                    AuthChannel::Stk { secrets, counter }
+                }
+                _ => AuthChannel::Ussd,
+            };
+            let counter = match &auth_channel {
+                AuthChannel::Stk { counter, .. } => Some(*counter),
+                AuthChannel::Ussd => None,
+            };
+            let remaining = plan.deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return (Ending::new(TerminalStatus::Expired, "no_response"), via);
+            }
+            let request = AuthRequest {
+                msisdn: plan.msisdn.clone(),
+                loa: state::to_applet_loa(plan.loa),
+                channel: auth_channel,
+                rp_name: plan.rp_name.clone(),
+                consent: plan.consent.clone(),
+                binding_code: plan.binding.clone(),
+                expiry_secs: user_expiry_secs(remaining, channel),
+            };
+            if let Some(om) = &operator.metrics {
+                om.prompt_sent(metric_channel(channel));
+            }
+            // `prompted` is recorded when the SMSC takes the prompt, not when it is queued: a
+            // throttled bind must not make the view claim the handset has it.
+            let (accepted_tx, accepted_rx) = oneshot::channel();
+            let mut accepted_rx = Some(accepted_rx);
+            let work = operator.channel.authorize_notifying(request, accepted_tx);
+            // The applet keeps its own clock and its answer travels back by SMS, so an STK
+            // push gets an overrun past the expiry; a USSD dialog is live: at the expiry it is
+            // over, whatever the dialect's step timers would still allow.
+            let allowance = match channel {
+                ChannelKind::Stk => remaining + self.settings.overrun,
+                ChannelKind::Ussd => remaining,
+            };
+            let deadline = tokio::time::sleep(allowance);
+            tokio::pin!(work, deadline);
+            let result = loop {
+                tokio::select! {
+                    result = &mut work => break result,
+                    () = &mut deadline => break AuthResult::Expired,
+                    taken = async {
+                        match accepted_rx.as_mut() {
+                            Some(rx) => rx.await,
+                            None => std::future::pending().await,
+                        }
+                    }, if accepted_rx.is_some() =>
+                    {
+                        accepted_rx = None;
+                        if taken.is_ok()
+                            && !self.mark_prompted(flight, counter, &mut prompted).await
+                        {
+                            return (interrupted(), via);
+                        }
+                    }
+                }
+            };
+            // The result can overtake the acceptance notice; an answer from the user also
+            // proves the prompt arrived.
+            let taken = accepted_rx.as_mut().is_some_and(|rx| rx.try_recv().is_ok());
+            if (taken || state::user_answered(&result))
+                && !self.mark_prompted(flight, counter, &mut prompted).await
+            {
+                return (interrupted(), via);
+            }
+            let can_fall_back = channel == ChannelKind::Stk
+                && self.settings.fallback_stk_to_ussd
+                && (plan.loa == Loa::Loa2 || self.settings.loa3_over_ussd)
+                && state::is_delivery_failure(&result);
+            if can_fall_back {
+                tracing::info!(id = %flight.id, "STK push not delivered, falling back to USSD");
+                channel = ChannelKind::Ussd;
+                via = Some(ChannelKind::Ussd);
+                flight
+                    .view
+                    .send_modify(|v| v.channel = Some(ChannelKind::Ussd));
+                if plan.loa == Loa::Loa3 && self.is_locked(&plan.msisdn).await {
+                    return (
+                        Ending::new(TerminalStatus::PinBlocked, "ussd_pin_locked"),
+                        via,
+                    );
+                }
+                continue;
+            }
+            if state::user_answered(&result)
+                && !self
+                    .step(flight, AuthState::Prompted, AuthState::Answered, None)
+                    .await
+            {
+                return (
+                    Ending::new(TerminalStatus::Cancelled, "client_cancelled"),
+                    via,
+                );
+            }
+            let locked_now =
+                matches!(result, AuthResult::WrongPin) && self.is_locked(&plan.msisdn).await;
+            if let (Some(om), AuthResult::WrongPin) = (&operator.metrics, &result) {
+                om.pin_failure(metric_channel(channel));
+                if locked_now {
+                    om.pin_lockout(metric_channel(channel));
+                }
+            }
+            let ending =
+                state::ending_of(result, plan.loa, channel == ChannelKind::Stk, locked_now);
+            return (ending, via);
+        }
+    }
+
+    pub(super) async fn is_locked(&self, msisdn: &str) -> bool {
+        let store = self.store.clone();
+        let now = (self.clock)();
+        let m = msisdn.to_owned();
+        !matches!(
+            blocking(move || store.lock_state(&m, now)).await,
+            Ok(LockState::Open { .. })
+        )
+    }
+}

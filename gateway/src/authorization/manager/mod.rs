@@ -1,0 +1,404 @@
+//! [`AuthorizationManager`]: the [`AuthorizationService`] behind the north API.
+//!
+//! Data flow of a start: parse and route the MSISDN ([`Router`]), look the subscriber up
+//! ([`SubscriberRegistry`]), pick the channel (SIM applet when the SIM has it, USSD otherwise),
+//! apply the policy (LoA3 over USSD), then, under one lock, answer an idempotent retry of a
+//! running authorization, or admit a new one (in-flight cap, one prompt per MSISDN). The
+//! store then gets the idempotency claim and the record (`created`, durable), then `routed`;
+//! a tracked task takes it on: OTA counter, `prompted`, the channel ([`ChannelPort`], the
+//! operator's [`Authorizer`](crate::channel::Authorizer) in production), `answered`, and the
+//! ending. Every step is a compare-and-set in the store, so the first terminal state wins
+//! once: a cancel racing an answer, a shutdown racing a result, two nodes racing, all end with
+//! exactly one status. The winner publishes it: to long-pollers (a `watch` per running
+//! authorization; the map holds only running ones, so the admission cap bounds it), to the
+//! audit log, to the callback URL (bounded retries), to metrics.
+//!
+//! Fallback: an STK push that never reached the handset (delivery error) is retried over USSD
+//! when the policy allows it and the LoA can be reached there. A PIN-locked subscriber asking
+//! for LoA3 over USSD ends `pin_blocked` at once, without a prompt.
+//!
+//! Restart: the dialogs live in the channel driver's memory, so after a restart none can be
+//! resumed (a USSD dialog is gone at the SMSC, and the card's answer cannot be matched without
+//! the challenge). [`AuthorizationManager::recover`] therefore ends every in-flight record as
+//! `expired` / `gateway_restarted`, whether or not its deadline passed.
+//!
+//! Shutdown: new starts are refused, running authorizations get a time to finish, then end
+//! as `expired` / `gateway_shutdown`; callbacks get a bounded time to go out.
+//!
+//! The parts: `admission` (routing, policy, the caps, creating the record), `carrying`
+//! (the task that carries one authorization out), `publishing` (the one ending and who hears
+//! of it), `recovery` (start-up and shutdown). This file holds the shared state and the
+//! [`AuthorizationService`] the API calls.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+mod admission;
+mod carrying;
+mod publishing;
+mod recovery;
+
+use super::audit::AuditLog;
+use super::pin::UnixClock;
+use super::service::{
+    AuthorizationService, AuthorizationState, AuthorizationView, ChannelKind, Loa, LookupError,
+    PendingState, Readiness, StartError, StartRequest, TerminalStatus,
+};
+use super::state::{self, Ending};
+use crate::callback::{CallbackClient, RetryPolicy};
+use crate::channel::{AuthChannel, AuthRequest, AuthResult};
+use crate::metrics::authorization as m;
+use crate::routing::{Msisdn, Router};
+use crate::store::{
+    AuthState, AuthorizationRecord, AuthorizationUpdate, IdempotencyClaim, LockState,
+    LockoutPolicy, OtaCounterAllocator, OtaCounterKey, Store, StoreError,
+};
+use crate::subscribers::provision::CardKeys;
+use crate::subscribers::SubscriberRegistry;
+
+/// One operator's channel, as the manager sees it (the operator's `Authorizer` in production,
+/// a fake in tests).
+pub trait ChannelPort: Send + Sync + 'static {
+    /// Runs one authorization to its one result.
+    fn authorize(&self, request: AuthRequest) -> BoxFuture<'static, AuthResult>;
+    /// [`ChannelPort::authorize`], telling `accepted` when the network has taken the prompt.
+    /// A channel that cannot tell says so at once.
+    fn authorize_notifying(
+        &self,
+        request: AuthRequest,
+        accepted: oneshot::Sender<()>,
+    ) -> BoxFuture<'static, AuthResult> {
+        let _ = accepted.send(());
+        self.authorize(request)
+    }
+    /// Binds (bound, configured).
+    fn binds_up(&self) -> (usize, usize);
+}
+
+/// One operator: its configured name, channel and metrics handles.
+pub struct Operator {
+    pub name: String,
+    pub channel: Arc<dyn ChannelPort>,
+    pub metrics: Option<m::OperatorMetrics>,
+}
+
+/// Settings of the manager.
+#[derive(Debug, Clone)]
+pub struct ManagerSettings {
+    /// Most authorizations in flight; beyond: `Overloaded`.
+    pub max_in_flight: usize,
+    /// Most concurrent authorizations per MSISDN; beyond: `AlreadyInProgress`.
+    pub per_msisdn: usize,
+    /// `Retry-After` of refusals.
+    pub retry_after: Duration,
+    pub loa3_over_ussd: bool,
+    pub fallback_stk_to_ussd: bool,
+    /// USSD PIN lockout.
+    pub lockout: LockoutPolicy,
+    /// How long an idempotency key keeps pointing at its authorization.
+    pub idempotency_ttl: Duration,
+    /// Time past an authorization's expiry after which the manager ends it itself when the
+    /// channel has not (so a stuck bind never leaves it in flight).
+    pub overrun: Duration,
+    /// Delivery of callbacks.
+    pub callback_retry: RetryPolicy,
+    /// Longest time spent delivering one callback.
+    pub callback_window: Duration,
+}
+
+impl Default for ManagerSettings {
+    fn default() -> Self {
+        Self {
+            max_in_flight: 10_000,
+            per_msisdn: 1,
+            retry_after: Duration::from_secs(1),
+            loa3_over_ussd: false,
+            fallback_stk_to_ussd: true,
+            lockout: LockoutPolicy::default(),
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+            overrun: Duration::from_secs(60),
+            callback_retry: RetryPolicy::default(),
+            callback_window: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What the manager is built from.
+pub struct ManagerDeps {
+    pub store: Arc<dyn Store>,
+    pub router: Arc<Router>,
+    pub subscribers: Arc<SubscriberRegistry>,
+    /// Index = [`crate::routing::OperatorId`].
+    pub operators: Vec<Operator>,
+    pub settings: ManagerSettings,
+    pub audit: Option<AuditLog>,
+    pub clock: UnixClock,
+}
+
+/// The authorization manager; cheap to clone.
+#[derive(Clone)]
+pub struct AuthorizationManager {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for AuthorizationManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthorizationManager")
+            .field("in_flight", &self.in_flight())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    router: Arc<Router>,
+    subscribers: Arc<SubscriberRegistry>,
+    operators: Vec<Operator>,
+    settings: ManagerSettings,
+    audit: Option<AuditLog>,
+    clock: UnixClock,
+    counters: Arc<OtaCounterAllocator>,
+    callbacks: CallbackClient,
+    live: Mutex<Live>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+    accepting: AtomicBool,
+}
+
+/// Running authorizations (bounded by the admission cap).
+#[derive(Default)]
+struct Live {
+    by_id: HashMap<String, Arc<Flight>>,
+    per_msisdn: HashMap<String, usize>,
+    by_key: HashMap<(String, String), String>,
+}
+
+/// One running authorization.
+struct Flight {
+    id: String,
+    client_id: String,
+    msisdn: String,
+    idempotency_key: Option<String>,
+    operator: usize,
+    loa: Loa,
+    view: watch::Sender<AuthorizationView>,
+    cancel: CancellationToken,
+    started: Instant,
+}
+
+/// What the task needs to carry one authorization out.
+struct Plan {
+    msisdn: String,
+    loa: Loa,
+    channel: ChannelKind,
+    keys: Option<CardKeys>,
+    counter_key: OtaCounterKey,
+    rp_name: String,
+    consent: String,
+    binding: String,
+    deadline: Instant,
+}
+
+fn lock(live: &Mutex<Live>) -> MutexGuard<'_, Live> {
+    // Every change to `Live` is a few map operations that cannot panic halfway.
+    live.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The ending when a step could not be stored: usually the authorization ended meanwhile (then
+/// this ending loses the compare-and-set and is never seen), else the store failed.
+fn interrupted() -> Ending {
+    Ending::new(TerminalStatus::Rejected, "store_unavailable")
+}
+
+fn new_id() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
+
+fn metric_channel(c: ChannelKind) -> m::Channel {
+    match c {
+        ChannelKind::Ussd => m::Channel::Ussd,
+        ChannelKind::Stk => m::Channel::Stk,
+    }
+}
+
+fn metric_loa(l: Loa) -> m::Loa {
+    match l {
+        Loa::Loa2 => m::Loa::Loa2,
+        Loa::Loa3 => m::Loa::Loa3,
+    }
+}
+
+fn metric_outcome(s: TerminalStatus) -> m::Outcome {
+    use TerminalStatus as S;
+    match s {
+        S::Approved => m::Outcome::Approved,
+        S::Denied => m::Outcome::Denied,
+        S::Expired => m::Outcome::Expired,
+        S::PinBlocked => m::Outcome::PinBlocked,
+        S::NotReachable | S::DeliveryError => m::Outcome::DeliveryError,
+        S::SimError => m::Outcome::SimError,
+        S::Rejected => m::Outcome::Invalid,
+        S::Cancelled => m::Outcome::Cancelled,
+    }
+}
+
+/// Runs a store call off the async workers (durable writes wait for an fsync).
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(StoreError::Backend(format!("store task failed: {e}"))))
+}
+
+impl AuthorizationManager {
+    /// A manager over its dependencies. Call [`recover`](Self::recover) before serving.
+    pub fn new(deps: ManagerDeps) -> Self {
+        let counters = Arc::new(OtaCounterAllocator::with_defaults(deps.store.clone()));
+        let callbacks = CallbackClient::new(deps.settings.callback_retry.clone());
+        Self {
+            inner: Arc::new(Inner {
+                store: deps.store,
+                router: deps.router,
+                subscribers: deps.subscribers,
+                operators: deps.operators,
+                settings: deps.settings,
+                audit: deps.audit,
+                clock: deps.clock,
+                counters,
+                callbacks,
+                live: Mutex::new(Live::default()),
+                tracker: TaskTracker::new(),
+                shutdown: CancellationToken::new(),
+                accepting: AtomicBool::new(true),
+            }),
+        }
+    }
+
+    /// Authorizations running now.
+    pub fn in_flight(&self) -> usize {
+        lock(&self.inner.live).by_id.len()
+    }
+
+    async fn lookup(&self, client_id: &str, id: &str) -> Result<AuthorizationRecord, LookupError> {
+        let store = self.inner.store.clone();
+        let owned = id.to_owned();
+        match blocking(move || store.get_authorization(&owned)).await {
+            Ok(Some(r)) if r.client_id == client_id => Ok(r),
+            Ok(_) => Err(LookupError::NotFound),
+            // An id that is no valid key cannot exist.
+            Err(StoreError::InvalidKey { .. }) => Err(LookupError::NotFound),
+            Err(e) => Err(LookupError::Internal(e.to_string())),
+        }
+    }
+
+    fn running(&self, client_id: &str, id: &str) -> Option<Arc<Flight>> {
+        lock(&self.inner.live)
+            .by_id
+            .get(id)
+            .filter(|f| f.client_id == client_id)
+            .cloned()
+    }
+}
+
+impl AuthorizationService for AuthorizationManager {
+    fn start(&self, req: StartRequest) -> BoxFuture<'_, Result<AuthorizationView, StartError>> {
+        async move { self.start_inner(req).await.map(|(view, _)| view) }.boxed()
+    }
+
+    fn start_reporting(
+        &self,
+        req: StartRequest,
+    ) -> BoxFuture<'_, Result<(AuthorizationView, Option<bool>), StartError>> {
+        async move {
+            self.start_inner(req)
+                .await
+                .map(|(view, existing)| (view, Some(existing)))
+        }
+        .boxed()
+    }
+
+    fn get(
+        &self,
+        client_id: &str,
+        id: &str,
+        wait: Option<Duration>,
+    ) -> BoxFuture<'_, Result<AuthorizationView, LookupError>> {
+        let client_id = client_id.to_owned();
+        let id = id.to_owned();
+        async move {
+            if let Some(flight) = self.running(&client_id, &id) {
+                let mut rx = flight.view.subscribe();
+                if let Some(wait) = wait {
+                    // The sender lives as long as `flight`, which we hold.
+                    let _ = tokio::time::timeout(wait, rx.wait_for(state::is_terminal)).await;
+                }
+                let view = rx.borrow().clone();
+                return Ok(view);
+            }
+            self.lookup(&client_id, &id)
+                .await
+                .map(|r| state::view_of(&r))
+        }
+        .boxed()
+    }
+
+    fn cancel(
+        &self,
+        client_id: &str,
+        id: &str,
+    ) -> BoxFuture<'_, Result<AuthorizationView, LookupError>> {
+        let client_id = client_id.to_owned();
+        let id = id.to_owned();
+        async move {
+            let record = self.lookup(&client_id, &id).await?;
+            if record.state.is_terminal() {
+                return Ok(state::view_of(&record));
+            }
+            let flight = self.running(&client_id, &id);
+            let via = flight
+                .as_ref()
+                .and_then(|f| f.view.borrow().channel)
+                .filter(|c| *c != state::from_store_channel(record.channel));
+            let ending = Ending::new(TerminalStatus::Cancelled, "client_cancelled");
+            let view = self.inner.finish(&id, ending, via).await;
+            if let Some(f) = flight {
+                // Stops the channel work; the handset's prompt times out by itself.
+                f.cancel.cancel();
+            }
+            view
+        }
+        .boxed()
+    }
+
+    fn readiness(&self) -> Readiness {
+        let inner = &self.inner;
+        let store_ok = inner.store.lock_state("0", 0).is_ok();
+        let binds_up: Vec<(String, usize, usize)> = inner
+            .operators
+            .iter()
+            .map(|o| {
+                let (up, configured) = o.channel.binds_up();
+                (o.name.clone(), up, configured)
+            })
+            .collect();
+        let ready = store_ok
+            && inner.accepting.load(Ordering::SeqCst)
+            && binds_up.iter().all(|(_, up, _)| *up > 0);
+        Readiness {
+            ready,
+            binds_up,
+            store_ok,
+        }
+    }
+}
