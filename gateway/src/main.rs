@@ -1,5 +1,5 @@
-//! The `gateway` binary: operator tools for reading captures (OTA secured packets, GSM text),
-//! and, as the gateway grows, the server itself.
+//! The `gateway` binary: `serve` (the gateway), `provision` (the subscriber registry), and
+//! operator tools for reading captures (OTA secured packets, GSM text).
 
 mod cli;
 

@@ -173,7 +173,7 @@ fn lockout_policy(config: &GatewayConfig) -> LockoutPolicy {
 }
 
 /// The authorization manager's settings from `[limits]` and `[policy]`.
-fn session_settings(config: &GatewayConfig) -> ManagerSettings {
+fn manager_settings(config: &GatewayConfig) -> ManagerSettings {
     let p = &config.policy;
     ManagerSettings {
         max_in_flight: config.limits.max_in_flight.max(1) as usize,
@@ -287,7 +287,7 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<ServeHandle> {
         router,
         subscribers,
         operators,
-        settings: session_settings(&config),
+        settings: manager_settings(&config),
         audit: Some(audit),
         clock,
     });

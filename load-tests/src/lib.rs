@@ -5,7 +5,11 @@
 //! - [`surge`]: the open-workload replay of the renewal day against the gateway (binary
 //!   `surge`), in-process or against running processes.
 //!
+//! - [`harness`]: what every integration test and `surge` use to bring the system up on
+//!   loopback: the gateway's configuration, the SMSC with its population, an API client.
+//!
 //! The binary `smpp-throughput` measures one ESME bind against the simulated SMSC.
 
+pub mod harness;
 pub mod smsc;
 pub mod surge;

@@ -2,17 +2,17 @@
 //!
 //! Flow: [`StkPush::new`] encodes the applet request (txid and challenge from the caller's
 //! randomness, CNTR from the caller's per-card counter) into a secured command packet with
-//! `build_request_packet` and wraps it in `submit_sm`s with `smspp::build_submits`; the shell sends
-//! them ([`poll_transmit`](StkPush::poll_transmit)) and reports the bind's verdicts
+//! `build_request_packet` and wraps it in `submit_sm`s with `smspp::build_submits`; the channel
+//! router (`super::router`) sends them ([`poll_transmit`](StkPush::poll_transmit)) and reports the bind's verdicts
 //! ([`handle_submit_result`](StkPush::handle_submit_result)). The card's proof of receipt comes
-//! back as MO SMS, reassembled by the shell (`smspp::Reassembler`) and fed to
+//! back as MO SMS, reassembled by the router (`smspp::Reassembler`) and fed to
 //! [`handle_por`](StkPush::handle_por): a PoR whose CC does not check with this card's keys, or
 //! that answers another counter, is not ours and is ignored; one that is ours is verified
 //! (the card's MAC over counter, txid, challenge and outcome) and ends the push. The MAC is the
 //! proof of the user's consent and is kept in [`CardProof`].
 //!
 //! The SMSC may accept the packet and fail it later on the handset (a SIM without the applet
-//! answers the download with an error): its failure receipt, matched to this push by the shell
+//! answers the download with an error): its failure receipt, matched to this push by the router
 //! through the `message_id`, comes in through
 //! [`handle_delivery_failure`](StkPush::handle_delivery_failure) and ends the push as
 //! [`StkOutcome::Undelivered`], a delivery failure like a refused submit.

@@ -25,7 +25,7 @@
 //! | [`Store::record_pin_failure`], [`Store::reset_pin_failures`] | durable | Losing a failure would give an attacker extra guesses. |
 //! | [`Store::put_authorization`] | durable | Every accepted authorization must end in exactly one terminal status, also after a restart. |
 //! | [`Store::update_authorization_state`] to a terminal state | durable | The status the client saw must not change after a restart. |
-//! | [`Store::update_authorization_state`] to a non-terminal state | not durable by itself (redb `Durability::None`: made durable by the next durable commit of any operation) | After a crash the record is found in an earlier in-flight state, and recovery resumes or expires it anyway; this saves one fsync per step (measured: ~0.1 ms instead of 0.3–3 ms). The OTA counter used in the prompt is durable on its own through the reservation. |
+//! | [`Store::update_authorization_state`] to a non-terminal state | not durable by itself (redb `Durability::None`: made durable by the next durable commit of any operation) | After a crash the record is found in an earlier in-flight state, and recovery ends it anyway (`expired` / `gateway_restarted`); this saves one fsync per step (measured: ~0.1 ms instead of 0.3–3 ms). The OTA counter used in the prompt is durable on its own through the reservation. |
 //! | [`Store::claim_idempotency_key`] | durable | A lost claim would let a client retry create a second prompt. |
 //! | [`Store::purge_expired`] | not durable by itself | A lost purge is repeated by the next one. |
 //!

@@ -9,6 +9,8 @@ use std::future::Future;
 
 use serde::{Deserialize, Serialize};
 
+use super::config::SurgeConfig;
+
 /// Search settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CapacityConfig {
@@ -151,6 +153,39 @@ impl CapacityResult {
         }
         s
     }
+}
+
+/// Runs the capacity search over whole surge runs: the same slice of the day at rising
+/// compression.
+pub async fn capacity_search(
+    base: &SurgeConfig,
+    config: &CapacityConfig,
+) -> anyhow::Result<CapacityResult> {
+    let result = search(config, |compress| {
+        let c = SurgeConfig {
+            compress,
+            ..base.clone()
+        };
+        async move {
+            let r = super::workload::run(&c).await?;
+            let step = Step {
+                compress,
+                offered_per_s: r.offered_per_s,
+                achieved_per_s: r.achieved_per_s,
+                gateway_p99_ms: r.gateway_latency_ms.p99,
+                error_rate: r.error_rate(),
+                lost: r.lost,
+                sustained: false,
+            };
+            eprintln!(
+                "capacity step x{compress:.1}: offered {:.2}/s achieved {:.2}/s gateway p99 {} ms errors {:.2} %",
+                step.offered_per_s, step.achieved_per_s, step.gateway_p99_ms, step.error_rate * 100.0
+            );
+            anyhow::Ok(step)
+        }
+    })
+    .await?;
+    Ok(result)
 }
 
 #[cfg(test)]

@@ -15,8 +15,8 @@
 //! 0x02): an SMSC accepts a download to a SIM without the applet, and only its receipt (stat
 //! UNDELIV, err 213 = TP-FCS 0xD5 "(U)SIM data download error") says it failed on the handset.
 //! [`parse_receipt`] reads such a receipt: the `receipted_message_id` and `message_state` TLVs
-//! when present, else the `id:` and `stat:` fields of the SMPP 3.4 appendix B text; the shell
-//! matches its id against the `message_id`s of `submit_sm_resp` with [`normalize_message_id`].
+//! when present, else the `id:` and `stat:` fields of the SMPP 3.4 appendix B text; the gateway's
+//! channel router matches its id against the `message_id`s of `submit_sm_resp` with [`normalize_message_id`].
 
 use crate::cat::tpdu::{command_segments, MAX_SEGMENTS};
 use crate::udh::{self, Duplicates, Fed, Limits, UdhError};

@@ -1,0 +1,495 @@
+//! The open workload: every arrival dispatched at its scheduled instant, whatever happened to
+//! earlier ones, to a task that starts the authorization through the [`Target`] and long-polls
+//! it to its terminal status (pressing "send again" under the retry model); the tasks write
+//! into the report's recorder, latency counting from the scheduled instant.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::config::{Slo, SurgeConfig};
+use super::environment::Environment;
+use super::progress::{lock_w, progress, scrape_windows, WindowSamples};
+use super::report::{Recorder, Report, SmppFigures};
+use super::schedule::{self, Arrival, Rng};
+use super::target::{self, StartOutcome, StartParams, Target};
+use crate::smsc::StatsSnapshot;
+
+/// How long the prompt probe polls before falling back to long-polls only.
+const PROMPT_PROBE_LIMIT: Duration = Duration::from_secs(10);
+
+pub(super) fn lock(r: &Mutex<Recorder>) -> MutexGuard<'_, Recorder> {
+    r.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What the driver tasks share.
+pub(super) struct Shared {
+    pub(super) target: Arc<dyn Target>,
+    pub(super) rec: Mutex<Recorder>,
+    pub(super) t0: Instant,
+    pub(super) deadline: Instant,
+    pub(super) config: SurgeConfig,
+    pub(super) tracker: TaskTracker,
+}
+
+impl Shared {
+    pub(super) fn rel(&self, at: Instant) -> Duration {
+        at.saturating_duration_since(self.t0)
+    }
+}
+
+/// Runs one surge: brings the system up (or connects to it), replays the schedule, drains and
+/// reports. SLO results are in the report's `slo`.
+pub async fn run(config: &SurgeConfig) -> anyhow::Result<Report> {
+    let schedule = schedule::build(&config.profile, &config.schedule_config())?;
+    let env = Environment::start(config).await?;
+    let smsc_before = env.smsc.as_ref().map(|s| s.stats().snapshot());
+    let result = drive(config, &schedule, &env).await;
+    let smsc_after = env.smsc.as_ref().map(|s| s.stats().snapshot());
+    env.shutdown().await;
+    let mut report = result?;
+    if let (Some(a), Some(b)) = (smsc_before, smsc_after) {
+        fill_smsc(&mut report.smpp, &a, &b);
+    }
+    check_slo(&mut report, &config.slo);
+    Ok(report)
+}
+
+fn fill_smsc(s: &mut SmppFigures, before: &StatsSnapshot, after: &StatsSnapshot) {
+    s.submits = Some(after.submits.saturating_sub(before.submits));
+    s.throttles = Some(after.throttled.saturating_sub(before.throttled));
+    s.retries = Some(after.deliver_retries.saturating_sub(before.deliver_retries));
+    s.receipts = Some(after.receipts.saturating_sub(before.receipts));
+    s.mo_delivered = Some(after.mo_delivered.saturating_sub(before.mo_delivered));
+    s.generic_nacks = Some(after.nacks.saturating_sub(before.nacks));
+}
+
+/// Fills `report.slo`; returns whether every SLO was met.
+pub fn check_slo(report: &mut Report, slo: &Slo) -> bool {
+    if let Some(l) = slo.p99_ms {
+        report
+            .slo
+            .insert(format!("p99 <= {l} ms"), report.latency_ms.p99 <= l);
+    }
+    if let Some(l) = slo.gateway_p99_ms {
+        report.slo.insert(
+            format!("gateway p99 <= {l} ms"),
+            report.gateway_latency_ms.p99 <= l,
+        );
+    }
+    if let Some(l) = slo.max_error_rate {
+        let rate = report.error_rate();
+        report.slo.insert(format!("error rate <= {l}"), rate <= l);
+    }
+    if let Some(l) = slo.min_achieved_per_s {
+        report
+            .slo
+            .insert(format!("achieved >= {l}/s"), report.achieved_per_s >= l);
+    }
+    report.slo.insert("lost == 0".into(), report.lost == 0);
+    report.slo.values().all(|ok| *ok)
+}
+
+async fn drive(
+    config: &SurgeConfig,
+    schedule: &[Arrival],
+    env: &Environment,
+) -> anyhow::Result<Report> {
+    let lead = Duration::from_millis(100);
+    let t0 = Instant::now() + lead;
+    let span = schedule.last().map_or(Duration::ZERO, |a| a.at);
+    let shared = Arc::new(Shared {
+        target: env.target.clone(),
+        rec: Mutex::new(Recorder::new()),
+        t0,
+        deadline: t0 + span + config.drain,
+        config: config.clone(),
+        tracker: TaskTracker::new(),
+    });
+    let stop = CancellationToken::new();
+    let side = TaskTracker::new();
+    side.spawn(progress(
+        shared.clone(),
+        schedule.len() as u64,
+        stop.clone(),
+    ));
+    let window_samples = Arc::new(Mutex::new(WindowSamples::default()));
+    if let Some(url) = env.metrics_url.clone() {
+        side.spawn(scrape_windows(url, window_samples.clone(), stop.clone()));
+    }
+
+    let outstanding = Arc::new(Semaphore::new(config.max_outstanding.max(1)));
+    for a in schedule {
+        let due = t0 + a.at;
+        tokio::time::sleep_until(due).await;
+        let now = Instant::now();
+        let late = now.saturating_duration_since(due) > config.late_threshold;
+        lock(&shared.rec).offer(a.at, late);
+        match outstanding.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let s = shared.clone();
+                let a = *a;
+                shared.tracker.spawn(async move {
+                    one(&s, a).await;
+                    drop(permit);
+                });
+            }
+            Err(_) => lock(&shared.rec).refuse(shared.rel(now), "driver_saturated"),
+        }
+    }
+    let arrival_phase = Instant::now().saturating_duration_since(t0);
+    lock(&shared.rec).arrivals_done = true;
+    shared.tracker.close();
+    // Tasks stop polling at the deadline themselves; the margin covers a last poll in flight.
+    let drained = tokio::time::timeout_at(
+        shared.deadline + Duration::from_secs(5),
+        shared.tracker.wait(),
+    )
+    .await
+    .is_ok();
+    let duration = Instant::now().saturating_duration_since(t0);
+    stop.cancel();
+    side.close();
+    side.wait().await;
+
+    let rec = lock(&shared.rec);
+    let mut report = Report::build(&rec, arrival_phase, duration);
+    report.late_threshold_ms = config.late_threshold.as_millis() as u64;
+    report.drain_timed_out = !drained || report.lost > 0;
+    report.settings = config.settings_json();
+    let w = lock_w(&window_samples);
+    report.smpp.window_occupancy_peak = w.peak;
+    report.smpp.window_occupancy_mean = (w.samples > 0).then(|| w.sum / w.samples as f64);
+    report.smpp.window_size = w.size;
+    report.smpp.gateway_throttles = w.throttles;
+    Ok(report)
+}
+
+/// One arrival: start, then follow to the end.
+async fn one(s: &Arc<Shared>, a: Arrival) {
+    let scheduled = s.t0 + a.at;
+    let params = StartParams {
+        msisdn: (s.config.msisdn_base + u64::from(a.index)).to_string(),
+        loa3: a.loa3,
+        client_name: s.config.client_name.clone(),
+        expiry_secs: s.config.expiry_secs,
+    };
+    match s.target.start(params.clone()).await {
+        Ok(StartOutcome::Started { id }) => {
+            lock(&s.rec).start(s.rel(Instant::now()));
+            follow(s.clone(), id, scheduled, Some((params, a.n))).await;
+        }
+        Ok(StartOutcome::Refused { code }) => lock(&s.rec).refuse(s.rel(Instant::now()), &code),
+        Err(e) => {
+            tracing::debug!(error = %e, "start failed");
+            lock(&s.rec).start_error(s.rel(Instant::now()));
+        }
+    }
+}
+
+/// Long-polls authorization `id` until it is terminal or the drain deadline passes. With the
+/// retry model and `retry` set, a late prompt may make the user press "send again".
+fn follow(
+    s: Arc<Shared>,
+    id: String,
+    scheduled: Instant,
+    retry: Option<(StartParams, u64)>,
+) -> futures_util::future::BoxFuture<'static, ()> {
+    Box::pin(follow_inner(s, id, scheduled, retry))
+}
+
+async fn follow_inner(
+    s: Arc<Shared>,
+    id: String,
+    scheduled: Instant,
+    retry: Option<(StartParams, u64)>,
+) {
+    let mut rng = Rng::new(s.config.seed ^ retry.as_ref().map_or(0, |r| r.1).wrapping_mul(0x9E37));
+    let mut presses = 0u32;
+    let mut last_step = String::from("unpolled");
+    // Time to `prompted`, the gateway's part when the view carries no `gateway_ms`.
+    let mut prompted_after: Option<Duration> = None;
+    if let Some(every) = s.config.prompt_probe {
+        let until = (Instant::now() + PROMPT_PROBE_LIMIT).min(s.deadline);
+        while Instant::now() < until {
+            match s.target.poll(&id, Duration::ZERO).await {
+                Ok(v) if v.is_terminal() => {
+                    let end = Instant::now();
+                    finish(
+                        &s,
+                        &v,
+                        scheduled,
+                        end,
+                        Some(end.saturating_duration_since(scheduled)),
+                    );
+                    return;
+                }
+                Ok(v) => {
+                    if matches!(v.step.as_deref(), Some("prompted" | "answered")) {
+                        prompted_after = Some(Instant::now().saturating_duration_since(scheduled));
+                        break;
+                    }
+                    last_step = v.step.unwrap_or_else(|| "pending".into());
+                }
+                Err(_) => lock(&s.rec).poll_errors += 1,
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
+    loop {
+        let now = Instant::now();
+        if now >= s.deadline {
+            tracing::warn!(%id, step = %last_step, "authorization not terminal at the drain deadline");
+            lock(&s.rec).abandon(&last_step);
+            return;
+        }
+        let remaining = s.deadline - now;
+        let model =
+            s.config.retry.as_ref().filter(|m| {
+                retry.is_some() && presses < m.max_presses && m.late_after.as_secs() >= 1
+            });
+        let wait = match model {
+            Some(m) => m.late_after,
+            None => Duration::from_secs(30),
+        }
+        .min(Duration::from_secs(remaining.as_secs()));
+        if wait.is_zero() {
+            // Under a second left: one last look after it.
+            tokio::time::sleep(remaining).await;
+        }
+        match s.target.poll(&id, wait).await {
+            Ok(v) if v.is_terminal() => {
+                finish(&s, &v, scheduled, Instant::now(), prompted_after);
+                return;
+            }
+            Ok(v) => {
+                last_step = v.step.clone().unwrap_or_else(|| "pending".into());
+                let not_prompted = matches!(v.step.as_deref(), Some("created" | "routed"));
+                if let (Some(m), Some((params, _))) = (model, retry.as_ref()) {
+                    presses += 1;
+                    if not_prompted && rng.uniform() < m.probability {
+                        press_again(&s, params.clone(), scheduled).await;
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "poll failed");
+                lock(&s.rec).poll_errors += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Records a terminal view seen at `end`.
+fn finish(
+    s: &Shared,
+    v: &target::Observed,
+    scheduled: Instant,
+    end: Instant,
+    prompted_after: Option<Duration>,
+) {
+    let status = v.status.as_deref().unwrap_or("unknown");
+    let mut rec = lock(&s.rec);
+    let gateway_ms = match (v.gateway_ms, prompted_after) {
+        (Some(ms), _) => {
+            rec.gateway_from_view += 1;
+            Some(ms)
+        }
+        (None, Some(d)) => {
+            rec.gateway_from_prompt += 1;
+            Some(d.as_millis() as u64)
+        }
+        (None, None) => {
+            rec.gateway_missing += 1;
+            None
+        }
+    };
+    let key = format!("{status}/{}", v.reason.as_deref().unwrap_or("-"));
+    *rec.reasons.entry(key).or_default() += 1;
+    rec.complete(
+        s.rel(end),
+        status,
+        end.saturating_duration_since(scheduled),
+        gateway_ms,
+    );
+}
+
+/// The user presses "send again": a second start for the same MSISDN. The gateway should
+/// answer `already_in_progress`; if it starts another authorization, that one is followed too
+/// (and counted started) so nothing goes unaccounted.
+async fn press_again(s: &Arc<Shared>, params: StartParams, scheduled: Instant) {
+    match s.target.start(params).await {
+        Ok(StartOutcome::Started { id }) => {
+            {
+                let mut rec = lock(&s.rec);
+                rec.retry("started");
+                rec.start(s.rel(Instant::now()));
+            }
+            s.tracker.spawn(follow(s.clone(), id, scheduled, None));
+        }
+        Ok(StartOutcome::Refused { code }) => lock(&s.rec).retry(&code),
+        Err(_) => lock(&s.rec).retry("transport_error"),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::surge::config::{ProgressMode, RetryModel};
+    use std::collections::{HashMap, HashSet};
+    use target::{Observed, TargetError};
+
+    /// A gateway that answers a repeated MSISDN `already_in_progress`, shows each
+    /// authorization `created` on the first poll and `approved` on the second.
+    #[derive(Default)]
+    struct Fake {
+        seen: Mutex<HashSet<String>>,
+        polls: Mutex<HashMap<String, u32>>,
+    }
+
+    impl Target for Fake {
+        fn start(
+            &self,
+            p: StartParams,
+        ) -> futures_util::future::BoxFuture<'_, Result<StartOutcome, TargetError>> {
+            let fresh = self.seen.lock().unwrap().insert(p.msisdn.clone());
+            Box::pin(async move {
+                Ok(if fresh {
+                    StartOutcome::Started { id: p.msisdn }
+                } else {
+                    StartOutcome::Refused {
+                        code: "already_in_progress".into(),
+                    }
+                })
+            })
+        }
+
+        fn poll<'a>(
+            &'a self,
+            id: &'a str,
+            _wait: Duration,
+        ) -> futures_util::future::BoxFuture<'a, Result<Observed, TargetError>> {
+            let n = {
+                let mut polls = self.polls.lock().unwrap();
+                let n = polls.entry(id.to_owned()).or_default();
+                *n += 1;
+                *n
+            };
+            Box::pin(async move {
+                Ok(if n == 1 {
+                    Observed {
+                        state: "pending".into(),
+                        step: Some("created".into()),
+                        ..Observed::default()
+                    }
+                } else {
+                    Observed {
+                        state: "terminal".into(),
+                        status: Some("approved".into()),
+                        reason: Some("user_approved".into()),
+                        gateway_ms: Some(5),
+                        ..Observed::default()
+                    }
+                })
+            })
+        }
+    }
+
+    fn env(target: Arc<dyn Target>) -> Environment {
+        Environment {
+            target,
+            metrics_url: None,
+            smsc: None,
+            gateway: None,
+            temp_dir: None,
+        }
+    }
+
+    fn arrivals(n: u64) -> Vec<Arrival> {
+        (0..n)
+            .map(|i| Arrival {
+                n: i,
+                at: Duration::from_millis(10 * i),
+                index: i as u32,
+                loa3: false,
+            })
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_prompt_makes_users_press_again_and_the_refusals_are_counted() {
+        let config = SurgeConfig {
+            retry: Some(RetryModel {
+                late_after: Duration::from_secs(1),
+                probability: 1.0,
+                max_presses: 1,
+            }),
+            progress: ProgressMode::Off,
+            prompt_probe: None,
+            ..SurgeConfig::default()
+        };
+        let r = drive(&config, &arrivals(3), &env(Arc::new(Fake::default())))
+            .await
+            .unwrap();
+        assert_eq!(r.offered, 3);
+        assert_eq!(r.started, 3);
+        assert_eq!(r.completed.get("approved"), Some(&3));
+        assert_eq!(r.lost, 0);
+        assert_eq!(r.retries, 3);
+        assert_eq!(r.retry_outcomes.get("already_in_progress"), Some(&3));
+        assert_eq!(r.gateway_latency_ms.max, 5);
+        assert_eq!(r.gateway_latency_source.get("view"), Some(&3));
+    }
+
+    /// Never ends anything: every started authorization must come out lost.
+    struct Stuck;
+
+    impl Target for Stuck {
+        fn start(
+            &self,
+            p: StartParams,
+        ) -> futures_util::future::BoxFuture<'_, Result<StartOutcome, TargetError>> {
+            Box::pin(async move { Ok(StartOutcome::Started { id: p.msisdn }) })
+        }
+
+        fn poll<'a>(
+            &'a self,
+            _id: &'a str,
+            wait: Duration,
+        ) -> futures_util::future::BoxFuture<'a, Result<Observed, TargetError>> {
+            Box::pin(async move {
+                tokio::time::sleep(wait).await;
+                Ok(Observed {
+                    state: "pending".into(),
+                    step: Some("prompted".into()),
+                    ..Observed::default()
+                })
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn authorizations_still_pending_at_the_drain_deadline_are_lost_with_their_step() {
+        let config = SurgeConfig {
+            drain: Duration::from_secs(5),
+            progress: ProgressMode::Off,
+            prompt_probe: None,
+            ..SurgeConfig::default()
+        };
+        let r = drive(&config, &arrivals(4), &env(Arc::new(Stuck)))
+            .await
+            .unwrap();
+        assert_eq!(r.started, 4);
+        assert_eq!(r.lost, 4);
+        assert!(r.drain_timed_out);
+        assert_eq!(r.lost_steps.get("prompted"), Some(&4));
+        let mut r = r;
+        assert!(!check_slo(&mut r, &Slo::default()));
+    }
+}
