@@ -557,13 +557,25 @@ async fn an_unknown_or_foreign_id_is_404() {
 async fn missing_or_wrong_bearer_is_401_with_a_challenge() {
     let s = server().await;
     let body = good_body().to_string();
-    let cases: [&[(&str, &str)]; 4] = [
-        &[JSON_CT],
-        &[JSON_CT, ("Authorization", "Bearer rp-token-012345678")],
-        &[JSON_CT, ("Authorization", "Basic cnA6cnAtdG9rZW4=")],
-        &[JSON_CT, ("Authorization", "Bearer rp-token-0123456789x")],
+    // docs/api.md and RFC 6750 §3.1: `WWW-Authenticate: Bearer`, with `error="invalid_token"`
+    // only when a bearer token was presented (a credential of another scheme gets none).
+    let invalid = r#"Bearer error="invalid_token""#;
+    let cases: [(&[(&str, &str)], &str); 4] = [
+        (&[JSON_CT], "Bearer"),
+        (
+            &[JSON_CT, ("Authorization", "Bearer rp-token-012345678")],
+            invalid,
+        ),
+        (
+            &[JSON_CT, ("Authorization", "Basic cnA6cnAtdG9rZW4=")],
+            "Bearer",
+        ),
+        (
+            &[JSON_CT, ("Authorization", "Bearer rp-token-0123456789x")],
+            invalid,
+        ),
     ];
-    for headers in cases {
+    for (headers, challenge) in cases {
         let r = request(
             s.addr,
             "POST",
@@ -573,12 +585,14 @@ async fn missing_or_wrong_bearer_is_401_with_a_challenge() {
         )
         .await;
         assert_eq!(r.status, 401, "{headers:?}");
-        assert!(r.header("www-authenticate").unwrap().starts_with("Bearer"));
+        assert_eq!(r.header("www-authenticate"), Some(challenge), "{headers:?}");
         assert_eq!(r.error_code(), "unauthorized");
         assert!(!String::from_utf8_lossy(&r.body).contains("rp-token"));
     }
     let r = request(s.addr, "GET", "/v1/authorizations/auth-1", &[], None).await;
     assert_eq!(r.status, 401);
+    assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+    assert_eq!(r.error_code(), "unauthorized");
     assert!(s.fake.inner.lock().unwrap().starts.is_empty());
 }
 

@@ -1,11 +1,13 @@
 //! Interop against a real SMPP implementation: the npm `smpp` package playing the SMSC
-//! (`tests/peers/node/server.js`). Each test starts its own server on a free loopback port.
+//! (`tests/peers/node/server.js`). Each test starts its own server on a free loopback port and,
+//! once the gateway's bind has stopped, checks what the SMSC itself received (it prints a JSON
+//! line per connection, bind and submit), not only what the gateway was told.
 //!
 //! Needs `node` and `tests/peers/node/node_modules` (`npm ci` in that directory;
 //! scripts/test.sh does it).
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
@@ -18,13 +20,14 @@ use rusmpp::{
     pdus::SubmitSm,
     types::{COctetString, OctetString},
 };
+use serde_json::{json, Value};
 use sim_applet_model::smpp::dialect::{Dialect, Step};
 use tokio::sync::mpsc;
 
 struct Peer {
     child: Child,
     port: u16,
-    lines: std_mpsc::Receiver<serde_json::Value>,
+    lines: std_mpsc::Receiver<Value>,
 }
 
 impl Drop for Peer {
@@ -64,7 +67,7 @@ impl Peer {
         let (tx, rx) = std_mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
                     if tx.send(v).is_err() {
                         break;
                     }
@@ -81,26 +84,64 @@ impl Peer {
         peer
     }
 
-    fn next_line(&mut self) -> serde_json::Value {
+    fn next_line(&mut self) -> Value {
         self.lines
             .recv_timeout(Duration::from_secs(20))
             .expect("the node SMSC said nothing for 20 s")
     }
 
-    /// Lines up to and including the `n`-th `accepted` one (the SMSC prints after it
-    /// answered, so the line can trail the client's event).
-    fn until_accepted(&mut self, n: usize) -> Vec<serde_json::Value> {
+    /// Every line the SMSC printed since it started listening, read once it has no connection
+    /// left open. Call it after the gateway's `Stopped`: no connection opens after that, and
+    /// node closes a connection only after handling every PDU read from it, so these lines are
+    /// everything the SMSC received. Bounded by `next_line`'s wait.
+    fn received_when_idle(&mut self) -> Vec<Value> {
+        let stdin = self
+            .child
+            .stdin
+            .as_mut()
+            .expect("the peer's stdin is piped");
+        stdin
+            .write_all(b"idle\n")
+            .and_then(|()| stdin.flush())
+            .expect("the node SMSC reads its stdin");
         let mut lines = Vec::new();
-        let mut seen = 0;
-        while seen < n {
+        loop {
             let line = self.next_line();
-            if line["event"] == "accepted" {
-                seen += 1;
+            if line["event"] == "idle" {
+                return lines;
             }
             lines.push(line);
         }
-        lines
     }
+}
+
+/// The lines of one event.
+fn events<'a>(lines: &'a [Value], event: &str) -> Vec<&'a Value> {
+    lines.iter().filter(|l| l["event"] == event).collect()
+}
+
+/// What one submit_sm carried to the SMSC, as a test states it; addresses are [TON, NPI, digits].
+fn submitted(line: &Value) -> Value {
+    json!({
+        "service_type": line["service_type"],
+        "source_addr": [line["source_addr_ton"], line["source_addr_npi"], line["source_addr"]],
+        "destination_addr": [line["dest_addr_ton"], line["dest_addr_npi"], line["destination_addr"]],
+        "text": line["text"],
+        "ussd_service_op": line["ussd_service_op"],
+        "its_session_info": line["its_session_info"],
+    })
+}
+
+/// A plain SMS from `GATEWAY` to the test MSISDN, as the SMSC must receive it.
+fn sms_received(text: &str) -> Value {
+    json!({
+        "service_type": "",
+        "source_addr": [0, 0, "GATEWAY"],
+        "destination_addr": [0, 0, "48600100200"],
+        "text": text,
+        "ussd_service_op": null,
+        "its_session_info": null,
+    })
 }
 
 fn session_config(window: usize) -> SessionConfig {
@@ -159,9 +200,6 @@ async fn bind_submit_and_a_full_ussd_push_dialog() {
     let (tx, mut rx) = mpsc::channel(64);
     let (handle, join) = spawn(bind_config(&peer, 10), tx);
     wait_bound(&mut rx).await;
-    let bound = peer.next_line();
-    assert_eq!(bound["command"], "bind_transceiver");
-    assert_eq!(bound["interface_version"], 0x34);
 
     handle.submit(1, sms("hello")).await.unwrap();
     assert_eq!(
@@ -237,21 +275,51 @@ async fn bind_submit_and_a_full_ussd_push_dialog() {
         BindEvent::Accepted { id: 3, .. }
     ));
 
-    let seen: Vec<serde_json::Value> = (0..3).map(|_| peer.next_line()).collect();
-    assert_eq!(seen[1]["ussd_service_op"], 2);
-    assert_eq!(
-        seen[1]["its_session_info"], "2a02",
-        "session 42, step 1, no end bit"
-    );
-    assert_eq!(seen[2]["ussd_service_op"], 3);
-    assert_eq!(
-        seen[2]["its_session_info"], "2a05",
-        "session 42, step 2, end bit"
-    );
-
     handle.unbind().await.unwrap();
     assert_eq!(next_event(&mut rx).await, BindEvent::Stopped);
     join.await.unwrap();
+
+    let lines = peer.received_when_idle();
+    let bound = events(&lines, "bound");
+    assert_eq!(bound.len(), 1, "one bind: {lines:#?}");
+    assert_eq!(bound[0]["command"], "bind_transceiver");
+    assert_eq!(bound[0]["system_id"], "gw");
+    assert_eq!(bound[0]["interface_version"], 0x34);
+    let received: Vec<Value> = events(&lines, "accepted")
+        .into_iter()
+        .map(submitted)
+        .collect();
+    assert_eq!(
+        received,
+        vec![
+            sms_received("hello"),
+            // The prompt: a USSR request (2) from the service code to the international ISDN
+            // number, session 42, step 1.
+            json!({
+                "service_type": "USSD",
+                "source_addr": [0, 0, "*123#"],
+                "destination_addr": [1, 1, "48600100200"],
+                "text": "Log in to Bank? 1=Yes 2=No",
+                "ussd_service_op": 2,
+                "its_session_info": "2a02",
+            }),
+            // The final screen: a USSN request (3), session 42, step 2 with the end bit, which
+            // closes the dialog on the handset.
+            json!({
+                "service_type": "USSD",
+                "source_addr": [0, 0, "*123#"],
+                "destination_addr": [1, 1, "48600100200"],
+                "text": "Approved",
+                "ussd_service_op": 3,
+                "its_session_info": "2a05",
+            }),
+        ],
+        "the SMSC received each submit once, in order: {lines:#?}"
+    );
+    assert!(
+        events(&lines, "throttled").is_empty() && events(&lines, "dropped").is_empty(),
+        "{lines:#?}"
+    );
 }
 
 #[tokio::test]
@@ -267,27 +335,43 @@ async fn throttled_submissions_are_retried_not_dropped() {
     while accepted.len() < 2 {
         match next_event(&mut rx).await {
             BindEvent::Throttled { .. } => throttled += 1,
-            BindEvent::Accepted { id, .. } => accepted.push(id),
+            BindEvent::Accepted { id, message_id } => accepted.push((id, message_id)),
             other => panic!("{other:?}"),
         }
     }
     assert_eq!(throttled, 3);
     accepted.sort_unstable();
-    assert_eq!(accepted, vec![1, 2]);
-    let texts: Vec<String> = peer
-        .until_accepted(2)
-        .into_iter()
-        .filter(|v| v["event"] == "accepted")
-        .map(|v| v["text"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(texts.len(), 2, "{texts:?}");
-    assert!(
-        peer.lines.try_recv().is_err(),
-        "no third acceptance: nothing was sent twice"
-    );
     handle.unbind().await.unwrap();
     assert_eq!(next_event(&mut rx).await, BindEvent::Stopped);
     join.await.unwrap();
+
+    // Read only now: a duplicate re-sent after the second acceptance is in these lines too.
+    let lines = peer.received_when_idle();
+    let refused = events(&lines, "throttled");
+    assert_eq!(refused.len(), 3, "{lines:#?}");
+    for line in refused {
+        let text = line["text"].as_str().unwrap();
+        assert!(["first", "second"].contains(&text), "{lines:#?}");
+        assert_eq!(
+            submitted(line),
+            sms_received(text),
+            "a retry changed the submit"
+        );
+    }
+    let mut received: Vec<&Value> = events(&lines, "accepted");
+    received.sort_by_key(|l| l["text"].as_str().unwrap().to_owned());
+    assert_eq!(
+        received.iter().map(|l| submitted(l)).collect::<Vec<_>>(),
+        vec![sms_received("first"), sms_received("second")],
+        "each submission reached the SMSC exactly once after the throttling: {lines:#?}"
+    );
+    // Each acceptance reached the submission it answered: gateway id 1 is "first".
+    let ids: Vec<_> = received
+        .iter()
+        .zip([1, 2])
+        .map(|(l, id)| (id, l["message_id"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(accepted, ids, "{lines:#?}");
 }
 
 #[tokio::test]
@@ -312,16 +396,31 @@ async fn forced_disconnect_reconnects_without_loss_or_duplicates() {
         }
     }
     assert_eq!(accepted, vec![1, 2, 3], "each exactly once, in order");
-    assert!(disconnects >= 1 && binds >= 2, "{disconnects} {binds}");
-    let lines = peer.until_accepted(3);
-    let texts: Vec<&str> = lines
-        .iter()
-        .filter(|v| v["event"] == "accepted")
-        .map(|v| v["text"].as_str().unwrap())
-        .collect();
-    assert_eq!(texts, vec!["a", "DROP", "b"], "SMSC saw no duplicate");
-    assert!(lines.iter().any(|v| v["event"] == "dropped"));
     handle.unbind().await.unwrap();
     assert_eq!(next_event(&mut rx).await, BindEvent::Stopped);
     join.await.unwrap();
+
+    let lines = peer.received_when_idle();
+    // The SMSC dropped the first connection once; the gateway bound again on a second one.
+    assert_eq!(
+        (disconnects, binds),
+        (1, 2),
+        "gateway side, against the SMSC's {lines:#?}"
+    );
+    assert_eq!(events(&lines, "connected").len(), 2, "{lines:#?}");
+    assert_eq!(events(&lines, "bound").len(), 2, "{lines:#?}");
+    let dropped = events(&lines, "dropped");
+    assert_eq!(dropped.len(), 1, "{lines:#?}");
+    assert_eq!(dropped[0]["text"], "DROP");
+    assert_eq!(dropped[0]["conn"], 1);
+    let received = events(&lines, "accepted");
+    assert_eq!(
+        received.iter().map(|l| submitted(l)).collect::<Vec<_>>(),
+        vec![sms_received("a"), sms_received("DROP"), sms_received("b")],
+        "the SMSC received each once, in order, no duplicate: {lines:#?}"
+    );
+    // What the drop lost was re-sent on the new connection.
+    assert_eq!(received[0]["conn"], 1, "{lines:#?}");
+    assert_eq!(received[1]["conn"], 2, "{lines:#?}");
+    assert_eq!(received[2]["conn"], 2, "{lines:#?}");
 }

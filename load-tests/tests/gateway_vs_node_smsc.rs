@@ -10,7 +10,7 @@
 
 mod e2e_support;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc as std_mpsc;
@@ -83,9 +83,28 @@ impl NodeSmsc {
             .expect("the node SMSC said nothing for 20 s")
     }
 
-    /// Every line printed so far.
-    fn drain(&mut self) -> Vec<Value> {
-        self.lines.try_iter().collect()
+    /// Every line the SMSC printed since it started listening, read once it has no connection
+    /// left open. Call it after the gateway shut down: node closes a connection only after
+    /// handling every PDU read from it, so these lines are everything the SMSC received (a
+    /// late duplicate included, which lines read earlier could miss).
+    fn received_when_idle(&mut self) -> Vec<Value> {
+        let stdin = self
+            .child
+            .stdin
+            .as_mut()
+            .expect("the peer's stdin is piped");
+        stdin
+            .write_all(b"idle\n")
+            .and_then(|()| stdin.flush())
+            .expect("the node SMSC reads its stdin");
+        let mut lines = Vec::new();
+        loop {
+            let line = self.next_line();
+            if line["event"] == "idle" {
+                return lines;
+            }
+            lines.push(line);
+        }
     }
 }
 
@@ -156,7 +175,7 @@ async fn the_gateway_runs_a_ussd_authorization_against_the_node_smsc() {
     assert_eq!(v["loa_achieved"], "2", "{v}");
     gw.shutdown().await;
 
-    let lines = node.drain();
+    let lines = node.received_when_idle();
     assert!(
         lines.iter().any(|l| l["event"] == "bound"),
         "the gateway never bound: {lines:?}"
@@ -170,4 +189,7 @@ async fn the_gateway_runs_a_ussd_authorization_against_the_node_smsc() {
         prompts[0]["its_session_info"].is_string(),
         "the USSR request carried no its_session_info: {lines:?}"
     );
+    assert_eq!(prompts[0]["source_addr"], "*123#", "{lines:?}");
+    assert_eq!(prompts[0]["destination_addr"], m.as_str(), "{lines:?}");
+    assert_eq!(prompts[0]["service_type"], "USSD", "{lines:?}");
 }

@@ -12,17 +12,19 @@
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use gateway::config::GatewayConfig;
-use gateway::subscribers::has_applet;
-use load_tests::smsc::network::{HandsetNetwork, PopulationConfig};
-use load_tests::smsc::{self, AccountConfig, SmscConfig};
+use load_tests::harness::client::{start_body, ApiClient};
+use load_tests::harness::config::GatewayConfigBuilder;
+use load_tests::harness::network::{start_smsc as start_network, SmscSpec};
+use load_tests::smsc::population::PopulationConfig;
+use load_tests::smsc::SmscHandle;
 use serde_json::Value;
 use sim_applet_model::applet::state::CardSecrets;
+use sim_applet_model::handset::population::has_applet;
 use sim_applet_model::handset::user::UserParams;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SEED: u64 = 42;
 const COUNT: u64 = 200;
@@ -31,122 +33,33 @@ const SHARE: f64 = 0.6;
 const TOKEN: &str = "smoke-token-7f3a";
 const PEPPER: &str = "smoke test pepper of enough octets";
 
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let p = std::env::temp_dir().join(format!("serve-smoke-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
+fn config(smsc: SocketAddr, dir: &tempfile::TempDir, loa3_over_ussd: bool) -> GatewayConfig {
+    let mut b = GatewayConfigBuilder::new(smsc.to_string(), dir.path());
+    b.client_id = "smoke".into();
+    b.token = TOKEN.into();
+    b.seed = SEED;
+    b.count = COUNT;
+    b.msisdn_base = BASE;
+    b.applet_share = SHARE;
+    b.loa3_over_ussd = loa3_over_ussd;
+    b.pepper = PEPPER.into();
+    b.metrics = true;
+    b.build().unwrap()
 }
 
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// One HTTP/1.1 request over a fresh connection; (status, JSON body).
-async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {TOKEN}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.unwrap();
-    let text = String::from_utf8(raw).unwrap();
-    let status: u16 = text[9..12].parse().unwrap();
-    let (_, body) = text.split_once("\r\n\r\n").unwrap();
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
-}
-
-fn config(smsc: SocketAddr, dir: &TempDir, loa3_over_ussd: bool) -> GatewayConfig {
-    let pepper = dir.0.join("pepper");
-    std::fs::write(&pepper, PEPPER).unwrap();
-    let text = format!(
-        r#"
-[api]
-listen = "127.0.0.1:0"
-[[api.clients]]
-id = "smoke"
-token = "{TOKEN}"
-rate_limit_per_sec = 1000
-rate_limit_burst = 1000
-
-[[operators]]
-name = "sim"
-ranges = ["48600"]
-dialect = "spec-default"
-service_code = "*123#"
-sms_source_address = "4800"
-[[operators.binds]]
-address = "{smsc}"
-system_id = "gw"
-password = "pw"
-
-[subscribers]
-pepper_file = "{pepper}"
-[subscribers.generate]
-seed = {SEED}
-count = {COUNT}
-msisdn_base = {BASE}
-applet_share = {SHARE}
-
-[policy]
-loa3_over_ussd = {loa3_over_ussd}
-
-[store]
-path = "{store}"
-
-[metrics]
-listen = "127.0.0.1:0"
-"#,
-        pepper = pepper.display(),
-        store = dir.0.join("store.redb").display(),
-    );
-    GatewayConfig::from_toml(&text, &[]).unwrap()
-}
-
-async fn approve(api: SocketAddr, msisdn: &str, loa: u8) -> Value {
-    let body = serde_json::json!({
-        "msisdn": msisdn,
-        "loa": loa,
-        "client_name": "Portal",
-        "binding_message": "AB12",
-        "expiry_secs": 60,
-    });
-    let (status, view) = http(api, "POST", "/v1/authorizations", Some(&body)).await;
-    assert_eq!(status, 201, "start: {view}");
-    let id = view["id"].as_str().unwrap().to_owned();
-    for _ in 0..20 {
-        let (status, view) = http(
-            api,
-            "GET",
-            &format!("/v1/authorizations/{id}?wait=30"),
-            None,
-        )
-        .await;
-        assert_eq!(status, 200, "get: {view}");
-        if view["state"] == "terminal" {
-            return view;
-        }
-    }
-    panic!("authorization {id} did not end");
+async fn approve(api: &ApiClient, msisdn: &str, loa: u8) -> Value {
+    let r = api.start(&start_body(msisdn, loa, 60), None).await.unwrap();
+    assert_eq!(r.status, 201, "start: {}", r.body);
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    tokio::time::timeout(Duration::from_secs(60), api.until_terminal(&id))
+        .await
+        .unwrap_or_else(|_| panic!("authorization {id} did not end"))
+        .unwrap()
 }
 
 /// The simulated SMSC with the population, on a free port; its users always approve, with the
 /// right PIN, at 100 times their real pace.
-async fn start_smsc() -> smsc::SmscHandle {
+async fn start_smsc() -> SmscHandle {
     let population = PopulationConfig {
         size: COUNT as u32,
         applet_share: SHARE,
@@ -161,22 +74,21 @@ async fn start_smsc() -> smsc::SmscHandle {
         },
         ..PopulationConfig::default()
     };
-    let network = HandsetNetwork::new(population, tokio::time::Instant::now().into_std()).unwrap();
-    let smsc_config = SmscConfig::new(
-        "127.0.0.1:0".parse().unwrap(),
-        AccountConfig::new("gw", "pw"),
-    );
-    smsc::start(smsc_config, Box::new(network)).await.unwrap()
+    let spec = SmscSpec {
+        record: false,
+        ..SmscSpec::new(population)
+    };
+    start_network(spec).await.unwrap().0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_serves_stk_and_ussd_authorizations_end_to_end() {
     let smsc = start_smsc().await;
-    let dir = TempDir::new();
+    let dir = tempfile::tempdir().unwrap();
     let handle = gateway::serve::start(config(smsc.local_addr(), &dir, false))
         .await
         .unwrap();
-    let api = handle.api_addr;
+    let api = ApiClient::new(handle.api_addr, TOKEN);
     assert!(handle.metrics_addr.is_some());
 
     let applet = (0..COUNT).find(|i| has_applet(SEED, *i, SHARE)).unwrap();
@@ -185,30 +97,31 @@ async fn gateway_serves_stk_and_ussd_authorizations_end_to_end() {
     let plain = (BASE + plain).to_string();
 
     for loa in [2u8, 3] {
-        let v = approve(api, &applet, loa).await;
+        let v = approve(&api, &applet, loa).await;
         assert_eq!(v["status"], "approved", "{v}");
         assert_eq!(v["channel"], "stk");
         assert_eq!(v["loa_achieved"], loa.to_string());
         assert_eq!(v["proof"].as_str().unwrap().len(), 32, "{v}");
     }
-    let v = approve(api, &plain, 2).await;
+    let v = approve(&api, &plain, 2).await;
     assert_eq!(v["status"], "approved", "{v}");
     assert_eq!(v["channel"], "ussd");
     assert!(v["proof"].is_null());
 
-    // LoA3 without the applet is a policy refusal under this configuration.
+    // LoA3 without the applet is a policy refusal under this configuration (docs/api.md:
+    // 403 `policy_refused`, "e.g. LoA 3 over USSD").
     let body = serde_json::json!({"msisdn": plain, "loa": 3, "client_name": "Portal"});
-    let (status, _) = http(api, "POST", "/v1/authorizations", Some(&body)).await;
-    assert!((400..500).contains(&status), "status {status}");
+    let r = api.start(&body, None).await.unwrap();
+    let refusal = r.body;
+    assert_eq!(r.status, 403, "{refusal}");
+    assert_eq!(refusal["error"], "policy_refused", "{refusal}");
 
     // The API, sessions and binds are all counted on /metrics, without a phone number.
-    let metrics_addr = handle.metrics_addr.unwrap();
-    let mut stream = tokio::net::TcpStream::connect(metrics_addr).await.unwrap();
-    let req = format!("GET /metrics HTTP/1.1\r\nHost: {metrics_addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.unwrap();
-    let exposition = String::from_utf8(raw).unwrap();
+    let metrics_url = format!("http://{}/metrics", handle.metrics_addr.unwrap());
+    let exposition =
+        load_tests::surge::target::scrape(&load_tests::surge::target::http_client(), &metrics_url)
+            .await
+            .unwrap();
     for needle in [
         "gateway_api_requests_total{route=\"/v1/authorizations\",method=\"POST\",status_class=\"2xx\"} 3",
         "gateway_authorizations_completed_total{operator=\"sim\",channel=\"stk\",loa=\"loa3\",outcome=\"approved\"} 1",
@@ -218,7 +131,7 @@ async fn gateway_serves_stk_and_ussd_authorizations_end_to_end() {
     }
     assert!(!exposition.contains(&applet) && !exposition.contains(&plain));
 
-    let audit = std::fs::read_to_string(dir.0.join("store.audit.jsonl")).unwrap();
+    let audit = std::fs::read_to_string(dir.path().join("store.audit.jsonl")).unwrap();
     assert_eq!(audit.lines().count(), 3);
     assert!(!audit.contains(&applet) && !audit.contains(&plain));
 
@@ -253,21 +166,21 @@ async fn logs_of_an_end_to_end_run_carry_no_secret_and_no_full_msisdn() {
         .init();
 
     let smsc = start_smsc().await;
-    let dir = TempDir::new();
+    let dir = tempfile::tempdir().unwrap();
     let handle = gateway::serve::start(config(smsc.local_addr(), &dir, true))
         .await
         .unwrap();
-    let api = handle.api_addr;
+    let api = ApiClient::new(handle.api_addr, TOKEN);
 
     let applet = (0..COUNT).find(|i| has_applet(SEED, *i, SHARE)).unwrap();
     let plain = (0..COUNT).find(|i| !has_applet(SEED, *i, SHARE)).unwrap();
-    let v = approve(api, &(BASE + applet).to_string(), 3).await;
+    let v = approve(&api, &(BASE + applet).to_string(), 3).await;
     assert_eq!(
         (v["status"].as_str(), v["channel"].as_str()),
         (Some("approved"), Some("stk")),
         "{v}"
     );
-    let v = approve(api, &(BASE + plain).to_string(), 3).await;
+    let v = approve(&api, &(BASE + plain).to_string(), 3).await;
     assert_eq!(
         (v["status"].as_str(), v["channel"].as_str()),
         (Some("approved"), Some("ussd")),

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use common::*;
@@ -73,9 +74,14 @@ async fn submit_sm_is_answered_with_distinct_message_ids() {
         };
         ids.push(r.message_id().as_str().to_owned());
     }
-    ids.dedup();
-    assert_eq!(ids.len(), 3);
-    assert!(ids.iter().all(|id| !id.is_empty()));
+    // A set, not `dedup`: dedup drops only adjacent repeats, so "a", "b", "a" would pass.
+    let distinct: HashSet<&String> = ids.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        ids.len(),
+        "a message id was reused: {ids:?}"
+    );
+    assert!(ids.iter().all(|id| !id.is_empty()), "{ids:?}");
     assert_eq!(smsc.stats().snapshot().submits, 3);
     smsc.shutdown().await;
 }

@@ -27,7 +27,7 @@ async fn an_stk_push_to_a_sim_without_the_applet_falls_back_to_ussd_on_the_failu
         assert_eq!(v["channel"], "ussd", "{v}");
         assert_eq!(v["loa_achieved"], "2", "{v}");
         assert!(v["proof"].is_null(), "{v}");
-        let mt = env.log.mt.lock().unwrap().clone();
+        let mt = env.log.mt();
         let to_m: Vec<_> = mt.iter().filter(|x| x.sm.destination.addr == m).collect();
         // The push did reach the network, then the USSD prompt went out.
         assert!(to_m.iter().any(|x| x.sm.protocol_id == 0x7F), "{to_m:?}");

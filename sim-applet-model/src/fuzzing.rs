@@ -9,26 +9,54 @@
 
 use crate::cat::{Apdu, ProactiveCommand, SmsPpDownload, TerminalResponse};
 use crate::ota::{
-    decode_command, decode_response, CommandHeader, Kic, Kid, KeySet, PorSecurity, Spi,
+    decode_command, decode_response, Algorithm, CommandHeader, KeySet, Kic, Kid, PorSecurity, Spi,
 };
 use crate::text::{
     decode_ussd, gsm7_decode, gsm7_encode, parse_user_data, ucs2_decode, unpack_septets,
     unpack_ussd,
 };
 
-/// The pySim vectors' ciphering key.
-const KIC_3DES: [u8; 16] = [
-    0x30, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f,
-];
-/// The pySim vectors' checksum key.
-const KID_3DES: [u8; 16] = [
-    0x30, 0x11, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f,
-];
+/// The pySim vectors' keys: (KIc key, KID key) of the 3DES vector (KIc/KID 35)...
+const PYSIM_3DES: ([u8; 16], [u8; 16]) = (
+    [
+        0x30, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e,
+        0x0f,
+    ],
+    [
+        0x30, 0x11, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e,
+        0x0f,
+    ],
+);
+/// ... and of the AES vector (KIc/KID 22).
+const PYSIM_AES: ([u8; 16], [u8; 16]) = (
+    [
+        0x20, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e,
+        0x0f,
+    ],
+    [
+        0x20, 0x11, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e,
+        0x0f,
+    ],
+);
 
-/// The keys of the pySim vectors, for whatever algorithms the packet names (AES takes the same
-/// 16 octets), so that the corpus of real packets decodes and mutations explore past the CC.
+/// The pySim vectors' keys for the algorithm each of KIc and KID names (16 octets: 3DES with
+/// three keys and the unimplemented algorithms find none), so that the corpus of real packets
+/// gets past the CC and mutations explore the round trip.
 fn pysim_keys(h: &CommandHeader) -> Option<KeySet> {
-    KeySet::new(h.kic, &KIC_3DES, h.kid, &KID_3DES).ok()
+    let pick = |alg: Algorithm| {
+        if alg == Algorithm::Aes {
+            PYSIM_AES
+        } else {
+            PYSIM_3DES
+        }
+    };
+    KeySet::new(
+        h.kic,
+        &pick(h.kic.algorithm).0,
+        h.kid,
+        &pick(h.kid.algorithm).1,
+    )
+    .ok()
 }
 
 /// Secured packets (`ota_decode`): decoding never panics, and whatever decodes as a command

@@ -87,10 +87,12 @@ impl FromRequestParts<ApiState> for AuthenticatedClient {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
-        let given = parts.headers.contains_key(AUTHORIZATION);
-        let id = bearer_token(parts)
+        // RFC 6750 §3.1: `error="invalid_token"` only when a bearer token was presented; no
+        // credential, or one of another scheme, gets the bare challenge.
+        let token = bearer_token(parts);
+        let id = token
             .and_then(|token| state.clients.authenticate(token))
-            .ok_or_else(|| ApiError::unauthorized(given))?
+            .ok_or_else(|| ApiError::unauthorized(token.is_some()))?
             .to_owned();
         if let Err(retry_after) = state.limiter.check(&id) {
             tracing::debug!(client = %id, "per-client rate limit");

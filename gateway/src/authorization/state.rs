@@ -98,7 +98,8 @@ pub fn ending_of(result: AuthResult, requested: Loa, stk: bool, locked_now: bool
             match f {
                 SimFailure::Applet(_) => "applet_error",
                 SimFailure::Por(_) => "ota_refused",
-                // Forged, replayed or otherwise unverifiable answers end here.
+                // Forged or otherwise unverifiable answers to this prompt end here (one for another
+                // counter, a replay, never reaches this: the push ignores it).
                 SimFailure::BadAnswer(_) => "answer_not_verified",
             },
         ),

@@ -60,7 +60,8 @@ impl ApiClient {
         }
     }
 
-    /// One request: `headers` come after the bearer token and a JSON content type.
+    /// One request with a JSON content type and the client's bearer token, unless `headers`
+    /// carry an `Authorization` of their own (a Keycloak token, another scheme).
     pub async fn request(
         &self,
         method: Method,
@@ -71,8 +72,13 @@ impl ApiClient {
         let mut req = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base))
-            .header(header::AUTHORIZATION, format!("Bearer {}", self.token))
             .header(header::CONTENT_TYPE, "application/json");
+        if !headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("authorization"))
+        {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {}", self.token));
+        }
         for (name, value) in headers {
             req = req.header(*name, *value);
         }
