@@ -217,11 +217,15 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<ServeHandle> {
     let subscribers = Arc::new(subscribers);
     let router = Arc::new(router(&config).context("building the router")?);
 
-    let store: Arc<dyn Store> = Arc::new(
-        EmbeddedStore::open(&config.store.path, StoreOptions::default())
-            .with_context(|| format!("opening the store {}", config.store.path.display()))?,
-    );
     let (metrics, exposition) = Metrics::standalone();
+    let store: Arc<dyn Store> = Arc::new(
+        EmbeddedStore::open_observed(
+            &config.store.path,
+            StoreOptions::default(),
+            Some(metrics.store.writer()),
+        )
+        .with_context(|| format!("opening the store {}", config.store.path.display()))?,
+    );
     let clock = system_clock();
     let pin_check: Arc<dyn PinVerifier> = Arc::new(UssdPinCheck::new(
         store.clone(),

@@ -2,13 +2,16 @@
 //! `gateway_store_operation_duration_seconds_sum` is its busy time, errors by `result`).
 //!
 //! The authorization manager (or a store wrapper) times each call of the
-//! [`crate::store`] trait and reports it with [`StoreMetrics::observe`].
+//! [`crate::store`] trait and reports it with [`StoreMetrics::observe`]. The embedded store's
+//! writer thread reports each group commit to [`StoreWriterMetrics`]: commits, fsyncs,
+//! operations per commit, commit latency, and whether the store has failed.
 
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -73,6 +76,37 @@ pub struct StoreMetrics {
     duration: Vec<Histogram>,
     /// `[op][result]`.
     operations: Vec<Counter>,
+    writer: std::sync::Arc<StoreWriterMetrics>,
+}
+
+/// Operations per commit: 1 to 1024 (the writer's largest batch).
+const BATCH_BUCKETS: [f64; 11] = [
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
+
+/// The embedded store's group commits.
+#[derive(Debug)]
+pub struct StoreWriterMetrics {
+    commits: Counter,
+    fsyncs: Counter,
+    batch: Histogram,
+    commit_seconds: Histogram,
+    failed: Gauge,
+}
+
+impl crate::store::writer::CommitObserver for StoreWriterMetrics {
+    fn committed(&self, operations: usize, durable: bool, took: Duration) {
+        self.commits.inc();
+        if durable {
+            self.fsyncs.inc();
+        }
+        self.batch.observe(operations as f64);
+        self.commit_seconds.observe(seconds(took));
+    }
+
+    fn failed(&self) {
+        self.failed.set(1);
+    }
 }
 
 impl StoreMetrics {
@@ -100,10 +134,48 @@ impl StoreMetrics {
                 operations.push(ops_family.get_or_create_owned(&ResultLabels { op, result }));
             }
         }
+        let writer = StoreWriterMetrics {
+            commits: Counter::default(),
+            fsyncs: Counter::default(),
+            batch: Histogram::new(BATCH_BUCKETS),
+            commit_seconds: Histogram::new(STORE_LATENCY_BUCKETS),
+            failed: Gauge::default(),
+        };
+        registry.register(
+            "store_commits",
+            "Group commits of the embedded store's writer",
+            writer.commits.clone(),
+        );
+        registry.register(
+            "store_fsyncs",
+            "Group commits that were fsynced (one of their operations was durable)",
+            writer.fsyncs.clone(),
+        );
+        registry.register(
+            "store_operations_per_commit",
+            "Operations carried by one group commit",
+            writer.batch.clone(),
+        );
+        registry.register(
+            "store_commit_duration_seconds",
+            "Time of one group commit (the fsync included when there is one)",
+            writer.commit_seconds.clone(),
+        );
+        registry.register(
+            "store_failed",
+            "1 when the store refuses writes after a failed commit (see /readyz)",
+            writer.failed.clone(),
+        );
         Self {
             duration,
             operations,
+            writer: std::sync::Arc::new(writer),
         }
+    }
+
+    /// The observer to give the embedded store's writer.
+    pub fn writer(&self) -> std::sync::Arc<StoreWriterMetrics> {
+        self.writer.clone()
     }
 
     /// One store call took `elapsed` and ended `ok` or not.

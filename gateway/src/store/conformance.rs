@@ -403,6 +403,98 @@ pub(crate) fn allocator_counters_are_unique_and_increasing_per_thread(store: Arc
     assert_eq!(store.ota_high_water(&k).unwrap(), 201);
 }
 
+pub(crate) fn many_concurrent_callers_interleave_cas_pin_counts_and_claims(store: &dyn Store) {
+    const CALLERS: usize = 32;
+    const ROUNDS: u64 = 5;
+    let counting = LockoutPolicy {
+        max_failures: 10_000,
+        lockout_ms: 1_000,
+        permanent_after_lockouts: None,
+    };
+    store
+        .put_authorization(&record("shared", "46700000070"))
+        .unwrap();
+    let shared_counter = key("46700000071");
+    let results: Vec<(bool, String, usize, Vec<std::ops::Range<u64>>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..CALLERS)
+            .map(|caller| {
+                let shared_counter = &shared_counter;
+                let counting = &counting;
+                s.spawn(move || {
+                    let mine = format!("own-{caller:02}");
+                    let claim = store
+                        .claim_idempotency_key("rp-1", "same-key", &mine, 0, 60_000)
+                        .unwrap();
+                    let (claimed, pointed_at) = match claim {
+                        IdempotencyClaim::Claimed => (true, mine.clone()),
+                        IdempotencyClaim::Existing(id) => (false, id),
+                    };
+                    let mut blocks = Vec::new();
+                    for round in 0..ROUNDS {
+                        store
+                            .record_pin_failure("46700000072", round, counting)
+                            .unwrap();
+                        blocks.push(store.reserve_ota_counters(shared_counter, 4).unwrap());
+                    }
+                    let own = record(&mine, &format!("4670000{caller:04}"));
+                    store.put_authorization(&own).unwrap();
+                    store
+                        .update_authorization_state(
+                            &mine,
+                            &AuthState::Created,
+                            &AuthorizationUpdate::to(AuthState::Prompted, 1),
+                        )
+                        .unwrap();
+                    store
+                        .update_authorization_state(
+                            &mine,
+                            &AuthState::Prompted,
+                            &AuthorizationUpdate::to(terminal(TerminalStatus::Approved), 2),
+                        )
+                        .unwrap();
+                    let won = store
+                        .update_authorization_state(
+                            "shared",
+                            &AuthState::Created,
+                            &AuthorizationUpdate::to(terminal(TerminalStatus::Denied), 3),
+                        )
+                        .is_ok();
+                    (claimed, pointed_at, usize::from(won), blocks)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    // One claim won, and every other caller was pointed at the winner's id.
+    let winners: Vec<&String> = results.iter().filter(|r| r.0).map(|r| &r.1).collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    assert!(results.iter().all(|r| &r.1 == winners[0]));
+    // Every PIN failure was counted once.
+    assert_eq!(
+        store.lock_state("46700000072", ROUNDS).unwrap(),
+        LockState::Open {
+            failures: (CALLERS as u64 * ROUNDS) as u32
+        }
+    );
+    // OTA counter blocks never overlapped, and nothing was reserved twice or lost.
+    let mut counters = HashSet::new();
+    for r in &results {
+        for block in &r.3 {
+            for c in block.clone() {
+                assert!(counters.insert(c), "counter {c} reserved twice");
+            }
+        }
+    }
+    assert_eq!(counters.len() as u64, CALLERS as u64 * ROUNDS * 4);
+    assert_eq!(
+        store.ota_high_water(&shared_counter).unwrap(),
+        1 + CALLERS as u64 * ROUNDS * 4
+    );
+    // One terminal update of the shared authorization won; every own one ended.
+    assert_eq!(results.iter().map(|r| r.2).sum::<usize>(), 1);
+    assert!(store.list_in_flight().unwrap().is_empty());
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod in_memory {
@@ -459,4 +551,5 @@ suite!(
     purge_removes_only_expired_terminal_records_and_claims,
     invalid_keys_are_refused,
     racing_terminal_updates_have_exactly_one_winner,
+    many_concurrent_callers_interleave_cas_pin_counts_and_claims,
 );

@@ -1,8 +1,11 @@
 //! [`EmbeddedStore`]: the default [`Store`], one redb file, nothing to install.
 //!
-//! Each operation is one redb write transaction (redb serialises writers, which makes every
-//! read-modify-write atomic) committed with `Durability::Immediate` (fsync before returning) when
-//! the module documentation lists it as durable, with `Durability::None` otherwise. Tables:
+//! Every write goes through the one writer thread ([`super::writer`]): concurrent operations are
+//! applied in arrival order in one redb write transaction (which makes every read-modify-write
+//! atomic) and committed together, with `Durability::Immediate` (fsync before any of them
+//! returns) when one of them is listed as durable in the module documentation, with
+//! `Durability::None` otherwise. Reads run on the caller's thread in their own read
+//! transaction and see every acknowledged write. Tables:
 //!
 //! - `ota_high_water`: OTA counter key -> lowest counter never handed out;
 //! - `pin_failures`: MSISDN -> [`PinRecord`] (JSON);
@@ -17,6 +20,7 @@
 
 use std::ops::Range;
 use std::path::Path;
+use std::sync::Arc;
 
 use redb::{
     Database, Durability, ReadTransaction, ReadableTable, TableDefinition, WriteTransaction,
@@ -25,6 +29,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::records::{apply_update, CasRefusal, IdempotencyEntry};
+use super::writer::{CommitObserver, Writer, WriterStats};
 use super::{
     advance_high_water, check_key, check_record, exhausted, expiry, AuthState, AuthorizationRecord,
     AuthorizationUpdate, IdempotencyClaim, LockState, LockoutPolicy, OtaCounterKey, PinRecord,
@@ -43,7 +48,8 @@ const IDEM_EXPIRY: TableDefinition<(u64, &str, &str), ()> =
 /// The redb-backed store. Cheap to share behind an `Arc`; one per file and process (a second
 /// open of the same file fails with [`StoreError::Backend`]).
 pub struct EmbeddedStore {
-    db: Database,
+    db: Arc<Database>,
+    writer: Writer,
     options: StoreOptions,
 }
 
@@ -55,7 +61,7 @@ impl std::fmt::Debug for EmbeddedStore {
     }
 }
 
-fn backend(err: impl Into<redb::Error>) -> StoreError {
+pub(super) fn backend(err: impl Into<redb::Error>) -> StoreError {
     match err.into() {
         redb::Error::Io(err) => StoreError::Io(err),
         redb::Error::Corrupted(detail) => StoreError::Corrupt {
@@ -104,8 +110,22 @@ impl EmbeddedStore {
     /// Opens `path`, creating the file and its tables if needed. After a crash this also
     /// recovers the file, which may take a while for a large file.
     pub fn open(path: impl AsRef<Path>, options: StoreOptions) -> Result<Self, StoreError> {
-        let db = Database::create(path).map_err(backend)?;
-        let store = Self { db, options };
+        Self::open_observed(path, options, None)
+    }
+
+    /// [`EmbeddedStore::open`], telling `observer` of every group commit (metrics).
+    pub fn open_observed(
+        path: impl AsRef<Path>,
+        options: StoreOptions,
+        observer: Option<Arc<dyn CommitObserver>>,
+    ) -> Result<Self, StoreError> {
+        let db = Arc::new(Database::create(path).map_err(backend)?);
+        let writer = Writer::start(db.clone(), observer)?;
+        let store = Self {
+            db,
+            writer,
+            options,
+        };
         store.write(Durability::Immediate, |txn| {
             txn.open_table(OTA)?;
             txn.open_table(PIN)?;
@@ -119,17 +139,20 @@ impl EmbeddedStore {
         Ok(store)
     }
 
-    fn write<T>(
+    /// Runs `body` in the writer thread's next group commit and waits for that commit
+    /// (fsynced when `durability` is `Immediate`; see [`super::writer`]).
+    fn write<T: Send + 'static>(
         &self,
         durability: Durability,
-        body: impl FnOnce(&WriteTransaction) -> Result<T, StoreError>,
+        body: impl FnOnce(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(durability);
-        // On error the transaction is dropped, which aborts it.
-        let out = body(&txn)?;
-        txn.commit()?;
-        Ok(out)
+        self.writer
+            .write(matches!(durability, Durability::Immediate), body)
+    }
+
+    /// What the writer thread has done (commits, fsyncs, operations per commit).
+    pub fn writer_stats(&self) -> Arc<WriterStats> {
+        self.writer.stats().clone()
     }
 
     fn read(&self) -> Result<ReadTransaction, StoreError> {
@@ -178,13 +201,14 @@ impl Store for EmbeddedStore {
             return Ok(mark..mark);
         }
         let storage_key = key.storage_key();
-        self.write(Durability::Immediate, |txn| {
+        let key = key.clone();
+        self.write(Durability::Immediate, move |txn| {
             let mut table = txn.open_table(OTA)?;
             let start = table
                 .get(storage_key.as_str())?
                 .map_or(OTA_COUNTER_FIRST, |v| v.value())
                 .max(OTA_COUNTER_FIRST);
-            let next = advance_high_water(key, start, n)?;
+            let next = advance_high_water(&key, start, n)?;
             table.insert(storage_key.as_str(), next)?;
             Ok(start..next)
         })
@@ -196,7 +220,7 @@ impl Store for EmbeddedStore {
             return Err(exhausted(key));
         }
         let storage_key = key.storage_key();
-        self.write(Durability::Immediate, |txn| {
+        self.write(Durability::Immediate, move |txn| {
             let mut table = txn.open_table(OTA)?;
             let current = table
                 .get(storage_key.as_str())?
@@ -226,22 +250,25 @@ impl Store for EmbeddedStore {
         policy: &LockoutPolicy,
     ) -> Result<LockState, StoreError> {
         check_key("msisdn", msisdn)?;
-        self.write(Durability::Immediate, |txn| {
+        let msisdn = msisdn.to_owned();
+        let policy = *policy;
+        self.write(Durability::Immediate, move |txn| {
             let mut table = txn.open_table(PIN)?;
-            let mut record: PinRecord = match table.get(msisdn)? {
-                Some(bytes) => decode("pin_failures", msisdn, bytes.value())?,
+            let mut record: PinRecord = match table.get(msisdn.as_str())? {
+                Some(bytes) => decode("pin_failures", &msisdn, bytes.value())?,
                 None => PinRecord::default(),
             };
-            let state = record.record_failure(now_ms, policy);
-            table.insert(msisdn, encode(&record)?.as_slice())?;
+            let state = record.record_failure(now_ms, &policy);
+            table.insert(msisdn.as_str(), encode(&record)?.as_slice())?;
             Ok(state)
         })
     }
 
     fn reset_pin_failures(&self, msisdn: &str) -> Result<(), StoreError> {
         check_key("msisdn", msisdn)?;
-        self.write(Durability::Immediate, |txn| {
-            txn.open_table(PIN)?.remove(msisdn)?;
+        let msisdn = msisdn.to_owned();
+        self.write(Durability::Immediate, move |txn| {
+            txn.open_table(PIN)?.remove(msisdn.as_str())?;
             Ok(())
         })
     }
@@ -263,7 +290,8 @@ impl Store for EmbeddedStore {
         check_record(record)?;
         let bytes = encode(record)?;
         let ttl = self.options.terminal_ttl_ms;
-        self.write(Durability::Immediate, |txn| {
+        let record = record.clone();
+        self.write(Durability::Immediate, move |txn| {
             let mut auth = txn.open_table(AUTH)?;
             if auth.get(record.id.as_str())?.is_some() {
                 return Err(StoreError::AlreadyExists {
@@ -298,14 +326,16 @@ impl Store for EmbeddedStore {
             Durability::None
         };
         let ttl = self.options.terminal_ttl_ms;
-        self.write(durability, |txn| {
+        let (id, expected, update) = (id.to_owned(), expected.clone(), update.clone());
+        self.write(durability, move |txn| {
+            let id = id.as_str();
             let mut auth = txn.open_table(AUTH)?;
             let mut record =
                 Self::load_authorization(&auth, id)?.ok_or_else(|| StoreError::NotFound {
                     table: "authorizations",
                     key: id.to_owned(),
                 })?;
-            apply_update(&mut record, expected, update).map_err(
+            apply_update(&mut record, &expected, &update).map_err(
                 |CasRefusal::Conflict(actual)| StoreError::Conflict {
                     id: id.to_owned(),
                     actual,
@@ -365,7 +395,9 @@ impl Store for EmbeddedStore {
         check_key("client id", client_id)?;
         check_key("idempotency key", key)?;
         check_key("authorization id", auth_id)?;
-        self.write(Durability::Immediate, |txn| {
+        let (client_id, key, auth_id) = (client_id.to_owned(), key.to_owned(), auth_id.to_owned());
+        self.write(Durability::Immediate, move |txn| {
+            let (client_id, key) = (client_id.as_str(), key.as_str());
             let mut idem = txn.open_table(IDEM)?;
             let existing: Option<IdempotencyEntry> = match idem.get((client_id, key))? {
                 Some(bytes) => Some(decode("idempotency", key, bytes.value())?),
@@ -379,7 +411,7 @@ impl Store for EmbeddedStore {
                 index.remove((entry.expires_ms, client_id, key))?;
             }
             let entry = IdempotencyEntry {
-                auth_id: auth_id.to_owned(),
+                auth_id,
                 expires_ms: expiry(now_ms, ttl_ms),
             };
             idem.insert((client_id, key), encode(&entry)?.as_slice())?;
@@ -388,9 +420,13 @@ impl Store for EmbeddedStore {
         })
     }
 
+    fn failure(&self) -> Option<String> {
+        self.writer.failure()
+    }
+
     fn purge_expired(&self, now_ms: u64) -> Result<PurgeReport, StoreError> {
         let bound = now_ms.saturating_add(1);
-        self.write(Durability::None, |txn| {
+        self.write(Durability::None, move |txn| {
             let mut report = PurgeReport::default();
 
             let mut auth_index = txn.open_table(AUTH_EXPIRY)?;
@@ -523,5 +559,86 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn a_backend_failure_aborts_its_batch_and_the_store_refuses_writes_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path().join("store.redb"), OPTIONS).unwrap();
+        store.put_authorization(&sample()).unwrap();
+        assert_eq!(store.failure(), None);
+        let broken = store.write(Durability::Immediate, |txn| {
+            // Half a change, then the backend fails: nothing of it may stay.
+            txn.open_table(PIN)?.insert("46700000009", &b"{}"[..])?;
+            Err::<(), _>(StoreError::Backend("disk on fire".into()))
+        });
+        assert!(matches!(broken, Err(StoreError::Backend(ref m)) if m.contains("disk on fire")));
+        let why = store.failure().expect("the store says it failed");
+        assert!(why.contains("disk on fire"), "{why}");
+        assert!(matches!(
+            store.record_pin_failure("46700000009", 1, &LockoutPolicy::default()),
+            Err(StoreError::Backend(ref m)) if m.contains("writes refused")
+        ));
+        // Reads go on, and see nothing of the aborted batch.
+        assert_eq!(
+            store.get_authorization(&sample().id).unwrap(),
+            Some(sample())
+        );
+        assert_eq!(
+            store.lock_state("46700000009", 2).unwrap(),
+            LockState::Open { failures: 0 }
+        );
+    }
+
+    #[test]
+    fn concurrent_durable_writes_share_commits_and_refusals_stay_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path().join("store.redb"), OPTIONS).unwrap();
+        let before = store.writer_stats().figures();
+        let (threads, each) = (64u64, 20u64);
+        let refused: u64 = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let store = &store;
+                    s.spawn(move || {
+                        let mut refused = 0;
+                        for i in 0..each {
+                            let id = format!("t{t:02}-{i:02}");
+                            store
+                                .put_authorization(&AuthorizationRecord { id, ..sample() })
+                                .unwrap();
+                            // Everyone also tries one id that only the first may create.
+                            let dup = AuthorizationRecord {
+                                id: format!("shared-{i:02}"),
+                                ..sample()
+                            };
+                            if let Err(e) = store.put_authorization(&dup) {
+                                assert!(matches!(e, StoreError::AlreadyExists { .. }), "{e}");
+                                refused += 1;
+                            }
+                        }
+                        refused
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(refused, (threads - 1) * each, "one creation per shared id");
+        assert_eq!(
+            store.list_in_flight().unwrap().len() as u64,
+            (threads + 1) * each
+        );
+        assert_eq!(store.failure(), None, "refusals do not fail the store");
+        let after = store.writer_stats().figures();
+        let (ops, commits) = (
+            after.operations - before.operations,
+            after.commits - before.commits,
+        );
+        assert_eq!(ops, 2 * threads * each);
+        assert!(
+            commits < ops,
+            "{commits} commits for {ops} operations: no batch was formed"
+        );
+        assert!(after.durable_commits - before.durable_commits <= commits);
     }
 }

@@ -9,7 +9,8 @@
 //! on top of any store and hands out OTA counters from durably reserved blocks without I/O.
 //!
 //! Files: [`records`] (types and rules), [`embedded`] (redb, the default: one file, nothing to
-//! install), [`memory`] (tests), [`allocator`] (OTA counter blocks).
+//! install), [`writer`] (its group commit), [`memory`] (tests), [`allocator`] (OTA counter
+//! blocks).
 //!
 //! # Durability guarantees
 //!
@@ -52,12 +53,23 @@
 //! claim is already ignored by [`Store::claim_idempotency_key`] before it is purged). In-flight
 //! records never expire by themselves: the caller ends them with a terminal status.
 //!
-//! # Latency and async callers
+//! # Latency, group commit and async callers
 //!
-//! Methods are synchronous. Reads and non-durable writes take microseconds and may be called
-//! directly from async code. Durable writes wait for an fsync: 0.1–10 ms depending on the disk,
-//! and redb serialises write transactions, so under load call them through
-//! `tokio::task::spawn_blocking` (or a dedicated blocking thread) rather than on a runtime
+//! Every write of the `EmbeddedStore` goes through one writer thread ([`writer`]): a
+//! caller hands its operation over a bounded queue and waits; the writer takes the first waiting
+//! operation and every other one already queued (no timer: operations that arrive during a commit
+//! form the next batch), applies them in arrival order in one redb write transaction, commits once
+//! (with an fsync when one of them is durable) and only then answers them all. So concurrent
+//! durable operations share one fsync, and nothing is acknowledged before the commit that carries
+//! it. An expected refusal (already exists, conflict, counters exhausted) is that operation's
+//! answer and does not disturb the others; a failure inside the backend aborts the whole batch
+//! (none of it is applied, every caller in it gets the error) and marks the store failed: from
+//! then on writes are refused at once, `/readyz` answers 503 and `gateway_store_failed` is 1,
+//! because a disk that failed a commit is not retried silently.
+//!
+//! Methods are synchronous: reads run on the caller's thread and take microseconds; a write waits
+//! for its batch's commit (an fsync: 0.1–10 ms depending on the disk), so async callers run them
+//! through `tokio::task::spawn_blocking` (or a dedicated blocking thread) rather than on a runtime
 //! worker. [`OtaCounterAllocator::next`] does I/O only once per block.
 //!
 //! # Mapping onto Redis
@@ -72,6 +84,7 @@ pub mod allocator;
 pub mod embedded;
 pub mod memory;
 pub mod records;
+pub mod writer;
 
 #[cfg(test)]
 mod conformance;
@@ -208,6 +221,12 @@ pub trait Store: Send + Sync {
 
     /// Removes terminal authorizations past their TTL and expired idempotency claims.
     fn purge_expired(&self, now_ms: u64) -> Result<PurgeReport, StoreError>;
+
+    /// Why the store refuses writes, if it does (a commit failed: the disk is not trusted any
+    /// more and nothing is retried silently). `/readyz` reports it.
+    fn failure(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Refuses key parts that would make keys ambiguous or unbounded.

@@ -383,7 +383,7 @@ impl AuthorizationService for AuthorizationManager {
 
     fn readiness(&self) -> Readiness {
         let inner = &self.inner;
-        let store_ok = inner.store.lock_state("0", 0).is_ok();
+        let store_ok = inner.store.failure().is_none() && inner.store.lock_state("0", 0).is_ok();
         let binds_up: Vec<(String, usize, usize)> = inner
             .operators
             .iter()
