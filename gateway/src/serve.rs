@@ -183,6 +183,8 @@ fn manager_settings(config: &GatewayConfig) -> ManagerSettings {
         fallback_stk_to_ussd: p.fallback_stk_to_ussd,
         lockout: lockout_policy(config),
         overrun: Duration::from_secs(p.stk_answer_timeout_secs + p.submit_timeout_secs + 15),
+        // A key never outlives the record it points at by much: both go with the store's TTL.
+        idempotency_ttl: Duration::from_secs(config.store.terminal_ttl_secs.max(1)),
         ..ManagerSettings::default()
     }
 }
@@ -221,12 +223,15 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<ServeHandle> {
     let store: Arc<dyn Store> = Arc::new(
         EmbeddedStore::open_observed(
             &config.store.path,
-            StoreOptions::default(),
+            StoreOptions {
+                terminal_ttl_ms: config.store.terminal_ttl_secs.saturating_mul(1000),
+            },
             Some(metrics.store.writer()),
         )
         .with_context(|| format!("opening the store {}", config.store.path.display()))?,
     );
     let clock = system_clock();
+    let (store_for_purge, clock_for_purge) = (store.clone(), clock.clone());
     let pin_check: Arc<dyn PinVerifier> = Arc::new(UssdPinCheck::new(
         store.clone(),
         subscribers.clone(),
@@ -364,6 +369,14 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<ServeHandle> {
         }
         None => None,
     };
+    listeners.spawn(purge_on_schedule(
+        store_for_purge,
+        config.store.path.clone(),
+        Duration::from_secs(config.store.purge_interval_secs.max(1)),
+        metrics.store.clone(),
+        clock_for_purge,
+        stop_listeners.clone(),
+    ));
     tracing::info!(%api_addr, ?metrics_addr, operators = config.operators.len(), "gateway serving");
     Ok(ServeHandle {
         api_addr,
@@ -375,6 +388,48 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<ServeHandle> {
         stop_listeners,
         listeners,
     })
+}
+
+/// Removes ended authorizations and idempotency claims past their TTL every `every`, until
+/// `stop`; counts what it removed and the store file's size. A failed purge is logged and
+/// repeated by the next one (purging is not durable by itself, and loses nothing).
+async fn purge_on_schedule(
+    store: Arc<dyn Store>,
+    path: std::path::PathBuf,
+    every: Duration,
+    metrics: Arc<crate::metrics::store::StoreMetrics>,
+    clock: crate::authorization::UnixClock,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let (store, path, now_ms) = (store.clone(), path.clone(), clock());
+        let purged = tokio::task::spawn_blocking(move || {
+            let report = store.purge_expired(now_ms);
+            let bytes = std::fs::metadata(&path).ok().map(|m| m.len());
+            (report, bytes)
+        })
+        .await;
+        match purged {
+            Ok((Ok(report), bytes)) => {
+                metrics.purged(
+                    report.authorizations as u64,
+                    report.idempotency_keys as u64,
+                    bytes,
+                );
+                if report.authorizations + report.idempotency_keys > 0 {
+                    tracing::debug!(?report, "store purged");
+                }
+            }
+            Ok((Err(e), _)) => tracing::warn!(error = %e, "store purge failed"),
+            Err(e) => tracing::warn!(error = %e, "store purge task failed"),
+        }
+    }
 }
 
 /// TLS handshakes in front of a TCP listener, for `axum::serve`. Each handshake runs in its

@@ -532,3 +532,36 @@ async fn a_keycloak_ciba_request_is_answered_201_and_called_back_with_succeed() 
     .await;
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ended_authorization_and_its_idempotency_key_are_purged_after_their_ttl() {
+    let env = Env::start(user(0.0, 0.0, 0.0), |c| {
+        c.store.terminal_ttl_secs = 1;
+        c.store.purge_interval_secs = 1;
+    })
+    .await;
+    let m = msisdn(index_with(true, 0));
+    within(30, async {
+        let r = start_auth(env.api, &auth_body(&m, 2, 60), Some("purge-me")).await;
+        assert_eq!(r.status, 201, "{r:?}");
+        let id = r.body["id"].as_str().unwrap().to_owned();
+        assert_eq!(terminal(env.api, &id).await["status"], "approved");
+        // The scheduled purge removes the record once its TTL is over: GET says 404.
+        loop {
+            let g = get(env.api, &id, 0).await;
+            if g.status == 404 {
+                break;
+            }
+            assert_eq!(g.status, 200, "{g:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // And the key went with it: the same key starts a new authorization.
+        let again = start_auth(env.api, &auth_body(&m, 2, 60), Some("purge-me")).await;
+        assert_eq!(again.status, 201, "{again:?}");
+        assert_ne!(again.body["id"], id.as_str());
+        let second = again.body["id"].as_str().unwrap().to_owned();
+        assert_eq!(terminal(env.api, &second).await["status"], "approved");
+    })
+    .await;
+    env.stop().await;
+}

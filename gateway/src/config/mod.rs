@@ -486,6 +486,21 @@ impl Default for PolicyConfig {
 pub struct StoreConfig {
     /// Database file of the embedded store.
     pub path: PathBuf,
+    /// How long an ended authorization stays readable (polls, late callbacks, audits) and an
+    /// idempotency key keeps pointing at it, before the purge removes them.
+    #[serde(default = "default_terminal_ttl_secs")]
+    pub terminal_ttl_secs: u64,
+    /// How often the purge runs.
+    #[serde(default = "default_purge_interval_secs")]
+    pub purge_interval_secs: u64,
+}
+
+fn default_terminal_ttl_secs() -> u64 {
+    24 * 60 * 60
+}
+
+fn default_purge_interval_secs() -> u64 {
+    5 * 60
 }
 
 /// `[keycloak]`: tokens from a Keycloak realm (exactly one of `jwks_file`, `jwks_url`; a

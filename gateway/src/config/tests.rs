@@ -383,3 +383,20 @@ fn api_tls_files_must_exist() {
     assert_eq!(e.key, "api.tls.cert");
     assert_eq!(e.line, Some(line_of(&text, "cert = ")));
 }
+
+#[test]
+fn store_ttl_and_purge_interval_default_and_a_zero_is_refused_with_its_key() {
+    let c = load(MINIMAL, &[]).unwrap();
+    assert_eq!(
+        (c.store.terminal_ttl_secs, c.store.purge_interval_secs),
+        (86_400, 300)
+    );
+    let text = MINIMAL.replace(
+        "path = \"store.redb\"",
+        "path = \"store.redb\"\nterminal_ttl_secs = 0",
+    );
+    let e = load(&text, &[]).unwrap_err();
+    assert_eq!(e.key, "store.terminal_ttl_secs");
+    let e = load(MINIMAL, &[flag("store.purge_interval_secs=0")]).unwrap_err();
+    assert_eq!(e.key, "store.purge_interval_secs");
+}

@@ -103,6 +103,16 @@ impl GatewayConfig {
             }
         }
 
+        // [store]
+        nonzero(
+            "store.terminal_ttl_secs".into(),
+            self.store.terminal_ttl_secs,
+        )?;
+        nonzero(
+            "store.purge_interval_secs".into(),
+            self.store.purge_interval_secs,
+        )?;
+
         // [limits]
         nonzero(
             "limits.max_in_flight".into(),

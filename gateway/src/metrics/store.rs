@@ -77,6 +77,24 @@ pub struct StoreMetrics {
     /// `[op][result]`.
     operations: Vec<Counter>,
     writer: std::sync::Arc<StoreWriterMetrics>,
+    purged_authorizations: Counter,
+    purged_idempotency_keys: Counter,
+    file_bytes: Gauge,
+}
+
+label_enum! {
+    /// What the scheduled purge removed.
+    pub enum PurgedKind {
+        /// Ended authorizations past their TTL.
+        Authorizations => "authorizations",
+        /// Idempotency claims past their TTL.
+        IdempotencyKeys => "idempotency_keys",
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct PurgedLabels {
+    kind: PurgedKind,
 }
 
 /// Operations per commit: 1 to 1024 (the writer's largest batch).
@@ -166,10 +184,39 @@ impl StoreMetrics {
             "1 when the store refuses writes after a failed commit (see /readyz)",
             writer.failed.clone(),
         );
+        let purged = Family::<PurgedLabels, Counter>::default();
+        registry.register(
+            "store_purged",
+            "Records removed by the scheduled purge, by kind",
+            purged.clone(),
+        );
+        let file_bytes = Gauge::default();
+        registry.register(
+            "store_file_bytes",
+            "Size of the embedded store's file, read after each purge",
+            file_bytes.clone(),
+        );
         Self {
             duration,
             operations,
             writer: std::sync::Arc::new(writer),
+            purged_authorizations: purged.get_or_create_owned(&PurgedLabels {
+                kind: PurgedKind::Authorizations,
+            }),
+            purged_idempotency_keys: purged.get_or_create_owned(&PurgedLabels {
+                kind: PurgedKind::IdempotencyKeys,
+            }),
+            file_bytes,
+        }
+    }
+
+    /// One purge removed `authorizations` and `idempotency_keys`; the file is now `file_bytes`.
+    pub fn purged(&self, authorizations: u64, idempotency_keys: u64, file_bytes: Option<u64>) {
+        self.purged_authorizations.inc_by(authorizations);
+        self.purged_idempotency_keys.inc_by(idempotency_keys);
+        if let Some(bytes) = file_bytes {
+            self.file_bytes
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
         }
     }
 

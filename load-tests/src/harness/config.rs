@@ -40,6 +40,10 @@ pub struct GatewayConfigBuilder {
     pub submit_timeout_secs: Option<u64>,
     pub default_expiry_secs: Option<u64>,
     pub stk_answer_timeout_secs: Option<u64>,
+    /// `[store]` TTL of ended authorizations and idempotency keys, and the purge interval
+    /// (absent: the gateway's defaults).
+    pub terminal_ttl_secs: Option<u64>,
+    pub purge_interval_secs: Option<u64>,
     /// Directory of the store, the audit log and the pepper file.
     pub dir: PathBuf,
     /// The PIN pepper written to `dir/pepper`.
@@ -76,6 +80,8 @@ impl GatewayConfigBuilder {
             submit_timeout_secs: None,
             default_expiry_secs: None,
             stk_answer_timeout_secs: None,
+            terminal_ttl_secs: None,
+            purge_interval_secs: None,
             dir: dir.into(),
             pepper: "harness pin pepper, long enough".into(),
             metrics: false,
@@ -164,6 +170,14 @@ impl GatewayConfigBuilder {
             &mut t,
             format!("[store]\npath = \"{}\"", toml_path(&self.store_path())),
         );
+        for (key, value) in [
+            ("terminal_ttl_secs", self.terminal_ttl_secs),
+            ("purge_interval_secs", self.purge_interval_secs),
+        ] {
+            if let Some(v) = value {
+                line(&mut t, format!("{key} = {v}"));
+            }
+        }
         if self.metrics {
             line(&mut t, "[metrics]\nlisten = \"127.0.0.1:0\"".into());
         }
