@@ -159,10 +159,14 @@ impl Writer {
 
     /// Why the store stopped taking writes, if it did.
     pub(super) fn failure(&self) -> Option<String> {
-        if !self.is_failed.load(Ordering::Acquire) {
-            return None;
+        if self.is_failed.load(Ordering::Acquire) {
+            return lock(&self.failure).clone();
         }
-        lock(&self.failure).clone()
+        // A writer that is gone (it cannot end otherwise while the store lives) takes no writes.
+        self.thread
+            .as_ref()
+            .is_some_and(JoinHandle::is_finished)
+            .then(|| "the store writer thread has stopped".to_owned())
     }
 
     pub(super) fn stats(&self) -> &Arc<WriterStats> {
