@@ -30,7 +30,8 @@ const QUEUE: usize = 4096;
 /// Jobs in one transaction at most, so one commit never holds a caller for long.
 const MAX_BATCH: usize = 1024;
 
-/// What the writer has done, for metrics and benchmarks (monotonic counters).
+/// What the writer has done, for tests and benchmarks (monotonic counters); Prometheus gets
+/// its figures per commit through a [`CommitObserver`].
 #[derive(Debug, Default)]
 pub struct WriterStats {
     /// Transactions committed.
@@ -39,10 +40,6 @@ pub struct WriterStats {
     pub durable_commits: AtomicU64,
     /// Jobs answered after a commit (refusals included).
     pub operations: AtomicU64,
-    /// Sum of commit times, µs (commit only, not the applying).
-    pub commit_micros: AtomicU64,
-    /// Largest batch so far.
-    pub largest_batch: AtomicU64,
 }
 
 /// A snapshot of [`WriterStats`].
@@ -51,8 +48,6 @@ pub struct WriterFigures {
     pub commits: u64,
     pub durable_commits: u64,
     pub operations: u64,
-    pub commit_micros: u64,
-    pub largest_batch: u64,
 }
 
 impl WriterStats {
@@ -62,8 +57,6 @@ impl WriterStats {
             commits: self.commits.load(Ordering::Relaxed),
             durable_commits: self.durable_commits.load(Ordering::Relaxed),
             operations: self.operations.load(Ordering::Relaxed),
-            commit_micros: self.commit_micros.load(Ordering::Relaxed),
-            largest_batch: self.largest_batch.load(Ordering::Relaxed),
         }
     }
 }
@@ -315,7 +308,6 @@ fn run(
         let started = Instant::now();
         let committed = txn.commit();
         let took = started.elapsed();
-        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         match committed {
             Ok(()) => {
                 if let Some(o) = observer {
@@ -326,8 +318,6 @@ fn run(
                     stats.durable_commits.fetch_add(1, Ordering::Relaxed);
                 }
                 stats.operations.fetch_add(size, Ordering::Relaxed);
-                stats.commit_micros.fetch_add(micros, Ordering::Relaxed);
-                stats.largest_batch.fetch_max(size, Ordering::Relaxed);
                 for a in applied {
                     (a.answer)(None);
                 }
