@@ -2,9 +2,10 @@
 //! latency each caller sees: `cargo run -p gateway --release --example store_concurrency --
 //! --dir DIR [--callers 1,8,64,512] [--seconds 5]`.
 //!
-//! Each caller thread runs one authorization's durable life in a loop, as the gateway does:
-//! idempotency claim, create, terminal update (three durable operations) plus one non-durable
-//! step in between. One JSON line per caller count: operations/s, latency p50/p99/max of one
+//! Each caller task runs one authorization's durable life in a loop, as the gateway does:
+//! create with its idempotency claim, then the ending with its outbox entries (two durable
+//! operations) plus one non-durable step in between. Callers are tasks on a two-worker tokio
+//! runtime, like the gateway's. One JSON line per caller count: operations/s, latency p50/p99/max of one
 //! durable operation in µs, and (when the store reports it) operations per commit and per fsync.
 //! `DIR` decides the disk: a directory on the ordinary disk, or on tmpfs (`/dev/shm`) to take
 //! fsync out of the figures.
@@ -16,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use gateway::store::{
-    AuthState, AuthorizationRecord, AuthorizationUpdate, Channel, EmbeddedStore, Loa, Store,
-    StoreOptions, TerminalStatus,
+    AuthState, AuthorizationRecord, AuthorizationUpdate, Channel, EmbeddedStore, Loa, OutboxPolicy,
+    Store, StoreOptions, TerminalStatus,
 };
 
 fn record(caller: u64, i: u64) -> AuthorizationRecord {
@@ -39,6 +40,7 @@ fn record(caller: u64, i: u64) -> AuthorizationRecord {
         callback_url: Some("https://rp.example/callback".into()),
         idempotency_key: Some(format!("req-{caller}-{i}")),
         prompted_ms: None,
+        keycloak: None,
     }
 }
 
@@ -75,7 +77,18 @@ fn args() -> anyhow::Result<Args> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = args()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(args()?))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let outbox = OutboxPolicy {
+        audit: true,
+        callback_window_ms: 60_000,
+    };
     for &callers in &args.callers {
         let dir = tempfile::tempdir_in(&args.dir)?;
         let store = Arc::new(EmbeddedStore::open(
@@ -87,57 +100,44 @@ fn main() -> anyhow::Result<()> {
         let latencies = Arc::new(Mutex::new(Vec::<u64>::new()));
         let before = stats(&store);
         let started = Instant::now();
-        let threads: Vec<_> = (0..callers)
+        let tasks: Vec<_> = (0..callers)
             .map(|caller| {
                 let (store, stop, ops, latencies) =
                     (store.clone(), stop.clone(), ops.clone(), latencies.clone());
-                std::thread::spawn(move || -> anyhow::Result<()> {
+                tokio::spawn(async move {
                     let mut mine = Vec::new();
                     let mut i = 0u64;
-                    let timed = |mine: &mut Vec<u64>, f: &mut dyn FnMut() -> anyhow::Result<()>| {
-                        let t = Instant::now();
-                        f()?;
-                        mine.push(t.elapsed().as_micros() as u64);
-                        anyhow::Ok(())
-                    };
                     while !stop.load(Ordering::Relaxed) {
                         let r = record(caller, i);
-                        timed(&mut mine, &mut || {
-                            store.claim_idempotency_key(
-                                "rp-1",
-                                &format!("req-{caller}-{i}"),
-                                &r.id,
-                                i,
-                                60_000,
-                            )?;
-                            Ok(())
-                        })?;
-                        timed(&mut mine, &mut || Ok(store.put_authorization(&r)?))?;
+                        let t = Instant::now();
+                        store.create_authorization(&r, i, 60_000).await?;
+                        mine.push(t.elapsed().as_micros() as u64);
                         let prompted = AuthorizationUpdate::to(AuthState::Prompted, i);
-                        store.update_authorization_state(&r.id, &AuthState::Created, &prompted)?;
+                        store
+                            .update_authorization_state(&r.id, &AuthState::Created, &prompted)
+                            .await?;
                         let end = AuthorizationUpdate::to(
                             AuthState::terminal(TerminalStatus::Approved, None),
                             i,
                         );
-                        timed(&mut mine, &mut || {
-                            store.update_authorization_state(&r.id, &AuthState::Prompted, &end)?;
-                            Ok(())
-                        })?;
-                        ops.fetch_add(3, Ordering::Relaxed);
+                        let t = Instant::now();
+                        store.end_authorization(&r.id, &end, &outbox).await?;
+                        mine.push(t.elapsed().as_micros() as u64);
+                        ops.fetch_add(2, Ordering::Relaxed);
                         i += 1;
                     }
                     latencies
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .extend(mine);
-                    Ok(())
+                    anyhow::Ok(())
                 })
             })
             .collect();
-        std::thread::sleep(Duration::from_secs(args.seconds));
+        tokio::time::sleep(Duration::from_secs(args.seconds)).await;
         stop.store(true, Ordering::Relaxed);
-        for t in threads {
-            t.join().map_err(|_| anyhow::anyhow!("caller panicked"))??;
+        for t in tasks {
+            t.await.map_err(|_| anyhow::anyhow!("caller panicked"))??;
         }
         let elapsed = started.elapsed().as_secs_f64();
         let after = stats(&store);

@@ -137,6 +137,9 @@ impl Delivery {
     }
 }
 
+/// The header naming the event a callback delivers (stable across redeliveries).
+pub const EVENT_ID_HEADER: &str = "event-id";
+
 /// A pooled HTTP/1.1 client that delivers JSON callbacks under a [`RetryPolicy`].
 #[derive(Clone, Debug)]
 pub struct CallbackClient {
@@ -169,6 +172,28 @@ impl CallbackClient {
         body: Bytes,
         deadline: Option<Instant>,
     ) -> Delivery {
+        self.post_event(url, bearer, None, body, deadline).await
+    }
+
+    /// [`CallbackClient::post_json`] of one event: every attempt carries `Event-Id: <event_id>`
+    /// (the same on redeliveries, so the receiver can drop duplicates).
+    pub async fn post_event(
+        &self,
+        url: &str,
+        bearer: Option<&str>,
+        event_id: Option<&str>,
+        body: Bytes,
+        deadline: Option<Instant>,
+    ) -> Delivery {
+        let event = match event_id.map(HeaderValue::try_from) {
+            None => None,
+            Some(Ok(v)) => Some(v),
+            Some(Err(_)) => {
+                return Delivery::GaveUp {
+                    reason: GiveUpReason::Unsendable("event id is not a valid header".into()),
+                }
+            }
+        };
         let uri = match parse_http_uri(url) {
             Ok(uri) => uri,
             Err(reason) => return Delivery::GaveUp { reason },
@@ -204,6 +229,9 @@ impl CallbackClient {
                 .header(header::ACCEPT, "application/json");
             if let Some(auth) = &auth {
                 req = req.header(header::AUTHORIZATION, auth.clone());
+            }
+            if let Some(event) = &event {
+                req = req.header(EVENT_ID_HEADER, event.clone());
             }
             let req = match req.body(Full::new(body.clone())) {
                 Ok(req) => req,

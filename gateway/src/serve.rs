@@ -59,7 +59,6 @@ pub struct ServeHandle {
     pub drain: Duration,
     manager: AuthorizationManager,
     authorizers: Vec<(Authorizer, JoinHandle<()>)>,
-    keycloak: Option<Arc<KeycloakChannel>>,
     stop_listeners: CancellationToken,
     listeners: TaskTracker,
 }
@@ -83,11 +82,6 @@ impl ServeHandle {
     pub async fn shutdown(self) {
         tracing::info!("shutting down");
         self.manager.shutdown(self.drain).await;
-        if let Some(kc) = &self.keycloak {
-            if !kc.drain(Duration::from_secs(5)).await {
-                tracing::warn!("Keycloak callbacks still pending at shutdown");
-            }
-        }
         self.stop_listeners.cancel();
         self.listeners.close();
         if tokio::time::timeout(Duration::from_secs(5), self.listeners.wait())
@@ -299,6 +293,10 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<ServeHandle> {
         settings: manager_settings(&config),
         audit: Some(audit),
         clock,
+        outbox_observers: Some(crate::authorization::OutboxObservers {
+            outbox: metrics.outbox.clone(),
+            callbacks: metrics.callback.clone(),
+        }),
     });
     manager
         .recover()
@@ -331,7 +329,7 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<ServeHandle> {
         Some(kc) => Some(Arc::new(keycloak_channel(kc, service.clone()).await?)),
         None => None,
     };
-    let extra = keycloak.clone().map(keycloak::routes::<ApiState>);
+    let extra = keycloak.map(keycloak::routes::<ApiState>);
     let app = api::router(state, extra).layer(axum::middleware::from_fn_with_state(
         metrics.api.clone(),
         crate::metrics::api::track,
@@ -384,7 +382,6 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<ServeHandle> {
         drain: DEFAULT_DRAIN,
         manager,
         authorizers,
-        keycloak,
         stop_listeners,
         listeners,
     })
@@ -408,15 +405,15 @@ async fn purge_on_schedule(
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let (store, path, now_ms) = (store.clone(), path.clone(), clock());
-        let purged = tokio::task::spawn_blocking(move || {
-            let report = store.purge_expired(now_ms);
-            let bytes = std::fs::metadata(&path).ok().map(|m| m.len());
-            (report, bytes)
-        })
-        .await;
-        match purged {
-            Ok((Ok(report), bytes)) => {
+        let report = store.purge_expired(clock()).await;
+        let path = path.clone();
+        let bytes =
+            tokio::task::spawn_blocking(move || std::fs::metadata(&path).ok().map(|m| m.len()))
+                .await
+                .ok()
+                .flatten();
+        match report {
+            Ok(report) => {
                 metrics.purged(
                     report.authorizations as u64,
                     report.idempotency_keys as u64,
@@ -426,8 +423,7 @@ async fn purge_on_schedule(
                     tracing::debug!(?report, "store purged");
                 }
             }
-            Ok((Err(e), _)) => tracing::warn!(error = %e, "store purge failed"),
-            Err(e) => tracing::warn!(error = %e, "store purge task failed"),
+            Err(e) => tracing::warn!(error = %e, "store purge failed"),
         }
     }
 }

@@ -1,10 +1,12 @@
 //! Keycloak CIBA HTTP authentication channel, end to end over loopback: a test realm (keys in
 //! `tests/fixtures/keycloak/`, TEST-ONLY) signs the bearer tokens, a fake Keycloak records the
-//! callbacks and answers as scripted, and a fake session layer stands in for the phones.
+//! callbacks and answers as scripted, the real authorization manager (in-memory store) stores
+//! Keycloak's follow state and delivers the callback from its outbox, and a scripted channel
+//! stands in for the phones.
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -16,21 +18,31 @@ use axum::routing::post;
 use axum::Router;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
 use gateway::api::jwt::{JwksSource, JwtConfig, JwtVerifier};
 use gateway::api::keycloak::{
-    routes, CallbackReport, ChannelStatus, KeycloakChannel, KeycloakConfig, SubscriberMap,
+    routes, ChannelStatus, KeycloakChannel, KeycloakConfig, SubscriberMap,
 };
 use gateway::authorization::service::{
-    AuthorizationService, AuthorizationState, AuthorizationView, Loa, LookupError, PendingState,
-    Readiness, StartError, StartRequest, TerminalStatus,
+    AuthorizationService, AuthorizationView, Loa, LookupError, Readiness, StartError, StartRequest,
+    TerminalStatus,
+};
+use gateway::authorization::{
+    system_clock, AuthorizationManager, ChannelPort, DeliveryReport, ManagerDeps, ManagerSettings,
+    Operator,
 };
 use gateway::callback::{Delivery, GiveUpReason, RetryPolicy};
+use gateway::channel::{AuthRequest, AuthResult};
+use gateway::routing::{PortabilityTable, Router as NumberRouter};
+use gateway::store::{InMemoryStore, OutboxKind, StoreOptions};
+use gateway::subscribers::provision::{generate_record, ProvisionParams};
+use gateway::subscribers::{Pepper, SubscriberRegistry};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::broadcast;
 
 // ---------------------------------------------------------------- fixtures
 
@@ -83,110 +95,117 @@ fn rsa_token(realm: &str, jti: &str) -> String {
     )
 }
 
-// ---------------------------------------------------------------- fake session layer
+// ---------------------------------------------------------------- the phones and the layer
 
-struct FakeService {
-    /// How every authorization ends when first looked up; `None` = stays pending.
+/// The phones: every authorization ends as scripted (`None`: never answered).
+struct ScriptedNetwork {
     outcome: Option<TerminalStatus>,
-    starts: Mutex<Vec<StartRequest>>,
-    views: Mutex<HashMap<String, AuthorizationView>>,
-    by_key: Mutex<HashMap<String, String>>,
-    changed: watch::Sender<u64>,
 }
 
-impl FakeService {
-    fn new(outcome: Option<TerminalStatus>) -> Arc<Self> {
-        Arc::new(Self {
-            outcome,
-            starts: Mutex::new(Vec::new()),
-            views: Mutex::new(HashMap::new()),
-            by_key: Mutex::new(HashMap::new()),
-            changed: watch::channel(0).0,
-        })
+impl ChannelPort for ScriptedNetwork {
+    fn authorize(&self, request: AuthRequest) -> BoxFuture<'static, AuthResult> {
+        let result = match self.outcome {
+            Some(TerminalStatus::Approved) => AuthResult::Approved {
+                loa: request.loa,
+                proof: None,
+            },
+            Some(TerminalStatus::Denied) => AuthResult::Denied,
+            Some(TerminalStatus::NotReachable) => {
+                AuthResult::DeliveryError(gateway::smpp::session::SubmitFailure::Rejected(
+                    rusmpp::CommandStatus::EsmeRinvdstadr,
+                ))
+            }
+            Some(_) => AuthResult::Expired,
+            None => return std::future::pending().boxed(),
+        };
+        async move { result }.boxed()
     }
 
+    fn binds_up(&self) -> (usize, usize) {
+        (1, 1)
+    }
+}
+
+/// The real manager, recording what it was asked to start.
+struct RecordingService {
+    manager: AuthorizationManager,
+    starts: Mutex<Vec<StartRequest>>,
+}
+
+impl RecordingService {
     fn starts(&self) -> Vec<StartRequest> {
         self.starts.lock().unwrap().clone()
     }
 }
 
-impl AuthorizationService for FakeService {
+impl AuthorizationService for RecordingService {
     fn start(&self, req: StartRequest) -> BoxFuture<'_, Result<AuthorizationView, StartError>> {
-        Box::pin(async move {
-            if let Some(key) = &req.idempotency_key {
-                if let Some(id) = self.by_key.lock().unwrap().get(key) {
-                    return Ok(self.views.lock().unwrap()[id].clone());
-                }
-            }
-            let id = format!("auth-{}", self.starts.lock().unwrap().len() + 1);
-            let view = AuthorizationView {
-                id: id.clone(),
-                state: AuthorizationState::Pending {
-                    step: PendingState::Created,
-                },
-                loa_requested: req.loa,
-                loa_achieved: None,
-                channel: None,
-                operator: None,
-                created_at_ms: 0,
-                completed_at_ms: None,
-                gateway_ms: None,
-                proof: None,
-            };
-            if let Some(key) = &req.idempotency_key {
-                self.by_key.lock().unwrap().insert(key.clone(), id.clone());
-            }
-            self.views.lock().unwrap().insert(id, view.clone());
-            self.starts.lock().unwrap().push(req);
-            Ok(view)
-        })
+        self.starts.lock().unwrap().push(req.clone());
+        self.manager.start(req)
     }
 
     fn get(
         &self,
-        _client_id: &str,
+        client_id: &str,
         id: &str,
         wait: Option<Duration>,
     ) -> BoxFuture<'_, Result<AuthorizationView, LookupError>> {
-        let id = id.to_string();
-        Box::pin(async move {
-            if let Some(status) = self.outcome {
-                let mut views = self.views.lock().unwrap();
-                let view = views.get_mut(&id).ok_or(LookupError::NotFound)?;
-                view.state = AuthorizationState::Terminal {
-                    status,
-                    reason: "scripted".into(),
-                };
-                self.changed.send_modify(|v| *v += 1);
-                return Ok(view.clone());
-            }
-            // Pending for ever: honour the long-poll like the real session layer would.
-            let mut rx = self.changed.subscribe();
-            let _ = tokio::time::timeout(wait.unwrap_or_default(), rx.changed()).await;
-            self.views
-                .lock()
-                .unwrap()
-                .get(&id)
-                .cloned()
-                .ok_or(LookupError::NotFound)
-        })
+        self.manager.get(client_id, id, wait)
     }
 
     fn cancel(
         &self,
-        _client_id: &str,
-        _id: &str,
+        client_id: &str,
+        id: &str,
     ) -> BoxFuture<'_, Result<AuthorizationView, LookupError>> {
-        Box::pin(async { Err(LookupError::NotFound) })
+        self.manager.cancel(client_id, id)
     }
 
     fn readiness(&self) -> Readiness {
-        Readiness {
-            ready: true,
-            binds_up: Vec::new(),
-            store_ok: true,
-        }
+        self.manager.readiness()
     }
+}
+
+fn manager(outcome: Option<TerminalStatus>) -> AuthorizationManager {
+    let pepper = Pepper::new(b"keycloak test pepper, long enough").unwrap();
+    // The two numbers the tests use, both without the applet (USSD).
+    let records = [48_600_100_200u64, 48_600_999_888].map(|base| {
+        let params = ProvisionParams {
+            seed: 7,
+            count: 1,
+            msisdn_base: base,
+            applet_share: 0.0,
+        };
+        generate_record(&params, 0, &pepper).unwrap()
+    });
+    let router = NumberRouter::new(
+        &[("red".to_owned(), vec!["48600".parse().unwrap()])],
+        PortabilityTable::new(),
+    )
+    .unwrap();
+    AuthorizationManager::new(ManagerDeps {
+        store: Arc::new(InMemoryStore::new(StoreOptions::default())),
+        router: Arc::new(router),
+        subscribers: Arc::new(SubscriberRegistry::from_records(records)),
+        operators: vec![Operator {
+            name: "red".into(),
+            channel: Arc::new(ScriptedNetwork { outcome }),
+            metrics: None,
+        }],
+        settings: ManagerSettings {
+            loa3_over_ussd: true,
+            callback_retry: RetryPolicy {
+                max_attempts: 5,
+                initial_backoff: Duration::from_millis(10),
+                max_backoff: Duration::from_millis(40),
+                attempt_timeout: Duration::from_secs(5),
+            },
+            ..ManagerSettings::default()
+        },
+        audit: None,
+        clock: system_clock(),
+        outbox_observers: None,
+    })
 }
 
 // ---------------------------------------------------------------- fake Keycloak
@@ -229,9 +248,8 @@ struct Harness {
     realm: String,
     gateway: SocketAddr,
     keycloak: FakeKeycloak,
-    service: Arc<FakeService>,
-    channel: Arc<KeycloakChannel>,
-    reports: broadcast::Receiver<CallbackReport>,
+    service: Arc<RecordingService>,
+    reports: broadcast::Receiver<DeliveryReport>,
 }
 
 struct Options {
@@ -273,29 +291,25 @@ async fn harness(opts: Options) -> Harness {
     let mut config = KeycloakConfig::for_realm(&realm);
     config.client_names.insert("portal".into(), "ePUAP".into());
     config.callback_min_delay = Duration::ZERO;
-    config.poll_wait = Duration::from_secs(5);
-    config.retry = RetryPolicy {
-        max_attempts: 5,
-        initial_backoff: Duration::from_millis(10),
-        max_backoff: Duration::from_millis(40),
-        attempt_timeout: Duration::from_secs(5),
-    };
     let subscribers = SubscriberMap::parse("jan.kowalski +48600100200\n", true).unwrap();
-    let service = FakeService::new(opts.outcome);
+    let manager = manager(opts.outcome);
+    let reports = manager.deliveries();
+    let service = Arc::new(RecordingService {
+        manager,
+        starts: Mutex::new(Vec::new()),
+    });
     let channel = Arc::new(KeycloakChannel::new(
         config,
         verifier,
         subscribers,
         service.clone(),
     ));
-    let reports = channel.subscribe();
-    let gateway = serve(routes::<()>(channel.clone())).await;
+    let gateway = serve(routes::<()>(channel)).await;
     Harness {
         realm,
         gateway,
         keycloak,
         service,
-        channel,
         reports,
     }
 }
@@ -321,11 +335,17 @@ impl Harness {
         )
     }
 
-    async fn next_report(&mut self) -> CallbackReport {
-        tokio::time::timeout(Duration::from_secs(20), self.reports.recv())
-            .await
-            .expect("a callback report within 20 s")
-            .unwrap()
+    /// The next Keycloak delivery that left the outbox.
+    async fn next_report(&mut self) -> DeliveryReport {
+        loop {
+            let report = tokio::time::timeout(Duration::from_secs(20), self.reports.recv())
+                .await
+                .expect("a Keycloak delivery within 20 s")
+                .unwrap();
+            if report.kind == OutboxKind::Keycloak {
+                return report;
+            }
+        }
     }
 
     fn calls(&self) -> Vec<(String, Value)> {
@@ -345,8 +365,11 @@ async fn valid_request_gets_201_then_succeed_with_the_same_bearer() {
     assert_eq!(status, 201);
 
     let report = h.next_report().await;
-    assert_eq!(report.jti, "jti-ok");
-    assert_eq!(report.status, Some(ChannelStatus::Succeed));
+    assert_eq!(
+        report.event_id,
+        format!("{}:keycloak", report.authorization_id)
+    );
+    assert_eq!(report.keycloak_status, Some(ChannelStatus::Succeed));
     assert!(matches!(
         report.delivery,
         Delivery::Delivered {
@@ -383,7 +406,10 @@ async fn es256_tokens_from_the_realm_are_accepted() {
         "realm-ec.key.pem",
     );
     assert_eq!(h.request(Some(&token), BODY).await.0, 201);
-    assert_eq!(h.next_report().await.status, Some(ChannelStatus::Succeed));
+    assert_eq!(
+        h.next_report().await.keycloak_status,
+        Some(ChannelStatus::Succeed)
+    );
 }
 
 #[tokio::test]
@@ -549,7 +575,7 @@ async fn a_repeated_jti_starts_one_authorization_and_calls_back_once() {
         ..Options::default()
     })
     .await;
-    // Short-lived token: the pending authorization is given up at exp, so the test ends.
+    // Short-lived token: the unanswered authorization expires a second before it.
     let mut c = claims(&h.realm, "jti-dup");
     c["exp"] = json!(now() + 2);
     let token = sign(&c, Algorithm::RS256, "rsa-1", "realm-rsa.key.pem");
@@ -557,39 +583,78 @@ async fn a_repeated_jti_starts_one_authorization_and_calls_back_once() {
     let (b, second) = h.request(Some(&token), BODY).await;
     assert_eq!((a, b), (201, 201));
     assert_eq!(first["authorization_id"], second["authorization_id"]);
-    assert_eq!(h.service.starts().len(), 1);
-    assert_eq!(h.channel.pending(), 1);
+    // Both reached the layer; the idempotency key (the jti) made them one authorization.
+    assert_eq!(h.service.starts().len(), 2);
 
-    // Never answered: no callback, and the task ends when the token expires.
+    // Never answered: it expires, and Keycloak hears UNAUTHORIZED once, before the token's exp.
     let report = h.next_report().await;
-    assert_eq!(report.status, None);
-    assert!(matches!(
-        report.delivery,
-        Delivery::GaveUp {
-            reason: GiveUpReason::DeadlinePassed { attempts: 0, .. }
-        }
-    ));
-    assert!(h.calls().is_empty());
-    assert!(h.channel.drain(Duration::from_secs(5)).await);
-    assert_eq!(h.channel.pending(), 0);
+    assert_eq!(report.authorization_id, first["authorization_id"]);
+    assert_eq!(report.status, TerminalStatus::Expired);
+    assert_eq!(report.keycloak_status, Some(ChannelStatus::Unauthorized));
+    assert!(report.delivery.is_delivered(), "{:?}", report.delivery);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        h.calls(),
+        vec![(format!("Bearer {token}"), json!({"status": "UNAUTHORIZED"}))]
+    );
+}
+
+#[tokio::test]
+async fn a_callback_refused_until_the_tokens_exp_is_given_up_there() {
+    let mut h = harness(Options {
+        outcome: Some(TerminalStatus::Denied),
+        script: vec![503; 1_000],
+        ..Options::default()
+    })
+    .await;
+    let mut c = claims(&h.realm, "jti-late");
+    c["exp"] = json!(now() + 2);
+    let token = sign(&c, Algorithm::RS256, "rsa-1", "realm-rsa.key.pem");
+    assert_eq!(h.request(Some(&token), BODY).await.0, 201);
+    let report = h.next_report().await;
+    assert!(
+        matches!(
+            report.delivery,
+            Delivery::GaveUp {
+                reason: GiveUpReason::DeadlinePassed { .. }
+                    | GiveUpReason::AttemptsExhausted { .. }
+            }
+        ),
+        "{:?}",
+        report.delivery
+    );
+    // Retried, and never past the token's exp (checked again by a late attempt count).
+    let tried = h.calls().len();
+    assert!(tried >= 1, "no attempt was made");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(h.calls().len(), tried, "an attempt after giving up");
 }
 
 #[tokio::test]
 async fn denial_is_unauthorized_and_relying_party_cancel_is_cancelled() {
     for (outcome, expected) in [
-        (TerminalStatus::Denied, "UNAUTHORIZED"),
-        (TerminalStatus::Expired, "UNAUTHORIZED"),
-        (TerminalStatus::NotReachable, "UNAUTHORIZED"),
-        (TerminalStatus::Cancelled, "CANCELLED"),
+        (Some(TerminalStatus::Denied), "UNAUTHORIZED"),
+        (Some(TerminalStatus::Expired), "UNAUTHORIZED"),
+        (Some(TerminalStatus::NotReachable), "UNAUTHORIZED"),
+        // Never answered; the relying party cancels.
+        (None, "CANCELLED"),
     ] {
         let mut h = harness(Options {
-            outcome: Some(outcome),
+            outcome,
             ..Options::default()
         })
         .await;
         let token = rsa_token(&h.realm, "jti-deny");
-        assert_eq!(h.request(Some(&token), BODY).await.0, 201);
-        h.next_report().await;
+        let (status, body) = h.request(Some(&token), BODY).await;
+        assert_eq!(status, 201);
+        if outcome.is_none() {
+            let id = body["authorization_id"].as_str().unwrap();
+            h.service.cancel("keycloak", id).await.unwrap();
+        }
+        let report = h.next_report().await;
+        if let Some(outcome) = outcome {
+            assert_eq!(report.status, outcome);
+        }
         assert_eq!(h.calls()[0].1, json!({ "status": expected }), "{outcome:?}");
     }
 }
@@ -615,7 +680,10 @@ async fn a_rotated_realm_key_is_picked_up_by_reloading_the_jwks() {
 
     std::fs::copy(fixture("realm-rotated.jwks.json"), &jwks).unwrap();
     assert_eq!(h.request(Some(&rotated), BODY).await.0, 201);
-    assert_eq!(h.next_report().await.status, Some(ChannelStatus::Succeed));
+    assert_eq!(
+        h.next_report().await.keycloak_status,
+        Some(ChannelStatus::Succeed)
+    );
 }
 
 #[tokio::test]

@@ -3,10 +3,11 @@
 //! authorization can be given exactly one terminal status.
 //!
 //! The test binary re-executes itself: with `GATEWAY_STORE_CRASH_WRITER` set, the
-//! `crash_writer_child` test becomes the writer process, which prints one line per durably
-//! acknowledged item; without it that test does nothing. The parent reads part of the output,
-//! sends SIGKILL while the writer is mid-stream, reads what was printed before the kill, reopens
-//! the file and checks.
+//! `crash_writer_child` test becomes the writer process: several tasks write at once (so the
+//! writer thread forms group commits) and print one line per durably acknowledged item. The
+//! parent reads a random number of lines, sends SIGKILL while the writer is mid-stream (so at a
+//! random point of some batch), reads what was printed before the kill, reopens the file and
+//! checks. It does this 100 times on the same file, each round adding to what must survive.
 
 #![allow(clippy::unwrap_used)]
 
@@ -18,15 +19,19 @@ use std::sync::Arc;
 
 use gateway::store::{
     AuthState, AuthorizationRecord, AuthorizationUpdate, Channel, EmbeddedStore, Loa, LockState,
-    LockoutPolicy, OtaCounterAllocator, OtaCounterKey, Store, StoreOptions, TerminalStatus,
+    LockoutPolicy, OtaCounterAllocator, OtaCounterKey, OutboxPolicy, PinAttempt, Store,
+    StoreOptions, TerminalStatus,
 };
 
 const WRITER_ENV: &str = "GATEWAY_STORE_CRASH_WRITER";
-/// Upper bound of the writer's work, so a writer whose parent failed stops by itself.
-const WRITER_ITERATIONS: u64 = 20_000;
-/// Acknowledgements the parent waits for before killing.
-const ACKS_BEFORE_KILL: usize = 400;
-const SUBSCRIBERS: u64 = 4;
+const ROUND_ENV: &str = "GATEWAY_STORE_CRASH_ROUND";
+/// Upper bound of each writer task's work, so a writer whose parent failed stops by itself.
+const WRITER_ITERATIONS: u64 = 5_000;
+/// Writer tasks at once (each with its own subscriber, so its PIN count is exact).
+const WRITERS: u64 = 8;
+/// Kills, each after a random number of acknowledgements up to this.
+const ROUNDS: usize = 100;
+const MOST_ACKS_BEFORE_KILL: usize = 300;
 
 /// Never locks, so the failure count keeps growing and every lost write would show.
 const COUNTING_POLICY: LockoutPolicy = LockoutPolicy {
@@ -35,19 +40,19 @@ const COUNTING_POLICY: LockoutPolicy = LockoutPolicy {
     permanent_after_lockouts: None,
 };
 
-fn msisdn(i: u64) -> String {
-    format!("4670000{:04}", i % SUBSCRIBERS)
+fn msisdn(writer: u64) -> String {
+    format!("4670000{writer:04}")
 }
 
 fn counter_key(msisdn: &str) -> OtaCounterKey {
     OtaCounterKey::new(msisdn, [0xB0, 0x00, 0x10], 1)
 }
 
-fn authorization(i: u64) -> AuthorizationRecord {
+fn authorization(round: u64, writer: u64, i: u64) -> AuthorizationRecord {
     AuthorizationRecord {
-        id: format!("auth-{i:06}"),
+        id: format!("auth-{round:03}-{writer}-{i:06}"),
         client_id: "rp-1".into(),
-        msisdn: msisdn(i),
+        msisdn: msisdn(writer),
         operator: "op-a".into(),
         channel: Channel::Stk,
         loa_requested: Loa::Loa2,
@@ -62,6 +67,7 @@ fn authorization(i: u64) -> AuthorizationRecord {
         callback_url: None,
         idempotency_key: None,
         prompted_ms: None,
+        keycloak: None,
     }
 }
 
@@ -70,45 +76,75 @@ fn crash_writer_child() {
     let Ok(path) = std::env::var(WRITER_ENV) else {
         return;
     };
-    let store: Arc<dyn Store> =
-        Arc::new(EmbeddedStore::open(Path::new(&path), StoreOptions::default()).unwrap());
-    let allocator = OtaCounterAllocator::new(Arc::clone(&store), 16, 100);
+    let round: u64 = std::env::var(ROUND_ENV).unwrap().parse().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        let store: Arc<dyn Store> =
+            Arc::new(EmbeddedStore::open(Path::new(&path), StoreOptions::default()).unwrap());
+        let allocator = Arc::new(OtaCounterAllocator::new(Arc::clone(&store), 16, 100));
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let (store, allocator) = (store.clone(), allocator.clone());
+                tokio::spawn(async move { write(round, w, &*store, &allocator).await })
+            })
+            .collect();
+        for w in writers {
+            w.await.unwrap();
+        }
+    });
+}
+
+async fn write(round: u64, writer: u64, store: &dyn Store, allocator: &OtaCounterAllocator) {
+    let m = msisdn(writer);
     for i in 0..WRITER_ITERATIONS {
-        let m = msisdn(i);
-        let counter = allocator.next(&counter_key(&m)).unwrap();
+        let counter = allocator.next(&counter_key(&m)).await.unwrap();
         println!("OTA {m} {counter}");
 
         if i % 2 == 0 {
-            let LockState::Open { failures } =
-                store.record_pin_failure(&m, i, &COUNTING_POLICY).unwrap()
+            let PinAttempt::Counted(LockState::Open { failures }) = store
+                .count_pin_attempt(&m, i, &COUNTING_POLICY)
+                .await
+                .unwrap()
             else {
                 panic!("the counting policy never locks");
             };
             println!("PIN {m} {failures}");
         }
 
-        let record = authorization(i);
-        store.put_authorization(&record).unwrap();
+        let record = authorization(round, writer, i);
+        store
+            .create_authorization(&record, i, 60_000)
+            .await
+            .unwrap();
         println!("AUTH {}", record.id);
 
-        // A non-durable step, to mix eventual commits in; not acknowledged.
+        // A non-durable step, to mix commits without fsync in; not acknowledged.
         store
             .update_authorization_state(
                 &record.id,
                 &AuthState::Created,
                 &AuthorizationUpdate::to(AuthState::Prompted, i).with_stk_counter(counter),
             )
+            .await
             .unwrap();
         if i % 3 == 0 {
             store
-                .update_authorization_state(
+                .end_authorization(
                     &record.id,
-                    &AuthState::Prompted,
                     &AuthorizationUpdate::to(
                         AuthState::terminal(TerminalStatus::Approved, None),
                         i,
                     ),
+                    &OutboxPolicy {
+                        audit: true,
+                        callback_window_ms: 1,
+                    },
                 )
+                .await
                 .unwrap();
             println!("TERM {}", record.id);
         }
@@ -153,14 +189,8 @@ impl Acks {
     }
 }
 
-#[test]
-fn acknowledged_writes_survive_sigkill() {
-    if std::env::var_os(WRITER_ENV).is_some() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("store.redb");
-
+/// One writer process, killed after a random number of acknowledgements.
+fn crash_once(path: &Path, round: usize, acks: &mut Acks) {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "crash_writer_child",
@@ -168,14 +198,16 @@ fn acknowledged_writes_survive_sigkill() {
             "--nocapture",
             "--test-threads=1",
         ])
-        .env(WRITER_ENV, &path)
+        .env(WRITER_ENV, path)
+        .env(ROUND_ENV, round.to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
+    let kill_after =
+        acks.lines + 1 + rand::Rng::gen_range(&mut rand::thread_rng(), 0..MOST_ACKS_BEFORE_KILL);
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut acks = Acks::default();
-    while acks.lines < ACKS_BEFORE_KILL {
+    while acks.lines < kill_after {
         match lines.next() {
             Some(line) => acks.take(&line.unwrap()),
             None => break,
@@ -197,85 +229,105 @@ fn acknowledged_writes_survive_sigkill() {
         assert_eq!(
             status.signal(),
             Some(9),
-            "the writer must die by SIGKILL mid-stream, not exit ({status})"
+            "round {round}: the writer must die by SIGKILL mid-stream, not exit ({status})"
         );
     }
     assert!(
-        acks.lines >= ACKS_BEFORE_KILL,
-        "writer stopped after {} acknowledgements",
+        acks.lines >= kill_after,
+        "round {round}: writer stopped after {} acknowledgements",
         acks.lines
     );
+}
 
-    let store: Arc<dyn Store> =
-        Arc::new(EmbeddedStore::open(&path, StoreOptions::default()).unwrap());
-
+/// Every acknowledged write is in the reopened store.
+async fn check(store: &dyn Store, acks: &Acks, round: usize) {
     // OTA: counters after the restart are above every counter handed out before.
-    let allocator = OtaCounterAllocator::new(Arc::clone(&store), 16, 100);
     for (m, counters) in &acks.counters {
         let highest = *counters.iter().next_back().unwrap();
         let key = counter_key(m);
-        assert!(store.ota_high_water(&key).unwrap() > highest);
-        let next = allocator.next(&key).unwrap();
-        assert!(next > highest, "{m}: counter {next} after {highest}");
+        assert!(
+            store.ota_high_water(&key).await.unwrap() > highest,
+            "round {round}: {m}: counter {highest} handed out but the mark is not above it"
+        );
     }
-
-    // PIN failures: every acknowledged failure counted (one more may have committed unprinted).
+    // PIN attempts: every acknowledged one counted (one more may have committed unprinted).
     for (m, acked) in &acks.pin_failures {
-        let LockState::Open { failures } = store.lock_state(m, u64::MAX).unwrap() else {
+        let LockState::Open { failures } = store.lock_state(m, u64::MAX).await.unwrap() else {
             panic!("unexpected lock");
         };
         assert!(
-            (*acked..=acked + 1).contains(&failures),
-            "{m}: {failures} failures stored, {acked} acknowledged"
+            failures >= *acked,
+            "round {round}: {m}: {failures} attempts stored, {acked} acknowledged"
         );
     }
-
-    // Authorizations: every acknowledged one exists; acknowledged terminal ones kept their status.
+    // Authorizations: every acknowledged one exists; acknowledged endings kept their status
+    // and their outbox entry.
     for id in &acks.created {
-        let record = store.get_authorization(id).unwrap();
-        assert!(record.is_some(), "authorization {id} lost");
+        let record = store.get_authorization(id).await.unwrap();
+        assert!(record.is_some(), "round {round}: authorization {id} lost");
     }
+    let outbox: BTreeSet<String> = store
+        .outbox_pending()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.authorization_id)
+        .collect();
     for id in &acks.terminal {
-        let record = store.get_authorization(id).unwrap().unwrap();
+        let record = store.get_authorization(id).await.unwrap().unwrap();
         assert_eq!(
             record.state,
             AuthState::terminal(TerminalStatus::Approved, None),
-            "{id}"
+            "round {round}: {id}"
         );
+        assert!(
+            outbox.contains(id),
+            "round {round}: {id} lost its audit entry"
+        );
+    }
+}
+
+#[tokio::test]
+async fn acknowledged_writes_survive_sigkill_at_random_points_of_batches() {
+    if std::env::var_os(WRITER_ENV).is_some() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    let mut acks = Acks::default();
+    for round in 0..ROUNDS {
+        crash_once(&path, round, &mut acks);
+        let store = EmbeddedStore::open(&path, StoreOptions::default()).unwrap();
+        check(&store, &acks, round).await;
     }
 
-    // Recovery: every in-flight authorization gets exactly one terminal status.
-    let in_flight = store.list_in_flight().unwrap();
-    let expected_in_flight: BTreeSet<_> = acks.created.difference(&acks.terminal).collect();
-    let found: BTreeSet<_> = in_flight.iter().map(|r| &r.id).collect();
-    for id in &expected_in_flight {
-        // At most the last one may have been ended without its line reaching us.
-        assert!(
-            found.contains(id)
-                || store
-                    .get_authorization(id)
-                    .unwrap()
-                    .unwrap()
-                    .state
-                    .is_terminal(),
-            "{id} neither in flight nor terminal"
-        );
+    let store: Arc<dyn Store> =
+        Arc::new(EmbeddedStore::open(&path, StoreOptions::default()).unwrap());
+    let allocator = OtaCounterAllocator::new(Arc::clone(&store), 16, 100);
+    for (m, counters) in &acks.counters {
+        let highest = *counters.iter().next_back().unwrap();
+        let next = allocator.next(&counter_key(m)).await.unwrap();
+        assert!(next > highest, "{m}: counter {next} after {highest}");
     }
+    // Recovery: every in-flight authorization gets exactly one terminal status.
+    let in_flight = store.list_in_flight().await.unwrap();
     for record in &in_flight {
-        store
-            .update_authorization_state(
+        let ended = store
+            .end_authorization(
                 &record.id,
-                &record.state,
                 &AuthorizationUpdate::to(
                     AuthState::terminal(TerminalStatus::Expired, Some("gateway_restart")),
                     u64::MAX / 2,
                 ),
+                &OutboxPolicy::default(),
             )
+            .await
             .unwrap();
+        assert!(ended.won);
     }
-    assert!(store.list_in_flight().unwrap().is_empty());
+    assert!(store.list_in_flight().await.unwrap().is_empty());
     eprintln!(
-        "crash test: {} acknowledgements, {} in flight at restart",
+        "crash test: {ROUNDS} kills, {} acknowledgements, {} in flight at the end",
         acks.lines,
         in_flight.len()
     );

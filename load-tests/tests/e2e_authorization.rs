@@ -187,8 +187,9 @@ impl Network for Handsets {
 /// The gateway's PIN check for USSD LoA3, against the PIN derived for the population.
 struct PopulationPins;
 
+#[async_trait::async_trait]
 impl PinVerifier for PopulationPins {
-    fn verify(&self, msisdn: &str, pin: &str) -> bool {
+    async fn verify(&self, msisdn: &str, pin: &str) -> bool {
         let index = msisdn.parse::<u64>().unwrap() - MSISDN_BASE;
         CardSecrets::derive(SEED, index).initial_pin.digits() == pin.as_bytes()
     }

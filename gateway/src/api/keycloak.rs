@@ -8,14 +8,15 @@
 //! a [`ChannelRequest`]; `login_hint` (Keycloak's username) becomes an MSISDN through the
 //! [`SubscriberMap`], `acr_values` a [`Loa`] ([`loa_from_acr_values`]), and the gateway builds the
 //! consent text itself ([`render_consent`]). [`AuthorizationService::start`] runs with the
-//! token's `jti` as idempotency key, the answer is 201, and a tracked task (one permit of a
-//! bounded semaphore) long-polls [`AuthorizationService::get`] until the authorization ends,
-//! then delivers `{"status": ...}` with the same bearer through the [`CallbackClient`], before
-//! the token's `exp`. Each finished task is reported on [`KeycloakChannel::subscribe`].
+//! token's `jti` as idempotency key and Keycloak's follow state (callback URL, the token as
+//! bearer, its `exp`, the earliest callback time) in the request, and the answer is 201. The
+//! follow state is stored with the authorization, so the callback `{"status": ...}` is written
+//! to the durable outbox with the terminal state and delivered by the authorization layer's
+//! [`Outbox`](crate::authorization::Outbox), also after a restart, before the token's `exp`.
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{DefaultBodyLimit, State};
@@ -24,17 +25,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
-use tokio::sync::{broadcast, OwnedSemaphorePermit, Semaphore};
-use tokio::time::Instant;
-use tokio_util::task::TaskTracker;
+use serde::Deserialize;
 
 use super::error::ApiError;
-use super::jwt::{JwtError, JwtVerifier, VerifiedToken};
-use crate::authorization::service::{
-    AuthorizationService, AuthorizationState, Loa, LookupError, StartRequest, TerminalStatus,
-};
-use crate::callback::{CallbackClient, Delivery, GiveUpReason, RetryPolicy};
+use super::jwt::{JwtError, JwtVerifier};
+pub use crate::authorization::outbox::{channel_status, ChannelStatus};
+use crate::authorization::service::{AuthorizationService, Loa, StartRequest};
+use crate::store::KeycloakFollow;
 
 /// Largest request body accepted from Keycloak (its JSON is a few hundred bytes).
 const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -69,12 +66,6 @@ pub struct KeycloakConfig {
     /// Earliest callback after the 201: Keycloak stores the request only once our 201 has
     /// returned, so a result POSTed sooner can find nothing and be refused with 403.
     pub callback_min_delay: Duration,
-    /// Longest single long-poll of the authorization layer.
-    pub poll_wait: Duration,
-    /// Most requests followed at once (each holds one task until its callback is done).
-    pub max_pending: usize,
-    /// Delivery policy of the callbacks.
-    pub retry: RetryPolicy,
 }
 
 impl KeycloakConfig {
@@ -91,9 +82,6 @@ impl KeycloakConfig {
             consent_template_no_binding: "{client}: potwierdź logowanie.".into(),
             callback_margin: Duration::from_secs(5),
             callback_min_delay: Duration::from_secs(1),
-            poll_wait: Duration::from_secs(25),
-            max_pending: 10_000,
-            retry: RetryPolicy::default(),
         }
     }
 
@@ -289,65 +277,14 @@ pub struct ChannelRequest {
     pub acr_values: Option<String>,
 }
 
-/// The callback status Keycloak understands (`AuthenticationChannelResponse.Status`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ChannelStatus {
-    /// Authenticated: Keycloak issues the tokens.
-    Succeed,
-    /// Not authorized (Keycloak logs `consent_denied`; the client gets `access_denied`).
-    Unauthorized,
-    /// Cancelled (Keycloak logs `not_allowed`; the client gets `access_denied`).
-    Cancelled,
-}
-
-/// The result Keycloak receives for an authorization that ended with `status`.
-pub fn channel_status(status: TerminalStatus) -> ChannelStatus {
-    match status {
-        TerminalStatus::Approved => ChannelStatus::Succeed,
-        TerminalStatus::Cancelled => ChannelStatus::Cancelled,
-        TerminalStatus::Denied
-        | TerminalStatus::Expired
-        | TerminalStatus::PinBlocked
-        | TerminalStatus::NotReachable
-        | TerminalStatus::DeliveryError
-        | TerminalStatus::SimError
-        | TerminalStatus::Rejected => ChannelStatus::Unauthorized,
-    }
-}
-
-#[derive(Debug, Serialize)]
-struct CallbackBody {
-    status: ChannelStatus,
-}
-
-/// What happened to one followed request (for metrics, logs and tests).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CallbackReport {
-    /// The token's `jti`.
-    pub jti: String,
-    /// The authorization id in the authorization layer.
-    pub authorization_id: String,
-    /// The status sent, when the authorization ended in time.
-    pub status: Option<ChannelStatus>,
-    /// The delivery outcome (`GaveUp { DeadlinePassed }` when `exp` passed before the end).
-    pub delivery: Delivery,
-}
-
-/// The Keycloak channel: configuration, token verifier, authorization layer, callback client and
-/// the bookkeeping of the requests being followed.
+/// The Keycloak channel: configuration, token verifier, subscriber map and the authorization
+/// layer, which stores Keycloak's follow state and delivers the callback.
 pub struct KeycloakChannel {
     config: KeycloakConfig,
     callback_url: String,
     verifier: Arc<JwtVerifier>,
     service: Arc<dyn AuthorizationService>,
     subscribers: SubscriberMap,
-    callbacks: CallbackClient,
-    pending: Arc<Semaphore>,
-    /// `jti`s being followed: a repeated request is acknowledged without a second start.
-    in_flight: Mutex<HashMap<String, String>>,
-    tracker: TaskTracker,
-    reports: broadcast::Sender<CallbackReport>,
 }
 
 impl std::fmt::Debug for KeycloakChannel {
@@ -369,20 +306,12 @@ impl KeycloakChannel {
         service: Arc<dyn AuthorizationService>,
     ) -> Self {
         let callback_url = config.effective_callback_url();
-        let callbacks = CallbackClient::new(config.retry.clone());
-        let pending = Arc::new(Semaphore::new(config.max_pending.max(1)));
-        let (reports, _) = broadcast::channel(256);
         Self {
             config,
             callback_url,
             verifier,
             service,
             subscribers,
-            callbacks,
-            pending,
-            in_flight: Mutex::new(HashMap::new()),
-            tracker: TaskTracker::new(),
-            reports,
         }
     }
 
@@ -391,38 +320,7 @@ impl KeycloakChannel {
         &self.config
     }
 
-    /// Reports of finished requests (lagging receivers lose the oldest).
-    pub fn subscribe(&self) -> broadcast::Receiver<CallbackReport> {
-        self.reports.subscribe()
-    }
-
-    /// Requests being followed now.
-    pub fn pending(&self) -> usize {
-        self.config.max_pending.max(1) - self.pending.available_permits()
-    }
-
-    /// Stop accepting and wait up to `limit` for the followed requests to call back (the
-    /// authorization layer ends its authorizations with a definite status on shutdown, and those
-    /// results still go to Keycloak). Returns whether all finished.
-    pub async fn drain(&self, limit: Duration) -> bool {
-        self.tracker.close();
-        tokio::time::timeout(limit, self.tracker.wait())
-            .await
-            .is_ok()
-    }
-
-    fn forget(&self, jti: &str) {
-        self.in_flight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(jti);
-    }
-
-    async fn accept(
-        self: &Arc<Self>,
-        headers: &HeaderMap,
-        body: &[u8],
-    ) -> Result<Response, ApiError> {
+    async fn accept(&self, headers: &HeaderMap, body: &[u8]) -> Result<Response, ApiError> {
         let token = bearer(headers).ok_or_else(|| ApiError::unauthorized(false))?;
         let token = self.verifier.verify(token).await.map_err(token_error)?;
         let req: ChannelRequest = serde_json::from_slice(body)
@@ -459,26 +357,14 @@ impl KeycloakChannel {
         let expiry = left
             .saturating_sub(self.config.callback_margin)
             .max(left / 2);
-        let deadline = Instant::now() + left;
-
-        let permit = {
-            let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(id) = in_flight.get(&token.jti) {
-                tracing::info!(authorization = %id, "repeated Keycloak request, already followed");
-                return Ok(accepted(id));
-            }
-            let permit = Arc::clone(&self.pending)
-                .try_acquire_owned()
-                .map_err(|_| ApiError {
-                    retry_after: Some(Duration::from_secs(1)),
-                    ..ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "overloaded",
-                        "too many Keycloak requests in progress",
-                    )
-                })?;
-            in_flight.insert(token.jti.clone(), String::new());
-            permit
+        let now_ms = now_unix.saturating_mul(1000);
+        let follow = KeycloakFollow {
+            callback_url: self.callback_url.clone(),
+            token: token.raw.clone(),
+            deadline_ms: token.exp.saturating_mul(1000),
+            not_before_ms: now_ms.saturating_add(
+                u64::try_from(self.config.callback_min_delay.as_millis()).unwrap_or(u64::MAX),
+            ),
         };
 
         let client = token
@@ -505,128 +391,12 @@ impl KeycloakChannel {
             binding_message: req.binding_message.clone(),
             expiry,
             callback_url: None,
+            // A repeated request (same `jti`) names the same authorization, called back once.
             idempotency_key: Some(token.jti.clone()),
+            keycloak: Some(follow),
         };
-        let view = match self.service.start(start).await {
-            Ok(view) => view,
-            Err(e) => {
-                self.forget(&token.jti);
-                return Err(ApiError::from(e));
-            }
-        };
-        self.in_flight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(token.jti.clone(), view.id.clone());
-        let id = view.id.clone();
-        let me = Arc::clone(self);
-        let accepted_at = Instant::now();
-        self.tracker.spawn(async move {
-            me.follow(view.id, view.state, token, accepted_at, deadline, permit)
-                .await;
-        });
-        Ok(accepted(&id))
-    }
-
-    async fn follow(
-        self: Arc<Self>,
-        id: String,
-        first: AuthorizationState,
-        token: VerifiedToken,
-        accepted_at: Instant,
-        deadline: Instant,
-        _permit: OwnedSemaphorePermit,
-    ) {
-        let status = match first {
-            AuthorizationState::Terminal { status, .. } => Some(status),
-            AuthorizationState::Pending { .. } => self.wait_terminal(&id, deadline).await,
-        };
-        let report = match status {
-            None => {
-                tracing::warn!(authorization = %id, "token exp passed before the authorization ended; no callback");
-                CallbackReport {
-                    jti: token.jti.clone(),
-                    authorization_id: id,
-                    status: None,
-                    delivery: Delivery::GaveUp {
-                        reason: GiveUpReason::DeadlinePassed {
-                            attempts: 0,
-                            last: "authorization still pending".into(),
-                        },
-                    },
-                }
-            }
-            Some(terminal) => {
-                let status = channel_status(terminal);
-                tokio::time::sleep_until(accepted_at + self.config.callback_min_delay).await;
-                let body = serde_json::to_vec(&CallbackBody { status }).unwrap_or_default();
-                let delivery = self
-                    .callbacks
-                    .post_json(
-                        &self.callback_url,
-                        Some(&token.raw),
-                        Bytes::from(body),
-                        Some(deadline),
-                    )
-                    .await;
-                match &delivery {
-                    Delivery::Delivered { attempts, .. } => {
-                        tracing::info!(authorization = %id, ?status, attempts, "Keycloak callback delivered")
-                    }
-                    Delivery::GaveUp { reason } => {
-                        tracing::warn!(authorization = %id, ?status, %reason, "Keycloak callback not delivered")
-                    }
-                }
-                CallbackReport {
-                    jti: token.jti.clone(),
-                    authorization_id: id,
-                    status: Some(status),
-                    delivery,
-                }
-            }
-        };
-        self.forget(&token.jti);
-        // No receiver is fine: reports are for whoever listens.
-        let _ = self.reports.send(report);
-    }
-
-    /// Long-poll until the authorization ends or `deadline` passes.
-    async fn wait_terminal(&self, id: &str, deadline: Instant) -> Option<TerminalStatus> {
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
-            }
-            let wait = left.min(self.config.poll_wait);
-            let asked = Instant::now();
-            let got = tokio::time::timeout(
-                wait + Duration::from_secs(5),
-                self.service.get(&self.config.client_id, id, Some(wait)),
-            )
-            .await;
-            match got {
-                Ok(Ok(view)) => {
-                    if let AuthorizationState::Terminal { status, .. } = view.state {
-                        return Some(status);
-                    }
-                }
-                Ok(Err(LookupError::NotFound)) => {
-                    // Lost by the authorization layer: say no rather than leave Keycloak waiting.
-                    tracing::warn!(authorization = %id, "authorization vanished; answering UNAUTHORIZED");
-                    return Some(TerminalStatus::Rejected);
-                }
-                Ok(Err(LookupError::Internal(e))) => {
-                    tracing::warn!(authorization = %id, error = %e, "session lookup failed; retrying");
-                }
-                Err(_) => tracing::warn!(authorization = %id, "session lookup timed out; retrying"),
-            }
-            // A service that answers "pending" early must not turn this into a busy loop.
-            let early = asked.elapsed() < wait / 2;
-            if early {
-                let pause = Duration::from_millis(200).min(left);
-                tokio::time::sleep(pause).await;
-            }
-        }
+        let view = self.service.start(start).await.map_err(ApiError::from)?;
+        Ok(accepted(&view.id))
     }
 }
 
@@ -728,36 +498,6 @@ mod tests {
         assert!(loa_from_acr_values(Some("4"), Loa::Loa2).is_err());
         assert!(loa_from_acr_values(Some("gold silver"), Loa::Loa2).is_err());
         assert!(loa_from_acr_values(Some("x3"), Loa::Loa2).is_err());
-    }
-
-    #[test]
-    fn every_terminal_status_has_a_keycloak_status() {
-        assert_eq!(
-            channel_status(TerminalStatus::Approved),
-            ChannelStatus::Succeed
-        );
-        assert_eq!(
-            channel_status(TerminalStatus::Cancelled),
-            ChannelStatus::Cancelled
-        );
-        for s in [
-            TerminalStatus::Denied,
-            TerminalStatus::Expired,
-            TerminalStatus::PinBlocked,
-            TerminalStatus::NotReachable,
-            TerminalStatus::DeliveryError,
-            TerminalStatus::SimError,
-            TerminalStatus::Rejected,
-        ] {
-            assert_eq!(channel_status(s), ChannelStatus::Unauthorized, "{s:?}");
-        }
-        assert_eq!(
-            serde_json::to_string(&CallbackBody {
-                status: ChannelStatus::Succeed
-            })
-            .unwrap(),
-            r#"{"status":"SUCCEED"}"#
-        );
     }
 
     #[test]

@@ -487,6 +487,7 @@ async fn start(
         expiry: valid.expiry,
         callback_url: valid.callback_url,
         idempotency_key: key.clone(),
+        keycloak: None,
     };
     let (view, existing) = state
         .service

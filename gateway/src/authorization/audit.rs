@@ -19,6 +19,9 @@ use crate::routing::Msisdn;
 /// One audit line.
 #[derive(Debug, Serialize)]
 pub struct AuditLine<'a> {
+    /// Stable per ending (`<id>:audit`): a line written twice (a crash between the write and
+    /// the outbox removal) is recognised by it.
+    pub event_id: &'a str,
     pub id: &'a str,
     pub client_id: &'a str,
     /// Masked, e.g. `48600***200`.
@@ -64,34 +67,36 @@ impl AuditLog {
         &self.path
     }
 
-    /// Appends the line of a terminal view. A failure is logged, not returned: the result
-    /// already reached the store and the client; the audit must not undo it.
-    pub fn record(&self, client_id: &str, msisdn: &str, view: &AuthorizationView) {
+    /// Appends the line of a terminal view (a pending view writes nothing). The outbox calls
+    /// this and keeps the entry until it succeeds: the result is already durable, the audit
+    /// line follows it.
+    pub fn record(
+        &self,
+        event_id: &str,
+        client_id: &str,
+        msisdn: &str,
+        view: &AuthorizationView,
+    ) -> std::io::Result<()> {
         if !matches!(view.state, AuthorizationState::Terminal { .. }) {
-            return;
+            return Ok(());
         }
         let masked = match Msisdn::parse(msisdn) {
             Ok(m) => m.masked().to_string(),
             Err(_) => "invalid".to_owned(),
         };
         let line = AuditLine {
+            event_id,
             id: &view.id,
             client_id,
             msisdn: masked,
             view,
         };
-        let mut bytes = match serde_json::to_vec(&line) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::error!(error = %e, "audit line not serializable");
-                return;
-            }
-        };
+        let mut bytes = serde_json::to_vec(&line).map_err(std::io::Error::other)?;
         bytes.push(b'\n');
         let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = file.write_all(&bytes) {
+        file.write_all(&bytes).inspect_err(|e| {
             tracing::error!(error = %e, path = %self.path.display(), "audit write failed");
-        }
+        })
     }
 }
 
@@ -121,20 +126,22 @@ mod tests {
             gateway_ms: None,
             proof: Some("00ff".into()),
         };
-        log.record("rp", "48600123456", &view);
+        log.record("x1:audit", "rp", "48600123456", &view).unwrap();
         let pending = AuthorizationView {
             state: AuthorizationState::Pending {
                 step: crate::authorization::service::PendingState::Routed,
             },
             ..view.clone()
         };
-        log.record("rp", "48600123456", &pending);
+        log.record("x1:audit", "rp", "48600123456", &pending)
+            .unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text.lines().count(), 1);
         assert!(!text.contains("48600123456"));
         let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
         assert_eq!(v["status"], "approved");
         assert_eq!(v["client_id"], "rp");
+        assert_eq!(v["event_id"], "x1:audit");
         assert!(v["msisdn"].as_str().unwrap().contains('*'));
     }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::channel::PinVerifier as ChannelPinVerifier;
 use crate::routing::Msisdn;
-use crate::store::{LockState, LockoutPolicy, Store};
+use crate::store::{LockState, LockoutPolicy, PinAttempt, Store};
 use crate::subscribers::{Pepper, SubscriberRegistry};
 
 /// Unix milliseconds now (injected so tests run on their own clock).
@@ -58,11 +58,13 @@ impl UssdPinCheck {
     }
 }
 
+#[async_trait::async_trait]
 impl ChannelPinVerifier for UssdPinCheck {
     /// Wrong, unknown subscriber, locked, or store trouble: all `false` (fail closed). The
-    /// store writes here are durable (an fsync on the driver's task); they happen only for a
-    /// wrong PIN, or a right one after earlier failures.
-    fn verify(&self, msisdn: &str, pin: &str) -> bool {
+    /// attempt is counted durably before the PIN is checked and the count cleared when it is
+    /// right, so a crash in between costs the user one try and never gives an attacker one
+    /// more. Runs in its own task, off the operator's driver.
+    async fn verify(&self, msisdn: &str, pin: &str) -> bool {
         let Ok(number) = Msisdn::parse(msisdn) else {
             return false;
         };
@@ -70,29 +72,26 @@ impl ChannelPinVerifier for UssdPinCheck {
             return false;
         };
         let now = (self.clock)();
-        let failures = match self.store.lock_state(number.as_str(), now) {
-            Ok(LockState::Open { failures }) => failures,
-            Ok(_) => return false,
+        let after = match self
+            .store
+            .count_pin_attempt(number.as_str(), now, &self.policy)
+            .await
+        {
+            Ok(PinAttempt::Counted(after)) => after,
+            Ok(PinAttempt::Refused(_)) => return false,
             Err(e) => {
-                tracing::error!(error = %e, "PIN lock state unreadable");
+                tracing::error!(error = %e, "PIN attempt not counted; not checked");
                 return false;
             }
         };
         if record.pin.verify(&self.pepper, pin.as_bytes()) {
-            if failures > 0 {
-                if let Err(e) = self.store.reset_pin_failures(number.as_str()) {
-                    tracing::error!(error = %e, "PIN failures not reset");
-                }
+            if let Err(e) = self.store.reset_pin_failures(number.as_str()).await {
+                tracing::error!(error = %e, "PIN failures not reset");
             }
             true
         } else {
-            match self
-                .store
-                .record_pin_failure(number.as_str(), now, &self.policy)
-            {
-                Ok(LockState::Open { .. }) => {}
-                Ok(_) => tracing::info!(msisdn = %number.masked(), "USSD PIN locked"),
-                Err(e) => tracing::error!(error = %e, "PIN failure not recorded"),
+            if !matches!(after, LockState::Open { .. }) {
+                tracing::info!(msisdn = %number.masked(), "USSD PIN locked");
             }
             false
         }

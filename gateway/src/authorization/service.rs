@@ -135,6 +135,9 @@ pub struct StartRequest {
     pub callback_url: Option<String>,
     /// Client-chosen key: a retried start returns the same authorization.
     pub idempotency_key: Option<String>,
+    /// Keycloak's callback target and token, when Keycloak asked: stored with the
+    /// authorization and called from the outbox when it ends.
+    pub keycloak: Option<crate::store::KeycloakFollow>,
 }
 
 /// Why a start was refused. The API maps each to an HTTP status (400/404/409/429/503).

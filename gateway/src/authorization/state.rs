@@ -343,6 +343,7 @@ mod tests {
             proof: Some(vec![0xAB, 0xCD]),
             callback_url: None,
             idempotency_key: None,
+            keycloak: None,
             prompted_ms: None,
         }
     }

@@ -120,6 +120,7 @@ fn rig_with(settings: ManagerSettings, store: Arc<InMemoryStore>) -> Rig {
         settings,
         audit: Some(AuditLog::open(&audit_path).unwrap()),
         clock: Arc::new(move || c.load(Ordering::SeqCst)),
+        outbox_observers: None,
     });
     Rig {
         manager,
@@ -158,7 +159,20 @@ fn request(msisdn: &str, loa: Loa) -> StartRequest {
         expiry: Duration::from_secs(60),
         callback_url: None,
         idempotency_key: None,
+        keycloak: None,
     }
+}
+
+/// The audit log once it holds `lines` lines (the outbox writes them after the ending).
+async fn audit_lines(r: &Rig, lines: usize) -> String {
+    for _ in 0..500 {
+        let text = std::fs::read_to_string(&r.audit_path).unwrap_or_default();
+        if text.lines().count() >= lines {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the audit log never reached {lines} line(s)");
 }
 
 fn stk_approval(loa: AppletLoa) -> AuthResult {
@@ -206,12 +220,12 @@ async fn applet_subscriber_is_approved_over_stk_with_the_card_proof() {
     assert!(done.gateway_ms.is_some(), "{done:?}");
     let seen = r.channel.seen();
     assert!(matches!(seen[0].channel, AuthChannel::Stk { counter, .. } if counter >= 1));
-    let rec = r.store.get_authorization(&v.id).unwrap().unwrap();
+    let rec = r.store.get_authorization(&v.id).await.unwrap().unwrap();
     assert!(rec.stk_counter.is_some());
     assert!(rec.prompted_ms.is_some_and(|at| at >= rec.created_ms));
     assert!(rec.state.is_terminal());
     // One audit line, no full MSISDN in it.
-    let audit = std::fs::read_to_string(&r.audit_path).unwrap();
+    let audit = audit_lines(&r, 1).await;
     assert_eq!(audit.lines().count(), 1);
     assert!(!audit.contains(&msisdn(true, 0)));
     assert_eq!(r.manager.in_flight(), 0);
@@ -277,7 +291,7 @@ async fn locked_subscriber_ends_pin_blocked_without_a_prompt() {
     let now = r.clock.load(Ordering::SeqCst);
     let policy = crate::store::LockoutPolicy::default();
     for _ in 0..3 {
-        r.store.record_pin_failure(&m, now, &policy).unwrap();
+        r.store.count_pin_attempt(&m, now, &policy).await.unwrap();
     }
     let v = r.manager.start(request(&m, Loa::Loa3)).await.unwrap();
     assert_eq!(
@@ -306,22 +320,22 @@ async fn three_wrong_ussd_pins_lock_the_subscriber() {
         },
     );
     for _ in 0..3 {
-        assert!(!check.verify(&m, "99999999"));
+        assert!(!check.verify(&m, "99999999").await);
     }
     let now = r.clock.load(Ordering::SeqCst);
     assert!(matches!(
-        r.store.lock_state(&m, now).unwrap(),
+        r.store.lock_state(&m, now).await.unwrap(),
         LockState::Locked { .. }
     ));
     // The wrong PIN that locked ends as pin_blocked.
     r.channel.push(Script::Reply(AuthResult::WrongPin));
     r.clock.fetch_add(16 * 60 * 1000, Ordering::SeqCst);
     for _ in 0..2 {
-        assert!(!check.verify(&m, "99999999"));
+        assert!(!check.verify(&m, "99999999").await);
     }
     let v = r.manager.start(request(&m, Loa::Loa3)).await.unwrap();
     // The fake answers WrongPin without calling the verifier: count the third one here.
-    assert!(!check.verify(&m, "99999999"));
+    assert!(!check.verify(&m, "99999999").await);
     let done = wait_end(&r, &v.id).await;
     assert_eq!(status(&done).unwrap().0, TerminalStatus::PinBlocked);
 }
@@ -459,7 +473,8 @@ async fn cancel_wins_once_and_a_late_answer_is_ignored() {
     let twice = r.manager.cancel("rp", &v.id).await.unwrap();
     assert_eq!(status(&twice).unwrap().0, TerminalStatus::Cancelled);
     assert_eq!(r.manager.in_flight(), 0);
-    let audit = std::fs::read_to_string(&r.audit_path).unwrap();
+    let audit = audit_lines(&r, 1).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(audit.lines().count(), 1);
 }
 
@@ -535,31 +550,37 @@ async fn restart_recovery_ends_every_in_flight_record() {
         .enumerate()
     {
         store
-            .put_authorization(&AuthorizationRecord {
-                id: format!("old{i}"),
-                client_id: "rp".into(),
-                msisdn: msisdn(true, 0),
-                operator: "red".into(),
-                channel: Channel::Stk,
-                loa_requested: crate::store::Loa::Loa2,
-                loa_achieved: None,
-                state,
-                created_ms: 1,
-                // One deadline still ahead: it ends anyway (its dialog is gone).
-                deadline_ms: if i == 0 { 2 } else { u64::MAX },
-                updated_ms: 1,
-                stk_counter: None,
-                challenge: Vec::new(),
-                proof: None,
-                callback_url: None,
-                idempotency_key: None,
-                prompted_ms: None,
-            })
+            .create_authorization(
+                &AuthorizationRecord {
+                    id: format!("old{i}"),
+                    client_id: "rp".into(),
+                    msisdn: msisdn(true, 0),
+                    operator: "red".into(),
+                    channel: Channel::Stk,
+                    loa_requested: crate::store::Loa::Loa2,
+                    loa_achieved: None,
+                    state,
+                    created_ms: 1,
+                    // One deadline still ahead: it ends anyway (its dialog is gone).
+                    deadline_ms: if i == 0 { 2 } else { u64::MAX },
+                    updated_ms: 1,
+                    stk_counter: None,
+                    challenge: Vec::new(),
+                    proof: None,
+                    callback_url: None,
+                    idempotency_key: None,
+                    prompted_ms: None,
+                    keycloak: None,
+                },
+                1,
+                0,
+            )
+            .await
             .unwrap();
     }
     let r = rig_with(ManagerSettings::default(), store);
     assert_eq!(r.manager.recover().await.unwrap(), 2);
-    assert!(r.store.list_in_flight().unwrap().is_empty());
+    assert!(r.store.list_in_flight().await.unwrap().is_empty());
     for id in ["old0", "old1"] {
         let v = r.manager.get("rp", id, None).await.unwrap();
         assert_eq!(
@@ -584,7 +605,7 @@ async fn shutdown_ends_running_authorizations_definitely() {
         status(&done),
         Some((TerminalStatus::Expired, "gateway_shutdown".into()))
     );
-    assert!(r.store.list_in_flight().unwrap().is_empty());
+    assert!(r.store.list_in_flight().await.unwrap().is_empty());
     let err = r
         .manager
         .start(request(&msisdn(true, 1), Loa::Loa2))

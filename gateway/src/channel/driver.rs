@@ -29,10 +29,12 @@ use crate::smpp::session::{SubmitFailure, SubmitId, SubmitRequest};
 use sim_applet_model::smpp::dialect::Dialect;
 
 /// Checks a PIN typed over USSD (LoA3). The gateway's verifier store, with its lockout, lives
-/// behind this.
+/// behind this. The driver runs each check in its own task (it waits for a durable write), so
+/// no other answer of the operator waits behind it; the verdict comes back as an event.
+#[async_trait::async_trait]
 pub trait PinVerifier: Send + Sync + 'static {
     /// Whether `pin` is right for `msisdn` (and counts the attempt).
-    fn verify(&self, msisdn: &str, pin: &str) -> bool;
+    async fn verify(&self, msisdn: &str, pin: &str) -> bool;
 }
 
 /// Settings of an [`Authorizer`].
@@ -108,6 +110,7 @@ impl Authorizer {
         pin_verifier: Option<Arc<dyn PinVerifier>>,
     ) -> (Self, JoinHandle<()>) {
         let (events_tx, events_rx) = mpsc::channel(1024);
+        let (verdicts_tx, verdicts_rx) = mpsc::unbounded_channel();
         let mut binds = Vec::with_capacity(config.binds.len());
         let mut bind_tasks = Vec::with_capacity(config.binds.len());
         for b in &config.binds {
@@ -123,9 +126,10 @@ impl Authorizer {
             bind_tasks,
             events_tx,
             pin_verifier,
+            verdicts_tx,
             slots.clone(),
         );
-        let join = tokio::spawn(driver.run(commands_rx, events_rx));
+        let join = tokio::spawn(driver.run(commands_rx, events_rx, verdicts_rx));
         (Self { commands, slots }, join)
     }
 
@@ -192,6 +196,9 @@ struct Driver {
     waiters: HashMap<AuthId, Waiter>,
     next_auth: AuthId,
     pin_verifier: Option<Arc<dyn PinVerifier>>,
+    /// PIN verdicts of the checks under way (one task each; bounded by the dialogs waiting for
+    /// one, at most one per authorization).
+    verdicts_tx: mpsc::UnboundedSender<(AuthId, bool)>,
     tracker: TaskTracker,
     slots: Arc<Semaphore>,
 }
@@ -207,6 +214,7 @@ impl Driver {
         bind_tasks: Vec<JoinHandle<()>>,
         events_tx: mpsc::Sender<BindEvent>,
         pin_verifier: Option<Arc<dyn PinVerifier>>,
+        verdicts_tx: mpsc::UnboundedSender<(AuthId, bool)>,
         slots: Arc<Semaphore>,
     ) -> Self {
         let router = Router::new(RouterConfig {
@@ -227,6 +235,7 @@ impl Driver {
             waiters: HashMap::new(),
             next_auth: 0,
             pin_verifier,
+            verdicts_tx,
             tracker: TaskTracker::new(),
             slots,
         }
@@ -236,6 +245,7 @@ impl Driver {
         mut self,
         mut commands: mpsc::Receiver<Command>,
         mut events: mpsc::Receiver<BindEvent>,
+        mut verdicts: mpsc::UnboundedReceiver<(AuthId, bool)>,
     ) {
         loop {
             let wake = self.router.poll_timeout();
@@ -261,6 +271,9 @@ impl Driver {
                     }
                 },
                 Some(event) = events.recv() => self.router.handle_event(now_std(), event),
+                Some((auth, right)) = verdicts.recv() => {
+                    self.router.handle_pin_verdict(now_std(), auth, right);
+                }
                 () = sleep => self.router.handle_timeout(now_std()),
             }
             self.carry_out(now_std());
@@ -318,13 +331,16 @@ impl Driver {
                         let _ = accepted.send(());
                     }
                 }
-                RouterOutput::VerifyPin { auth, msisdn, pin } => {
-                    let right = self
-                        .pin_verifier
-                        .as_ref()
-                        .is_some_and(|v| v.verify(&msisdn, &pin));
-                    self.router.handle_pin_verdict(now, auth, right);
-                }
+                RouterOutput::VerifyPin { auth, msisdn, pin } => match &self.pin_verifier {
+                    Some(verifier) => {
+                        let (verifier, verdicts) = (verifier.clone(), self.verdicts_tx.clone());
+                        self.tracker.spawn(async move {
+                            let right = verifier.verify(&msisdn, &pin).await;
+                            let _ = verdicts.send((auth, right));
+                        });
+                    }
+                    None => self.router.handle_pin_verdict(now, auth, false),
+                },
                 RouterOutput::Result { auth, result } => {
                     if let Some(reply) = self.waiters.get_mut(&auth).and_then(|w| w.reply.take()) {
                         let _ = reply.send(result);

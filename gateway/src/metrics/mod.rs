@@ -20,12 +20,14 @@
 //! - [`smpp`]: binds, PDUs, statuses, window, round trip, throttles, reconnects, nacks.
 //! - [`store`]: store operation latency and errors.
 //! - [`callback`]: outgoing callbacks delivered or failed.
+//! - [`outbox`]: deliveries owed for ended authorizations (depth, age, outcomes).
 //! - [`build`]: build information.
 
 pub mod api;
 pub mod authorization;
 pub mod build;
 pub mod callback;
+pub mod outbox;
 pub mod smpp;
 pub mod store;
 
@@ -58,6 +60,8 @@ pub struct Metrics {
     pub store: Arc<store::StoreMetrics>,
     /// Outgoing callbacks.
     pub callback: Arc<callback::CallbackMetrics>,
+    /// The durable outbox.
+    pub outbox: Arc<outbox::OutboxMetrics>,
 }
 
 impl Metrics {
@@ -72,6 +76,7 @@ impl Metrics {
             smpp: Arc::new(smpp::SmppMetrics::new(sub)),
             store: Arc::new(store::StoreMetrics::new(sub)),
             callback: Arc::new(callback::CallbackMetrics::new(sub)),
+            outbox: Arc::new(outbox::OutboxMetrics::new(sub)),
         }
     }
 

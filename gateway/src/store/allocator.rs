@@ -18,7 +18,9 @@ pub const DEFAULT_BLOCK: u64 = 64;
 /// Default number of keys whose blocks are kept in memory.
 pub const DEFAULT_CAPACITY: usize = 100_000;
 
-type Slot = Arc<Mutex<Range<u64>>>;
+/// Callers for the same key queue on its slot while a block is reserved (an async lock: the
+/// reservation awaits a commit).
+type Slot = Arc<tokio::sync::Mutex<Range<u64>>>;
 
 /// Thread-safe; share it behind an `Arc`. Counters for one key come out strictly increasing,
 /// except around [`discard`](Self::discard) or an eviction racing a `next` for the same key, when
@@ -63,13 +65,13 @@ impl OtaCounterAllocator {
 
     /// The next counter for `key`. Does I/O (a durable write) once per block; callers for other
     /// keys are not held up meanwhile, callers for the same key wait for it.
-    pub fn next(&self, key: &OtaCounterKey) -> Result<u64, StoreError> {
+    pub async fn next(&self, key: &OtaCounterKey) -> Result<u64, StoreError> {
         let slot = self.slot(key);
-        let mut range = lock(&slot);
+        let mut range = slot.lock().await;
         if let Some(counter) = range.next() {
             return Ok(counter);
         }
-        let mut fresh = self.store.reserve_ota_counters(key, self.block)?;
+        let mut fresh = self.store.reserve_ota_counters(key, self.block).await?;
         let counter = fresh.next().ok_or_else(|| {
             StoreError::Backend("store returned an empty block of OTA counters".into())
         })?;
@@ -94,7 +96,7 @@ impl OtaCounterAllocator {
                 blocks.remove(&victim);
             }
         }
-        let slot: Slot = Arc::new(Mutex::new(0..0));
+        let slot: Slot = Arc::new(tokio::sync::Mutex::new(0..0));
         blocks.insert(key.clone(), Arc::clone(&slot));
         slot
     }

@@ -13,7 +13,8 @@
 //! - `auth_in_flight`: (MSISDN, id) for every non-terminal record, for recovery and correlation;
 //! - `auth_expiry`: (expiry ms, id) for terminal records, for purging in order;
 //! - `idempotency`: (client, key) -> [`IdempotencyEntry`] (JSON);
-//! - `idempotency_expiry`: (expiry ms, client, key).
+//! - `idempotency_expiry`: (expiry ms, client, key);
+//! - `outbox`: event id -> [`OutboxEntry`] (JSON), deliveries owed for ended authorizations.
 //!
 //! redb recovers a file left by `kill -9` on the next open (to the last durable commit, which carries
 //! every non-durable commit before it).
@@ -23,17 +24,19 @@ use std::path::Path;
 use std::sync::Arc;
 
 use redb::{
-    Database, Durability, ReadTransaction, ReadableTable, TableDefinition, WriteTransaction,
+    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
+    WriteTransaction,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::records::{apply_update, CasRefusal, IdempotencyEntry};
+use super::records::{apply_ending, apply_update, CasRefusal, IdempotencyEntry};
 use super::writer::{CommitObserver, Writer, WriterStats};
 use super::{
-    advance_high_water, check_key, check_record, exhausted, expiry, AuthState, AuthorizationRecord,
-    AuthorizationUpdate, IdempotencyClaim, LockState, LockoutPolicy, OtaCounterKey, PinRecord,
-    PurgeReport, Store, StoreError, StoreOptions, OTA_COUNTER_FIRST, OTA_COUNTER_MAX,
+    advance_high_water, check_key, check_record, exhausted, expiry, outbox_for, AuthState,
+    AuthorizationRecord, AuthorizationUpdate, Creation, Ended, LockState, LockoutPolicy,
+    OtaCounterKey, OutboxEntry, OutboxPolicy, PinAttempt, PinRecord, PurgeReport, Store,
+    StoreError, StoreOptions, OTA_COUNTER_FIRST, OTA_COUNTER_MAX,
 };
 
 const OTA: TableDefinition<&str, u64> = TableDefinition::new("ota_high_water");
@@ -44,6 +47,7 @@ const AUTH_EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("auth
 const IDEM: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("idempotency");
 const IDEM_EXPIRY: TableDefinition<(u64, &str, &str), ()> =
     TableDefinition::new("idempotency_expiry");
+const OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox");
 
 /// The redb-backed store. Cheap to share behind an `Arc`; one per file and process (a second
 /// open of the same file fails with [`StoreError::Backend`]).
@@ -120,34 +124,35 @@ impl EmbeddedStore {
         observer: Option<Arc<dyn CommitObserver>>,
     ) -> Result<Self, StoreError> {
         let db = Arc::new(Database::create(path).map_err(backend)?);
+        // The tables exist before the writer takes over, so readers never miss one.
+        let txn = db.begin_write()?;
+        txn.open_table(OTA)?;
+        txn.open_table(PIN)?;
+        txn.open_table(AUTH)?;
+        txn.open_table(IN_FLIGHT)?;
+        txn.open_table(AUTH_EXPIRY)?;
+        txn.open_table(IDEM)?;
+        txn.open_table(IDEM_EXPIRY)?;
+        txn.open_table(OUTBOX)?;
+        txn.commit()?;
         let writer = Writer::start(db.clone(), observer)?;
-        let store = Self {
+        Ok(Self {
             db,
             writer,
             options,
-        };
-        store.write(Durability::Immediate, |txn| {
-            txn.open_table(OTA)?;
-            txn.open_table(PIN)?;
-            txn.open_table(AUTH)?;
-            txn.open_table(IN_FLIGHT)?;
-            txn.open_table(AUTH_EXPIRY)?;
-            txn.open_table(IDEM)?;
-            txn.open_table(IDEM_EXPIRY)?;
-            Ok(())
-        })?;
-        Ok(store)
+        })
     }
 
     /// Runs `body` in the writer thread's next group commit and waits for that commit
     /// (fsynced when `durability` is `Immediate`; see [`super::writer`]).
-    fn write<T: Send + 'static>(
+    async fn write<T: Send + 'static>(
         &self,
         durability: Durability,
         body: impl FnOnce(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         self.writer
             .write(matches!(durability, Durability::Immediate), body)
+            .await
     }
 
     /// What the writer thread has done (commits, fsyncs, operations per commit).
@@ -193,11 +198,16 @@ impl EmbeddedStore {
     }
 }
 
+#[async_trait::async_trait]
 impl Store for EmbeddedStore {
-    fn reserve_ota_counters(&self, key: &OtaCounterKey, n: u64) -> Result<Range<u64>, StoreError> {
+    async fn reserve_ota_counters(
+        &self,
+        key: &OtaCounterKey,
+        n: u64,
+    ) -> Result<Range<u64>, StoreError> {
         check_key("msisdn", &key.msisdn)?;
         if n == 0 {
-            let mark = self.ota_high_water(key)?;
+            let mark = self.ota_high_water(key).await?;
             return Ok(mark..mark);
         }
         let storage_key = key.storage_key();
@@ -212,9 +222,14 @@ impl Store for EmbeddedStore {
             table.insert(storage_key.as_str(), next)?;
             Ok(start..next)
         })
+        .await
     }
 
-    fn raise_ota_counter_floor(&self, key: &OtaCounterKey, floor: u64) -> Result<u64, StoreError> {
+    async fn raise_ota_counter_floor(
+        &self,
+        key: &OtaCounterKey,
+        floor: u64,
+    ) -> Result<u64, StoreError> {
         check_key("msisdn", &key.msisdn)?;
         if floor > OTA_COUNTER_MAX + 1 {
             return Err(exhausted(key));
@@ -231,9 +246,10 @@ impl Store for EmbeddedStore {
             }
             Ok(mark)
         })
+        .await
     }
 
-    fn ota_high_water(&self, key: &OtaCounterKey) -> Result<u64, StoreError> {
+    async fn ota_high_water(&self, key: &OtaCounterKey) -> Result<u64, StoreError> {
         check_key("msisdn", &key.msisdn)?;
         let txn = self.read()?;
         let table = txn.open_table(OTA)?;
@@ -243,12 +259,12 @@ impl Store for EmbeddedStore {
         Ok(mark.max(OTA_COUNTER_FIRST))
     }
 
-    fn record_pin_failure(
+    async fn count_pin_attempt(
         &self,
         msisdn: &str,
         now_ms: u64,
         policy: &LockoutPolicy,
-    ) -> Result<LockState, StoreError> {
+    ) -> Result<PinAttempt, StoreError> {
         check_key("msisdn", msisdn)?;
         let msisdn = msisdn.to_owned();
         let policy = *policy;
@@ -258,22 +274,26 @@ impl Store for EmbeddedStore {
                 Some(bytes) => decode("pin_failures", &msisdn, bytes.value())?,
                 None => PinRecord::default(),
             };
-            let state = record.record_failure(now_ms, &policy);
-            table.insert(msisdn.as_str(), encode(&record)?.as_slice())?;
-            Ok(state)
+            let attempt = record.count_attempt(now_ms, &policy);
+            if matches!(attempt, PinAttempt::Counted(_)) {
+                table.insert(msisdn.as_str(), encode(&record)?.as_slice())?;
+            }
+            Ok(attempt)
         })
+        .await
     }
 
-    fn reset_pin_failures(&self, msisdn: &str) -> Result<(), StoreError> {
+    async fn reset_pin_failures(&self, msisdn: &str) -> Result<(), StoreError> {
         check_key("msisdn", msisdn)?;
         let msisdn = msisdn.to_owned();
-        self.write(Durability::Immediate, move |txn| {
+        self.write(Durability::None, move |txn| {
             txn.open_table(PIN)?.remove(msisdn.as_str())?;
             Ok(())
         })
+        .await
     }
 
-    fn lock_state(&self, msisdn: &str, now_ms: u64) -> Result<LockState, StoreError> {
+    async fn lock_state(&self, msisdn: &str, now_ms: u64) -> Result<LockState, StoreError> {
         check_key("msisdn", msisdn)?;
         let txn = self.read()?;
         let table = txn.open_table(PIN)?;
@@ -286,10 +306,19 @@ impl Store for EmbeddedStore {
         Ok(state)
     }
 
-    fn put_authorization(&self, record: &AuthorizationRecord) -> Result<(), StoreError> {
+    async fn create_authorization(
+        &self,
+        record: &AuthorizationRecord,
+        now_ms: u64,
+        idempotency_ttl_ms: u64,
+    ) -> Result<Creation, StoreError> {
         check_record(record)?;
+        if record.state.is_terminal() {
+            return Err(StoreError::Backend(
+                "an authorization is created in flight".into(),
+            ));
+        }
         let bytes = encode(record)?;
-        let ttl = self.options.terminal_ttl_ms;
         let record = record.clone();
         self.write(Durability::Immediate, move |txn| {
             let mut auth = txn.open_table(AUTH)?;
@@ -299,35 +328,52 @@ impl Store for EmbeddedStore {
                     key: record.id.clone(),
                 });
             }
-            auth.insert(record.id.as_str(), bytes.as_slice())?;
-            if record.state.is_terminal() {
-                let at = expiry(record.updated_ms, ttl);
-                txn.open_table(AUTH_EXPIRY)?
-                    .insert((at, record.id.as_str()), ())?;
-            } else {
-                txn.open_table(IN_FLIGHT)?
-                    .insert((record.msisdn.as_str(), record.id.as_str()), ())?;
+            if let Some(key) = &record.idempotency_key {
+                let client = record.client_id.as_str();
+                let mut idem = txn.open_table(IDEM)?;
+                let existing: Option<IdempotencyEntry> = match idem.get((client, key.as_str()))? {
+                    Some(bytes) => Some(decode("idempotency", key, bytes.value())?),
+                    None => None,
+                };
+                let mut index = txn.open_table(IDEM_EXPIRY)?;
+                if let Some(entry) = existing {
+                    if entry.expires_ms > now_ms {
+                        // A claim whose record is gone (purged) names nothing: it is taken over.
+                        if let Some(other) = Self::load_authorization(&auth, &entry.auth_id)? {
+                            return Ok(Creation::Existing(Box::new(other)));
+                        }
+                    }
+                    index.remove((entry.expires_ms, client, key.as_str()))?;
+                }
+                let entry = IdempotencyEntry {
+                    auth_id: record.id.clone(),
+                    expires_ms: expiry(now_ms, idempotency_ttl_ms),
+                };
+                idem.insert((client, key.as_str()), encode(&entry)?.as_slice())?;
+                index.insert((entry.expires_ms, client, key.as_str()), ())?;
             }
-            Ok(())
+            auth.insert(record.id.as_str(), bytes.as_slice())?;
+            txn.open_table(IN_FLIGHT)?
+                .insert((record.msisdn.as_str(), record.id.as_str()), ())?;
+            Ok(Creation::Created)
         })
+        .await
     }
 
-    fn update_authorization_state(
+    async fn update_authorization_state(
         &self,
         id: &str,
         expected: &AuthState,
         update: &AuthorizationUpdate,
     ) -> Result<AuthorizationRecord, StoreError> {
         check_key("authorization id", id)?;
-        let terminal = update.state.is_terminal();
-        let durability = if terminal {
-            Durability::Immediate
-        } else {
-            Durability::None
-        };
-        let ttl = self.options.terminal_ttl_ms;
+        if update.state.is_terminal() {
+            return Err(StoreError::Backend(
+                "endings go through end_authorization".into(),
+            ));
+        }
         let (id, expected, update) = (id.to_owned(), expected.clone(), update.clone());
-        self.write(durability, move |txn| {
+        self.write(Durability::None, move |txn| {
             let id = id.as_str();
             let mut auth = txn.open_table(AUTH)?;
             let mut record =
@@ -342,24 +388,65 @@ impl Store for EmbeddedStore {
                 },
             )?;
             auth.insert(id, encode(&record)?.as_slice())?;
-            if terminal {
-                txn.open_table(IN_FLIGHT)?
-                    .remove((record.msisdn.as_str(), id))?;
-                txn.open_table(AUTH_EXPIRY)?
-                    .insert((expiry(update.now_ms, ttl), id), ())?;
-            }
             Ok(record)
         })
+        .await
     }
 
-    fn get_authorization(&self, id: &str) -> Result<Option<AuthorizationRecord>, StoreError> {
+    async fn end_authorization(
+        &self,
+        id: &str,
+        update: &AuthorizationUpdate,
+        outbox: &OutboxPolicy,
+    ) -> Result<Ended, StoreError> {
+        check_key("authorization id", id)?;
+        if !update.state.is_terminal() {
+            return Err(StoreError::Backend("an ending must be terminal".into()));
+        }
+        let ttl = self.options.terminal_ttl_ms;
+        let (id, update, policy) = (id.to_owned(), update.clone(), *outbox);
+        self.write(Durability::Immediate, move |txn| {
+            let id = id.as_str();
+            let mut auth = txn.open_table(AUTH)?;
+            let mut record =
+                Self::load_authorization(&auth, id)?.ok_or_else(|| StoreError::NotFound {
+                    table: "authorizations",
+                    key: id.to_owned(),
+                })?;
+            if !apply_ending(&mut record, &update) {
+                return Ok(Ended {
+                    record,
+                    won: false,
+                    outbox: Vec::new(),
+                });
+            }
+            auth.insert(id, encode(&record)?.as_slice())?;
+            txn.open_table(IN_FLIGHT)?
+                .remove((record.msisdn.as_str(), id))?;
+            txn.open_table(AUTH_EXPIRY)?
+                .insert((expiry(update.now_ms, ttl), id), ())?;
+            let entries = outbox_for(&record, &policy, update.now_ms);
+            let mut table = txn.open_table(OUTBOX)?;
+            for entry in &entries {
+                table.insert(entry.event_id.as_str(), encode(entry)?.as_slice())?;
+            }
+            Ok(Ended {
+                record,
+                won: true,
+                outbox: entries,
+            })
+        })
+        .await
+    }
+
+    async fn get_authorization(&self, id: &str) -> Result<Option<AuthorizationRecord>, StoreError> {
         check_key("authorization id", id)?;
         let txn = self.read()?;
         let auth = txn.open_table(AUTH)?;
         Self::load_authorization(&auth, id)
     }
 
-    fn list_in_flight(&self) -> Result<Vec<AuthorizationRecord>, StoreError> {
+    async fn list_in_flight(&self) -> Result<Vec<AuthorizationRecord>, StoreError> {
         let txn = self.read()?;
         let mut ids = Vec::new();
         for entry in txn.open_table(IN_FLIGHT)?.iter()? {
@@ -369,7 +456,10 @@ impl Store for EmbeddedStore {
         self.load_many(&txn, ids)
     }
 
-    fn in_flight_for_msisdn(&self, msisdn: &str) -> Result<Vec<AuthorizationRecord>, StoreError> {
+    async fn in_flight_for_msisdn(
+        &self,
+        msisdn: &str,
+    ) -> Result<Vec<AuthorizationRecord>, StoreError> {
         check_key("msisdn", msisdn)?;
         let txn = self.read()?;
         let mut ids = Vec::new();
@@ -384,47 +474,31 @@ impl Store for EmbeddedStore {
         self.load_many(&txn, ids)
     }
 
-    fn claim_idempotency_key(
-        &self,
-        client_id: &str,
-        key: &str,
-        auth_id: &str,
-        now_ms: u64,
-        ttl_ms: u64,
-    ) -> Result<IdempotencyClaim, StoreError> {
-        check_key("client id", client_id)?;
-        check_key("idempotency key", key)?;
-        check_key("authorization id", auth_id)?;
-        let (client_id, key, auth_id) = (client_id.to_owned(), key.to_owned(), auth_id.to_owned());
-        self.write(Durability::Immediate, move |txn| {
-            let (client_id, key) = (client_id.as_str(), key.as_str());
-            let mut idem = txn.open_table(IDEM)?;
-            let existing: Option<IdempotencyEntry> = match idem.get((client_id, key))? {
-                Some(bytes) => Some(decode("idempotency", key, bytes.value())?),
-                None => None,
-            };
-            let mut index = txn.open_table(IDEM_EXPIRY)?;
-            if let Some(entry) = existing {
-                if entry.expires_ms > now_ms {
-                    return Ok(IdempotencyClaim::Existing(entry.auth_id));
-                }
-                index.remove((entry.expires_ms, client_id, key))?;
-            }
-            let entry = IdempotencyEntry {
-                auth_id,
-                expires_ms: expiry(now_ms, ttl_ms),
-            };
-            idem.insert((client_id, key), encode(&entry)?.as_slice())?;
-            index.insert((entry.expires_ms, client_id, key), ())?;
-            Ok(IdempotencyClaim::Claimed)
+    async fn outbox_pending(&self) -> Result<Vec<OutboxEntry>, StoreError> {
+        let txn = self.read()?;
+        let mut entries = Vec::new();
+        for entry in txn.open_table(OUTBOX)?.iter()? {
+            let (key, value) = entry?;
+            entries.push(decode::<OutboxEntry>("outbox", key.value(), value.value())?);
+        }
+        entries.sort_by(|a, b| (a.created_ms, &a.event_id).cmp(&(b.created_ms, &b.event_id)));
+        Ok(entries)
+    }
+
+    async fn outbox_remove(&self, event_id: &str) -> Result<(), StoreError> {
+        let event_id = event_id.to_owned();
+        self.write(Durability::None, move |txn| {
+            txn.open_table(OUTBOX)?.remove(event_id.as_str())?;
+            Ok(())
         })
+        .await
     }
 
     fn failure(&self) -> Option<String> {
         self.writer.failure()
     }
 
-    fn purge_expired(&self, now_ms: u64) -> Result<PurgeReport, StoreError> {
+    async fn purge_expired(&self, now_ms: u64) -> Result<PurgeReport, StoreError> {
         let bound = now_ms.saturating_add(1);
         self.write(Durability::None, move |txn| {
             let mut report = PurgeReport::default();
@@ -460,6 +534,7 @@ impl Store for EmbeddedStore {
             }
             Ok(report)
         })
+        .await
     }
 }
 
@@ -473,8 +548,8 @@ mod tests {
     use crate::store::records::tests::sample;
     use crate::store::{OtaCounterAllocator, TerminalStatus};
 
-    #[test]
-    fn counters_handed_out_before_reopen_are_never_reused() {
+    #[tokio::test]
+    async fn counters_handed_out_before_reopen_are_never_reused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.redb");
         let key = OtaCounterKey::new("46700000001", [1, 2, 3], 1);
@@ -485,7 +560,7 @@ mod tests {
             let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&path, OPTIONS).unwrap());
             let allocator = OtaCounterAllocator::new(store, 64, 10);
             for _ in 0..5 {
-                let counter = allocator.next(&key).unwrap();
+                let counter = allocator.next(&key).await.unwrap();
                 assert!(
                     seen.iter().all(|&c| c < counter),
                     "{counter} after {seen:?}"
@@ -496,46 +571,58 @@ mod tests {
         assert_eq!(seen[5], 65, "the rest of the first block is skipped");
     }
 
-    #[test]
-    fn records_survive_reopen() {
+    #[tokio::test]
+    async fn records_and_outbox_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.redb");
         let policy = LockoutPolicy::default();
         {
             let store = EmbeddedStore::open(&path, OPTIONS).unwrap();
-            store.put_authorization(&sample()).unwrap();
-            store.record_pin_failure("46700000001", 5, &policy).unwrap();
             store
-                .claim_idempotency_key("rp-1", "req-1", &sample().id, 0, 1_000)
+                .create_authorization(&sample(), 0, 1_000)
+                .await
+                .unwrap();
+            store
+                .count_pin_attempt("46700000001", 5, &policy)
+                .await
                 .unwrap();
         }
         let store = EmbeddedStore::open(&path, OPTIONS).unwrap();
-        assert_eq!(store.list_in_flight().unwrap(), vec![sample()]);
+        assert_eq!(store.list_in_flight().await.unwrap(), vec![sample()]);
         assert_eq!(
-            store.lock_state("46700000001", 6).unwrap(),
+            store.lock_state("46700000001", 6).await.unwrap(),
             LockState::Open { failures: 1 }
         );
+        let again = AuthorizationRecord {
+            id: "other".into(),
+            ..sample()
+        };
         assert_eq!(
-            store
-                .claim_idempotency_key("rp-1", "req-1", "other", 1, 1_000)
-                .unwrap(),
-            IdempotencyClaim::Existing(sample().id)
+            store.create_authorization(&again, 1, 1_000).await.unwrap(),
+            Creation::Existing(Box::new(sample()))
         );
         let done = store
-            .update_authorization_state(
+            .end_authorization(
                 &sample().id,
-                &AuthState::Created,
                 &AuthorizationUpdate::to(AuthState::terminal(TerminalStatus::Failed, Some("x")), 9),
+                &OutboxPolicy::default(),
             )
+            .await
             .unwrap();
+        assert!(done.won);
+        assert_eq!(done.outbox.len(), 1, "the sample has a callback URL");
         drop(store);
         let store = EmbeddedStore::open(&path, OPTIONS).unwrap();
-        assert_eq!(store.get_authorization(&sample().id).unwrap(), Some(done));
-        assert!(store.list_in_flight().unwrap().is_empty());
+        assert_eq!(
+            store.get_authorization(&sample().id).await.unwrap(),
+            Some(done.record)
+        );
+        assert!(store.list_in_flight().await.unwrap().is_empty());
+        assert_eq!(store.outbox_pending().await.unwrap(), done.outbox);
     }
 
-    #[test]
-    fn undecodable_record_is_reported_as_corrupt() {
+    #[tokio::test]
+    async fn undecodable_record_is_reported_as_corrupt() {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(dir.path().join("store.redb"), OPTIONS).unwrap();
         store
@@ -544,16 +631,17 @@ mod tests {
                 txn.open_table(PIN)?.insert("46700000001", &b"\xff"[..])?;
                 Ok(())
             })
+            .await
             .unwrap();
         assert!(matches!(
-            store.get_authorization("bad"),
+            store.get_authorization("bad").await,
             Err(StoreError::Corrupt {
                 table: "authorizations",
                 ..
             })
         ));
         assert!(matches!(
-            store.lock_state("46700000001", 0),
+            store.lock_state("46700000001", 0).await,
             Err(StoreError::Corrupt {
                 table: "pin_failures",
                 ..
@@ -561,72 +649,82 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn a_backend_failure_aborts_its_batch_and_the_store_refuses_writes_after_it() {
+    #[tokio::test]
+    async fn a_backend_failure_aborts_its_batch_and_the_store_refuses_writes_after_it() {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(dir.path().join("store.redb"), OPTIONS).unwrap();
-        store.put_authorization(&sample()).unwrap();
+        store
+            .create_authorization(&sample(), 0, 1_000)
+            .await
+            .unwrap();
         assert_eq!(store.failure(), None);
-        let broken = store.write(Durability::Immediate, |txn| {
-            // Half a change, then the backend fails: nothing of it may stay.
-            txn.open_table(PIN)?.insert("46700000009", &b"{}"[..])?;
-            Err::<(), _>(StoreError::Backend("disk on fire".into()))
-        });
+        let broken = store
+            .write(Durability::Immediate, |txn| {
+                // Half a change, then the backend fails: nothing of it may stay.
+                txn.open_table(PIN)?.insert("46700000009", &b"{}"[..])?;
+                Err::<(), _>(StoreError::Backend("disk on fire".into()))
+            })
+            .await;
         assert!(matches!(broken, Err(StoreError::Backend(ref m)) if m.contains("disk on fire")));
         let why = store.failure().expect("the store says it failed");
         assert!(why.contains("disk on fire"), "{why}");
         assert!(matches!(
-            store.record_pin_failure("46700000009", 1, &LockoutPolicy::default()),
+            store.count_pin_attempt("46700000009", 1, &LockoutPolicy::default()).await,
             Err(StoreError::Backend(ref m)) if m.contains("writes refused")
         ));
         // Reads go on, and see nothing of the aborted batch.
         assert_eq!(
-            store.get_authorization(&sample().id).unwrap(),
+            store.get_authorization(&sample().id).await.unwrap(),
             Some(sample())
         );
         assert_eq!(
-            store.lock_state("46700000009", 2).unwrap(),
+            store.lock_state("46700000009", 2).await.unwrap(),
             LockState::Open { failures: 0 }
         );
     }
 
-    #[test]
-    fn concurrent_durable_writes_share_commits_and_refusals_stay_answers() {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_durable_writes_share_commits_and_refusals_stay_answers() {
         let dir = tempfile::tempdir().unwrap();
-        let store = EmbeddedStore::open(dir.path().join("store.redb"), OPTIONS).unwrap();
+        let store = Arc::new(EmbeddedStore::open(dir.path().join("store.redb"), OPTIONS).unwrap());
         let before = store.writer_stats().figures();
-        let (threads, each) = (64u64, 20u64);
-        let refused: u64 = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..threads)
-                .map(|t| {
-                    let store = &store;
-                    s.spawn(move || {
-                        let mut refused = 0;
-                        for i in 0..each {
-                            let id = format!("t{t:02}-{i:02}");
-                            store
-                                .put_authorization(&AuthorizationRecord { id, ..sample() })
-                                .unwrap();
-                            // Everyone also tries one id that only the first may create.
-                            let dup = AuthorizationRecord {
-                                id: format!("shared-{i:02}"),
-                                ..sample()
-                            };
-                            if let Err(e) = store.put_authorization(&dup) {
-                                assert!(matches!(e, StoreError::AlreadyExists { .. }), "{e}");
-                                refused += 1;
-                            }
+        let (tasks, each) = (64u64, 20u64);
+        let handles: Vec<_> = (0..tasks)
+            .map(|t| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let mut refused = 0u64;
+                    for i in 0..each {
+                        let id = format!("t{t:02}-{i:02}");
+                        let own = AuthorizationRecord {
+                            id,
+                            idempotency_key: None,
+                            ..sample()
+                        };
+                        store.create_authorization(&own, 0, 1_000).await.unwrap();
+                        // Everyone also tries one id that only the first may create.
+                        let dup = AuthorizationRecord {
+                            id: format!("shared-{i:02}"),
+                            idempotency_key: None,
+                            ..sample()
+                        };
+                        if let Err(e) = store.create_authorization(&dup, 0, 1_000).await {
+                            assert!(matches!(e, StoreError::AlreadyExists { .. }), "{e}");
+                            refused += 1;
                         }
-                        refused
-                    })
+                    }
+                    refused
                 })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).sum()
-        });
-        assert_eq!(refused, (threads - 1) * each, "one creation per shared id");
+            })
+            .collect();
+        let mut refused = 0;
+        for h in handles {
+            refused += h.await.unwrap();
+        }
+        assert_eq!(refused, (tasks - 1) * each, "one creation per shared id");
         assert_eq!(
-            store.list_in_flight().unwrap().len() as u64,
-            (threads + 1) * each
+            store.list_in_flight().await.unwrap().len() as u64,
+            (tasks + 1) * each
         );
         assert_eq!(store.failure(), None, "refusals do not fail the store");
         let after = store.writer_stats().figures();
@@ -634,7 +732,7 @@ mod tests {
             after.operations - before.operations,
             after.commits - before.commits,
         );
-        assert_eq!(ops, 2 * threads * each);
+        assert_eq!(ops, 2 * tasks * each);
         assert!(
             commits < ops,
             "{commits} commits for {ops} operations: no batch was formed"

@@ -8,11 +8,12 @@ use std::collections::{BTreeSet, HashMap};
 use std::ops::Range;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use super::records::{apply_update, CasRefusal, IdempotencyEntry};
+use super::records::{apply_ending, apply_update, CasRefusal, IdempotencyEntry};
 use super::{
-    advance_high_water, check_key, check_record, exhausted, expiry, AuthState, AuthorizationRecord,
-    AuthorizationUpdate, IdempotencyClaim, LockState, LockoutPolicy, OtaCounterKey, PinRecord,
-    PurgeReport, Store, StoreError, StoreOptions, OTA_COUNTER_FIRST, OTA_COUNTER_MAX,
+    advance_high_water, check_key, check_record, exhausted, expiry, outbox_for, AuthState,
+    AuthorizationRecord, AuthorizationUpdate, Creation, Ended, LockState, LockoutPolicy,
+    OtaCounterKey, OutboxEntry, OutboxPolicy, PinAttempt, PinRecord, PurgeReport, Store,
+    StoreError, StoreOptions, OTA_COUNTER_FIRST, OTA_COUNTER_MAX,
 };
 
 #[derive(Debug, Default)]
@@ -23,6 +24,7 @@ struct Inner {
     /// Terminal records by expiry time.
     auth_expiry: BTreeSet<(u64, String)>,
     idempotency: HashMap<(String, String), IdempotencyEntry>,
+    outbox: HashMap<String, OutboxEntry>,
 }
 
 #[derive(Debug, Default)]
@@ -46,8 +48,13 @@ impl InMemoryStore {
     }
 }
 
+#[async_trait::async_trait]
 impl Store for InMemoryStore {
-    fn reserve_ota_counters(&self, key: &OtaCounterKey, n: u64) -> Result<Range<u64>, StoreError> {
+    async fn reserve_ota_counters(
+        &self,
+        key: &OtaCounterKey,
+        n: u64,
+    ) -> Result<Range<u64>, StoreError> {
         check_key("msisdn", &key.msisdn)?;
         let mut inner = self.lock();
         let mark = inner
@@ -63,7 +70,11 @@ impl Store for InMemoryStore {
         Ok(start..next)
     }
 
-    fn raise_ota_counter_floor(&self, key: &OtaCounterKey, floor: u64) -> Result<u64, StoreError> {
+    async fn raise_ota_counter_floor(
+        &self,
+        key: &OtaCounterKey,
+        floor: u64,
+    ) -> Result<u64, StoreError> {
         check_key("msisdn", &key.msisdn)?;
         if floor > OTA_COUNTER_MAX + 1 {
             return Err(exhausted(key));
@@ -77,7 +88,7 @@ impl Store for InMemoryStore {
         Ok(*mark)
     }
 
-    fn ota_high_water(&self, key: &OtaCounterKey) -> Result<u64, StoreError> {
+    async fn ota_high_water(&self, key: &OtaCounterKey) -> Result<u64, StoreError> {
         check_key("msisdn", &key.msisdn)?;
         Ok(self
             .lock()
@@ -87,25 +98,25 @@ impl Store for InMemoryStore {
             .unwrap_or(OTA_COUNTER_FIRST))
     }
 
-    fn record_pin_failure(
+    async fn count_pin_attempt(
         &self,
         msisdn: &str,
         now_ms: u64,
         policy: &LockoutPolicy,
-    ) -> Result<LockState, StoreError> {
+    ) -> Result<PinAttempt, StoreError> {
         check_key("msisdn", msisdn)?;
         let mut inner = self.lock();
         let record = inner.pin.entry(msisdn.to_owned()).or_default();
-        Ok(record.record_failure(now_ms, policy))
+        Ok(record.count_attempt(now_ms, policy))
     }
 
-    fn reset_pin_failures(&self, msisdn: &str) -> Result<(), StoreError> {
+    async fn reset_pin_failures(&self, msisdn: &str) -> Result<(), StoreError> {
         check_key("msisdn", msisdn)?;
         self.lock().pin.remove(msisdn);
         Ok(())
     }
 
-    fn lock_state(&self, msisdn: &str, now_ms: u64) -> Result<LockState, StoreError> {
+    async fn lock_state(&self, msisdn: &str, now_ms: u64) -> Result<LockState, StoreError> {
         check_key("msisdn", msisdn)?;
         Ok(self
             .lock()
@@ -114,8 +125,18 @@ impl Store for InMemoryStore {
             .map_or(LockState::Open { failures: 0 }, |r| r.state(now_ms)))
     }
 
-    fn put_authorization(&self, record: &AuthorizationRecord) -> Result<(), StoreError> {
+    async fn create_authorization(
+        &self,
+        record: &AuthorizationRecord,
+        now_ms: u64,
+        idempotency_ttl_ms: u64,
+    ) -> Result<Creation, StoreError> {
         check_record(record)?;
+        if record.state.is_terminal() {
+            return Err(StoreError::Backend(
+                "an authorization is created in flight".into(),
+            ));
+        }
         let mut inner = self.lock();
         if inner.auth.contains_key(&record.id) {
             return Err(StoreError::AlreadyExists {
@@ -123,21 +144,39 @@ impl Store for InMemoryStore {
                 key: record.id.clone(),
             });
         }
-        if record.state.is_terminal() {
-            let at = expiry(record.updated_ms, self.options.terminal_ttl_ms);
-            inner.auth_expiry.insert((at, record.id.clone()));
+        if let Some(key) = &record.idempotency_key {
+            let slot = (record.client_id.clone(), key.clone());
+            if let Some(entry) = inner.idempotency.get(&slot) {
+                if entry.expires_ms > now_ms {
+                    if let Some(other) = inner.auth.get(&entry.auth_id) {
+                        return Ok(Creation::Existing(Box::new(other.clone())));
+                    }
+                }
+            }
+            inner.idempotency.insert(
+                slot,
+                IdempotencyEntry {
+                    auth_id: record.id.clone(),
+                    expires_ms: expiry(now_ms, idempotency_ttl_ms),
+                },
+            );
         }
         inner.auth.insert(record.id.clone(), record.clone());
-        Ok(())
+        Ok(Creation::Created)
     }
 
-    fn update_authorization_state(
+    async fn update_authorization_state(
         &self,
         id: &str,
         expected: &AuthState,
         update: &AuthorizationUpdate,
     ) -> Result<AuthorizationRecord, StoreError> {
         check_key("authorization id", id)?;
+        if update.state.is_terminal() {
+            return Err(StoreError::Backend(
+                "endings go through end_authorization".into(),
+            ));
+        }
         let mut inner = self.lock();
         let record = inner.auth.get_mut(id).ok_or_else(|| StoreError::NotFound {
             table: "authorizations",
@@ -149,20 +188,51 @@ impl Store for InMemoryStore {
                 actual,
             }
         })?;
-        let updated = record.clone();
-        if updated.state.is_terminal() {
-            let at = expiry(update.now_ms, self.options.terminal_ttl_ms);
-            inner.auth_expiry.insert((at, id.to_owned()));
-        }
-        Ok(updated)
+        Ok(record.clone())
     }
 
-    fn get_authorization(&self, id: &str) -> Result<Option<AuthorizationRecord>, StoreError> {
+    async fn end_authorization(
+        &self,
+        id: &str,
+        update: &AuthorizationUpdate,
+        outbox: &OutboxPolicy,
+    ) -> Result<Ended, StoreError> {
+        check_key("authorization id", id)?;
+        if !update.state.is_terminal() {
+            return Err(StoreError::Backend("an ending must be terminal".into()));
+        }
+        let mut inner = self.lock();
+        let record = inner.auth.get_mut(id).ok_or_else(|| StoreError::NotFound {
+            table: "authorizations",
+            key: id.to_owned(),
+        })?;
+        if !apply_ending(record, update) {
+            return Ok(Ended {
+                record: record.clone(),
+                won: false,
+                outbox: Vec::new(),
+            });
+        }
+        let record = record.clone();
+        let at = expiry(update.now_ms, self.options.terminal_ttl_ms);
+        inner.auth_expiry.insert((at, id.to_owned()));
+        let entries = outbox_for(&record, outbox, update.now_ms);
+        for entry in &entries {
+            inner.outbox.insert(entry.event_id.clone(), entry.clone());
+        }
+        Ok(Ended {
+            record,
+            won: true,
+            outbox: entries,
+        })
+    }
+
+    async fn get_authorization(&self, id: &str) -> Result<Option<AuthorizationRecord>, StoreError> {
         check_key("authorization id", id)?;
         Ok(self.lock().auth.get(id).cloned())
     }
 
-    fn list_in_flight(&self) -> Result<Vec<AuthorizationRecord>, StoreError> {
+    async fn list_in_flight(&self) -> Result<Vec<AuthorizationRecord>, StoreError> {
         let mut records: Vec<_> = self
             .lock()
             .auth
@@ -174,7 +244,10 @@ impl Store for InMemoryStore {
         Ok(records)
     }
 
-    fn in_flight_for_msisdn(&self, msisdn: &str) -> Result<Vec<AuthorizationRecord>, StoreError> {
+    async fn in_flight_for_msisdn(
+        &self,
+        msisdn: &str,
+    ) -> Result<Vec<AuthorizationRecord>, StoreError> {
         check_key("msisdn", msisdn)?;
         let mut records: Vec<_> = self
             .lock()
@@ -187,35 +260,18 @@ impl Store for InMemoryStore {
         Ok(records)
     }
 
-    fn claim_idempotency_key(
-        &self,
-        client_id: &str,
-        key: &str,
-        auth_id: &str,
-        now_ms: u64,
-        ttl_ms: u64,
-    ) -> Result<IdempotencyClaim, StoreError> {
-        check_key("client id", client_id)?;
-        check_key("idempotency key", key)?;
-        check_key("authorization id", auth_id)?;
-        let mut inner = self.lock();
-        let slot = (client_id.to_owned(), key.to_owned());
-        if let Some(entry) = inner.idempotency.get(&slot) {
-            if entry.expires_ms > now_ms {
-                return Ok(IdempotencyClaim::Existing(entry.auth_id.clone()));
-            }
-        }
-        inner.idempotency.insert(
-            slot,
-            IdempotencyEntry {
-                auth_id: auth_id.to_owned(),
-                expires_ms: expiry(now_ms, ttl_ms),
-            },
-        );
-        Ok(IdempotencyClaim::Claimed)
+    async fn outbox_pending(&self) -> Result<Vec<OutboxEntry>, StoreError> {
+        let mut entries: Vec<_> = self.lock().outbox.values().cloned().collect();
+        entries.sort_by(|a, b| (a.created_ms, &a.event_id).cmp(&(b.created_ms, &b.event_id)));
+        Ok(entries)
     }
 
-    fn purge_expired(&self, now_ms: u64) -> Result<PurgeReport, StoreError> {
+    async fn outbox_remove(&self, event_id: &str) -> Result<(), StoreError> {
+        self.lock().outbox.remove(event_id);
+        Ok(())
+    }
+
+    async fn purge_expired(&self, now_ms: u64) -> Result<PurgeReport, StoreError> {
         let mut inner = self.lock();
         let mut report = PurgeReport::default();
         let due: Vec<(u64, String)> = inner

@@ -95,8 +95,9 @@ pub use allocator::OtaCounterAllocator;
 pub use embedded::EmbeddedStore;
 pub use memory::InMemoryStore;
 pub use records::{
-    AuthState, AuthorizationRecord, AuthorizationUpdate, Channel, IdempotencyClaim, Loa, LockState,
-    LockoutPolicy, OtaCounterKey, PinRecord, PurgeReport, TerminalStatus, OTA_COUNTER_FIRST,
+    outbox_for, AuthState, AuthorizationRecord, AuthorizationUpdate, Channel, Creation, Ended,
+    KeycloakFollow, Loa, LockState, LockoutPolicy, OtaCounterKey, OutboxEntry, OutboxKind,
+    OutboxPolicy, PinAttempt, PinRecord, PurgeReport, TerminalStatus, OTA_COUNTER_FIRST,
     OTA_COUNTER_MAX,
 };
 
@@ -155,72 +156,104 @@ pub enum StoreError {
 /// The gateway's durable state. See the module documentation for durability and latency.
 ///
 /// Times are unix milliseconds passed in by the caller; the store never reads a clock, so tests
-/// run on virtual time.
+/// run on virtual time. Methods are async: a write waits for its group commit without holding a
+/// runtime worker.
+#[async_trait::async_trait]
 pub trait Store: Send + Sync {
     /// Durably advances the high-water mark of `key` by `n` and returns the reserved counters
     /// (`n == 0` returns an empty range without I/O). Never returns a counter twice, also across
     /// restarts.
-    fn reserve_ota_counters(&self, key: &OtaCounterKey, n: u64) -> Result<Range<u64>, StoreError>;
+    async fn reserve_ota_counters(
+        &self,
+        key: &OtaCounterKey,
+        n: u64,
+    ) -> Result<Range<u64>, StoreError>;
 
     /// Durably raises the high-water mark of `key` to at least `floor` (e.g. after the card
     /// answered "counter too low" with its own value + 1, or when provisioning a used card) and
     /// returns the mark. Never lowers it.
-    fn raise_ota_counter_floor(&self, key: &OtaCounterKey, floor: u64) -> Result<u64, StoreError>;
+    async fn raise_ota_counter_floor(
+        &self,
+        key: &OtaCounterKey,
+        floor: u64,
+    ) -> Result<u64, StoreError>;
 
     /// The lowest counter never handed out for `key`.
-    fn ota_high_water(&self, key: &OtaCounterKey) -> Result<u64, StoreError>;
+    async fn ota_high_water(&self, key: &OtaCounterKey) -> Result<u64, StoreError>;
 
-    /// Durably counts one wrong PIN for `msisdn` and returns the resulting state.
-    fn record_pin_failure(
+    /// Before a PIN of `msisdn` is checked: refuses while locked, else durably counts the
+    /// attempt as a failure and returns the resulting state. A right PIN then clears the count
+    /// ([`Store::reset_pin_failures`]), so a crash between the two costs the user one try and
+    /// never gives an attacker one more.
+    async fn count_pin_attempt(
         &self,
         msisdn: &str,
         now_ms: u64,
         policy: &LockoutPolicy,
-    ) -> Result<LockState, StoreError>;
+    ) -> Result<PinAttempt, StoreError>;
 
-    /// Durably forgets failures, locks and blocks of `msisdn` (right PIN, or support desk).
-    fn reset_pin_failures(&self, msisdn: &str) -> Result<(), StoreError>;
+    /// Forgets failures, locks and blocks of `msisdn` (right PIN, or support desk). Not durable
+    /// by itself: it rides on the next durable commit (the ending that follows a right PIN).
+    async fn reset_pin_failures(&self, msisdn: &str) -> Result<(), StoreError>;
 
-    fn lock_state(&self, msisdn: &str, now_ms: u64) -> Result<LockState, StoreError>;
+    async fn lock_state(&self, msisdn: &str, now_ms: u64) -> Result<LockState, StoreError>;
 
-    /// Durably creates `record`; [`StoreError::AlreadyExists`] if the id is taken.
-    fn put_authorization(&self, record: &AuthorizationRecord) -> Result<(), StoreError>;
+    /// Durably creates `record` and, when it has an idempotency key, points (client, key) at it
+    /// for `idempotency_ttl_ms`, in one atomic step. A live claim of the same key answers
+    /// [`Creation::Existing`] with the record it names and writes nothing;
+    /// [`StoreError::AlreadyExists`] if the id is taken.
+    async fn create_authorization(
+        &self,
+        record: &AuthorizationRecord,
+        now_ms: u64,
+        idempotency_ttl_ms: u64,
+    ) -> Result<Creation, StoreError>;
 
-    /// Compare-and-set: applies `update` if the stored state equals `expected` and is not
-    /// terminal, and returns the updated record; [`StoreError::Conflict`] with the actual state
-    /// otherwise, [`StoreError::NotFound`] if there is no such id. Durable when `update` is
-    /// terminal.
-    fn update_authorization_state(
+    /// Compare-and-set of a non-terminal step: applies `update` if the stored state equals
+    /// `expected` and is not terminal, and returns the updated record; [`StoreError::Conflict`]
+    /// with the actual state otherwise, [`StoreError::NotFound`] if there is no such id. Not
+    /// durable by itself (a terminal `update` is refused: endings go through
+    /// [`Store::end_authorization`]).
+    async fn update_authorization_state(
         &self,
         id: &str,
         expected: &AuthState,
         update: &AuthorizationUpdate,
     ) -> Result<AuthorizationRecord, StoreError>;
 
-    fn get_authorization(&self, id: &str) -> Result<Option<AuthorizationRecord>, StoreError>;
+    /// Durably ends `id` with the terminal `update` unless it ended already, and writes the
+    /// outbox entries the ending owes under `outbox` ([`records::outbox_for`]) in the same
+    /// atomic step. [`Ended::won`] says whether this call ended it; the record is the terminal
+    /// one either way.
+    async fn end_authorization(
+        &self,
+        id: &str,
+        update: &AuthorizationUpdate,
+        outbox: &OutboxPolicy,
+    ) -> Result<Ended, StoreError>;
+
+    async fn get_authorization(&self, id: &str) -> Result<Option<AuthorizationRecord>, StoreError>;
 
     /// Every authorization not in a terminal state, for recovery at start.
-    fn list_in_flight(&self) -> Result<Vec<AuthorizationRecord>, StoreError>;
+    async fn list_in_flight(&self) -> Result<Vec<AuthorizationRecord>, StoreError>;
 
     /// The in-flight authorizations of one subscriber: to correlate an MO answer arriving on any
     /// bind, and to refuse a second concurrent transaction.
-    fn in_flight_for_msisdn(&self, msisdn: &str) -> Result<Vec<AuthorizationRecord>, StoreError>;
-
-    /// Durably points (`client_id`, `key`) at `auth_id` for `ttl_ms` unless a live claim exists,
-    /// in which case the authorization it points at is returned. Claim before
-    /// [`Store::put_authorization`]; an `Existing` id with no record means the other request is
-    /// still being created, or crashed between the two calls: answer "retry later".
-    fn claim_idempotency_key(
+    async fn in_flight_for_msisdn(
         &self,
-        client_id: &str,
-        key: &str,
-        auth_id: &str,
-        now_ms: u64,
-        ttl_ms: u64,
-    ) -> Result<IdempotencyClaim, StoreError>;
+        msisdn: &str,
+    ) -> Result<Vec<AuthorizationRecord>, StoreError>;
+
+    /// Every outbox entry not yet delivered (or given up), oldest first: the sender's work after
+    /// a restart.
+    async fn outbox_pending(&self) -> Result<Vec<OutboxEntry>, StoreError>;
+
+    /// Removes a delivered (or given up) entry. Not durable by itself: a removal lost in a
+    /// crash means one more delivery of an event the receiver can recognise by its id.
+    async fn outbox_remove(&self, event_id: &str) -> Result<(), StoreError>;
 
     /// Removes terminal authorizations past their TTL and expired idempotency claims.
-    fn purge_expired(&self, now_ms: u64) -> Result<PurgeReport, StoreError>;
+    async fn purge_expired(&self, now_ms: u64) -> Result<PurgeReport, StoreError>;
 
     /// Why the store refuses writes, if it does (a commit failed: the disk is not trusted any
     /// more and nothing is retried silently). `/readyz` reports it.

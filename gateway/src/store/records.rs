@@ -145,6 +145,159 @@ pub struct AuthorizationRecord {
     /// `created_ms`, the gateway's own part of the way out.
     #[serde(default)]
     pub prompted_ms: Option<u64>,
+    /// Where Keycloak waits for the result, when it asked for this authorization: stored with
+    /// the record so that its callback is written to the outbox with the terminal state and
+    /// goes out after a restart too.
+    #[serde(default)]
+    pub keycloak: Option<KeycloakFollow>,
+}
+
+/// Keycloak's follow state of one CIBA request: its callback target and the bearer token to
+/// call it with, which expires at `deadline_ms`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeycloakFollow {
+    pub callback_url: String,
+    /// The `auth_req_id` token Keycloak sent; it authorizes the callback.
+    pub token: String,
+    /// Unix milliseconds: the token's `exp`; no callback after it.
+    pub deadline_ms: u64,
+    /// Unix milliseconds: Keycloak must have stored the request before it can take the
+    /// callback, so none goes out earlier.
+    pub not_before_ms: u64,
+}
+
+impl std::fmt::Debug for KeycloakFollow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token is a credential: never in a log line.
+        f.debug_struct("KeycloakFollow")
+            .field("callback_url", &self.callback_url)
+            .field("deadline_ms", &self.deadline_ms)
+            .field("not_before_ms", &self.not_before_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Who hears of an ending, written to the outbox in the same atomic step as the terminal state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutboxKind {
+    /// The client's `callback_url`.
+    Callback,
+    /// Keycloak's CIBA callback.
+    Keycloak,
+    /// The audit log line.
+    Audit,
+}
+
+impl OutboxKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            OutboxKind::Callback => "callback",
+            OutboxKind::Keycloak => "keycloak",
+            OutboxKind::Audit => "audit",
+        }
+    }
+}
+
+/// One delivery owed for an ended authorization. The body is rendered from the terminal record
+/// at delivery time, so every delivery says what `GET` says.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    /// Stable across redeliveries (`<authorization id>:<kind>`): receivers drop duplicates by it.
+    pub event_id: String,
+    pub authorization_id: String,
+    pub kind: OutboxKind,
+    /// Unix milliseconds: written with the terminal state.
+    pub created_ms: u64,
+    /// Unix milliseconds: not delivered before.
+    pub not_before_ms: u64,
+    /// Unix milliseconds: given up after.
+    pub deadline_ms: u64,
+}
+
+/// What the outbox gets with a terminal state (the same rule in every backend).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutboxPolicy {
+    /// Write an audit entry.
+    pub audit: bool,
+    /// How long a client callback is tried after the ending.
+    pub callback_window_ms: u64,
+}
+
+impl Default for OutboxPolicy {
+    fn default() -> Self {
+        Self {
+            audit: false,
+            callback_window_ms: 60_000,
+        }
+    }
+}
+
+/// The entries an ending owes under `policy`: the client callback when the record has a URL,
+/// Keycloak's when Keycloak follows it, the audit line when auditing.
+pub fn outbox_for(
+    record: &AuthorizationRecord,
+    policy: &OutboxPolicy,
+    now_ms: u64,
+) -> Vec<OutboxEntry> {
+    let entry = |kind: OutboxKind, not_before_ms: u64, deadline_ms: u64| OutboxEntry {
+        event_id: format!("{}:{}", record.id, kind.name()),
+        authorization_id: record.id.clone(),
+        kind,
+        created_ms: now_ms,
+        not_before_ms,
+        deadline_ms,
+    };
+    let mut entries = Vec::new();
+    if record.callback_url.is_some() {
+        entries.push(entry(
+            OutboxKind::Callback,
+            now_ms,
+            now_ms.saturating_add(policy.callback_window_ms),
+        ));
+    }
+    if let Some(kc) = &record.keycloak {
+        entries.push(entry(
+            OutboxKind::Keycloak,
+            kc.not_before_ms,
+            kc.deadline_ms,
+        ));
+    }
+    if policy.audit {
+        // The audit line is owed whatever the delay.
+        entries.push(entry(OutboxKind::Audit, now_ms, u64::MAX));
+    }
+    entries
+}
+
+/// Answer of [`Store::create_authorization`](super::Store::create_authorization).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Creation {
+    /// Created, with its idempotency claim when it has a key.
+    Created,
+    /// A live claim of the same (client, key) names this authorization: nothing was written.
+    Existing(Box<AuthorizationRecord>),
+}
+
+/// Answer of [`Store::end_authorization`](super::Store::end_authorization).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ended {
+    /// The terminal record: this ending's, or the earlier one that won.
+    pub record: AuthorizationRecord,
+    /// Whether this call ended it (and wrote `outbox`).
+    pub won: bool,
+    /// The outbox entries written with the terminal state (empty unless `won`).
+    pub outbox: Vec<OutboxEntry>,
+}
+
+/// Answer of [`Store::count_pin_attempt`](super::Store::count_pin_attempt).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PinAttempt {
+    /// Locked or blocked: the PIN must not be checked, nothing was counted.
+    Refused(LockState),
+    /// Counted as a failure (durably) before the check; the state if it stays one. A right PIN
+    /// then clears the count with [`Store::reset_pin_failures`](super::Store::reset_pin_failures).
+    Counted(LockState),
 }
 
 /// The change a compare-and-set applies: the new state, the time, and fields learned on the way
@@ -219,6 +372,16 @@ pub(crate) fn apply_update(
     Ok(())
 }
 
+/// Ends `record` with the terminal `update` from whatever state it is in; `false` (and no
+/// change) when it has ended already: the first ending wins, once.
+pub(crate) fn apply_ending(record: &mut AuthorizationRecord, update: &AuthorizationUpdate) -> bool {
+    if record.state.is_terminal() || !update.state.is_terminal() {
+        return false;
+    }
+    let expected = record.state.clone();
+    apply_update(record, &expected, update).is_ok()
+}
+
 /// Lockout rule for PINs checked by the gateway (USSD LoA3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockoutPolicy {
@@ -251,6 +414,16 @@ pub enum LockState {
     Locked { until_ms: u64 },
     /// Locked until reset by an operator.
     Blocked,
+}
+
+impl PinRecord {
+    /// The rule of [`PinAttempt`]: refuse while locked, else count this attempt as a failure.
+    pub fn count_attempt(&mut self, now_ms: u64, policy: &LockoutPolicy) -> PinAttempt {
+        match self.state(now_ms) {
+            LockState::Open { .. } => PinAttempt::Counted(self.record_failure(now_ms, policy)),
+            closed => PinAttempt::Refused(closed),
+        }
+    }
 }
 
 /// Stored per MSISDN; absent means no failures.
@@ -303,15 +476,6 @@ impl PinRecord {
         }
         self.state(now_ms)
     }
-}
-
-/// Answer of [`Store::claim_idempotency_key`](super::Store::claim_idempotency_key).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum IdempotencyClaim {
-    /// The key was free (or expired) and now points at the given authorization.
-    Claimed,
-    /// A live claim exists: the authorization it points at.
-    Existing(String),
 }
 
 /// Stored per (client, idempotency key).
@@ -470,6 +634,7 @@ pub(crate) mod tests {
             callback_url: Some("https://rp.example/cb".into()),
             idempotency_key: Some("req-1".into()),
             prompted_ms: None,
+            keycloak: None,
         }
     }
 }

@@ -16,12 +16,14 @@
 //! silent retry on a broken disk) and [`Writer::failure`] says why, for `/readyz`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
 use redb::{Database, Durability, WriteTransaction};
+use tokio::sync::mpsc::error::TryRecvError;
+use tokio::sync::mpsc::{channel, Receiver, Sender};
+use tokio::sync::oneshot;
 
 use super::StoreError;
 
@@ -106,7 +108,7 @@ fn failed(why: &str) -> StoreError {
 
 /// The caller's side of the writer thread.
 pub(super) struct Writer {
-    jobs: Option<SyncSender<Job>>,
+    jobs: Option<Sender<Job>>,
     failure: Arc<Mutex<Option<String>>>,
     is_failed: Arc<AtomicBool>,
     stats: Arc<WriterStats>,
@@ -119,7 +121,7 @@ impl Writer {
         db: Arc<Database>,
         observer: Option<Arc<dyn CommitObserver>>,
     ) -> Result<Self, StoreError> {
-        let (jobs, queue) = sync_channel(QUEUE);
+        let (jobs, queue) = channel(QUEUE);
         let failure = Arc::new(Mutex::new(None));
         let is_failed = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(WriterStats::default());
@@ -132,7 +134,7 @@ impl Writer {
                 .spawn(move || {
                     run(
                         &db,
-                        &queue,
+                        queue,
                         &failure,
                         &is_failed,
                         &stats,
@@ -168,8 +170,9 @@ impl Writer {
 
     /// Runs `body` in the writer's next transaction and waits until that transaction committed
     /// (with an fsync when `durable`). `body`'s refusals come back as they are; nothing is
-    /// acknowledged before its commit.
-    pub(super) fn write<T: Send + 'static>(
+    /// acknowledged before its commit. Waits without blocking the runtime: for room in the
+    /// queue, then for the answer.
+    pub(super) async fn write<T: Send + 'static>(
         &self,
         durable: bool,
         body: impl FnOnce(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
@@ -180,7 +183,9 @@ impl Writer {
         let Some(jobs) = &self.jobs else {
             return Err(StoreError::Backend("the store is closed".into()));
         };
-        let (reply, answer) = sync_channel::<Result<T, StoreError>>(1);
+        let (reply, answer) = oneshot::channel::<Result<T, StoreError>>();
+        // Exactly one of `apply` and `refuse` runs; both hold the reply.
+        let reply = Arc::new(Mutex::new(Some(reply)));
         let refusal = reply.clone();
         let job = Job {
             durable,
@@ -201,18 +206,23 @@ impl Writer {
                                 Err(StoreError::Backend(format!("not committed: {why}")))
                             }
                         };
-                        let _ = reply.send(answer);
+                        if let Some(reply) = lock(&reply).take() {
+                            let _ = reply.send(answer);
+                        }
                     }),
                 }
             }),
             refuse: Box::new(move |error| {
-                let _ = refusal.send(Err(error));
+                if let Some(reply) = lock(&refusal).take() {
+                    let _ = reply.send(Err(error));
+                }
             }),
         };
         jobs.send(job)
+            .await
             .map_err(|_| StoreError::Backend("the store writer has stopped".into()))?;
         answer
-            .recv()
+            .await
             .map_err(|_| StoreError::Backend("the store writer has stopped".into()))?
     }
 }
@@ -234,7 +244,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 fn run(
     db: &Database,
-    queue: &Receiver<Job>,
+    mut queue: Receiver<Job>,
     failure: &Mutex<Option<String>>,
     is_failed: &AtomicBool,
     stats: &WriterStats,
@@ -248,7 +258,7 @@ fn run(
             o.failed();
         }
     };
-    while let Ok(first) = queue.recv() {
+    while let Some(first) = queue.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match queue.try_recv() {
@@ -274,11 +284,19 @@ fn run(
             }
         };
         let durable = batch.iter().any(|j| j.durable);
-        txn.set_durability(if durable {
+        if let Err(e) = txn.set_durability(if durable {
             Durability::Immediate
         } else {
             Durability::None
-        });
+        }) {
+            let why = format!("set durability: {e}");
+            drop(txn);
+            fail(why.clone());
+            for job in batch {
+                (job.refuse)(failed(&why));
+            }
+            continue;
+        }
         let size = batch.len() as u64;
         let mut applied = Vec::with_capacity(batch.len());
         let mut pending = batch.into_iter();

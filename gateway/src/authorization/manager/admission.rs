@@ -14,15 +14,6 @@ pub(super) enum Admitted {
     New(Arc<Flight>),
 }
 
-pub(super) enum Created {
-    /// The idempotency key points at an existing authorization.
-    Existing(AuthorizationView),
-    /// Created and routed.
-    Routed(AuthorizationRecord),
-    /// Created, and ends at once without a prompt.
-    EndsNow(AuthorizationRecord, Ending),
-}
-
 impl AuthorizationManager {
     /// Starts, or finds the authorization an idempotency key already names; the flag says
     /// which (the API answers 200 for an existing one, 201 for a new one).
@@ -97,7 +88,8 @@ impl AuthorizationManager {
             channel: state::to_store_channel(channel),
             loa_requested: state::to_store_loa(req.loa),
             loa_achieved: None,
-            state: AuthState::Created,
+            // Created and routed in one step: routing happened above, in memory.
+            state: AuthState::Routed,
             created_ms: now_ms,
             deadline_ms: now_ms.saturating_add(expiry_ms),
             updated_ms: now_ms,
@@ -107,80 +99,45 @@ impl AuthorizationManager {
             callback_url: req.callback_url.clone(),
             idempotency_key: req.idempotency_key.clone(),
             prompted_ms: None,
+            keycloak: req.keycloak.clone(),
         };
-        let created = {
-            let store = inner.store.clone();
-            let ttl_ms = u64::try_from(inner.settings.idempotency_ttl.as_millis()).unwrap_or(0);
-            let check_lock = channel == ChannelKind::Ussd && req.loa == Loa::Loa3;
-            let client = req.client_id.clone();
-            let key = req.idempotency_key.clone();
-            blocking(move || {
-                if let Some(key) = &key {
-                    if let IdempotencyClaim::Existing(other) =
-                        store.claim_idempotency_key(&client, key, &record.id, now_ms, ttl_ms)?
-                    {
-                        return Ok(match store.get_authorization(&other)? {
-                            Some(r) if r.client_id == client => {
-                                Created::Existing(state::view_of(&r))
-                            }
-                            // Being created by a concurrent request, or a crash came between
-                            // the claim and the record: retry later.
-                            _ => {
-                                return Err(StoreError::NotFound {
-                                    table: "authorizations",
-                                    key: String::new(),
-                                })
-                            }
-                        });
-                    }
+        let check_lock = channel == ChannelKind::Ussd && req.loa == Loa::Loa3;
+        let locked = check_lock
+            && match inner.store.lock_state(&record.msisdn, now_ms).await {
+                Ok(state) => !matches!(state, LockState::Open { .. }),
+                Err(e) => {
+                    inner.release(&flight);
+                    tracing::error!(error = %e, "PIN lock state unreadable");
+                    return Err(internal("store unavailable"));
                 }
-                let locked = check_lock
-                    && !matches!(
-                        store.lock_state(&record.msisdn, now_ms)?,
-                        LockState::Open { .. }
-                    );
-                store.put_authorization(&record)?;
-                let routed = store.update_authorization_state(
-                    &record.id,
-                    &AuthState::Created,
-                    &AuthorizationUpdate::to(AuthState::Routed, now_ms),
-                )?;
-                Ok(if locked {
-                    Created::EndsNow(
-                        routed,
-                        Ending::new(TerminalStatus::PinBlocked, "ussd_pin_locked"),
-                    )
-                } else {
-                    Created::Routed(routed)
-                })
-            })
+            };
+        let ttl_ms = u64::try_from(inner.settings.idempotency_ttl.as_millis()).unwrap_or(0);
+        match inner
+            .store
+            .create_authorization(&record, now_ms, ttl_ms)
             .await
-        };
-        let record = match created {
-            Ok(Created::Existing(view)) => {
+        {
+            Ok(Creation::Created) => {}
+            Ok(Creation::Existing(other)) => {
                 inner.release(&flight);
-                return Ok((view, true));
-            }
-            Ok(Created::Routed(r)) => r,
-            Ok(Created::EndsNow(r, ending)) => {
-                self.metered_start(&flight, channel);
-                inner.set_view(&flight, state::view_of(&r));
-                return inner
-                    .finish(&id, ending, None)
-                    .await
-                    .map(|view| (view, false))
-                    .map_err(|e| StartError::Internal(e.to_string()));
-            }
-            Err(StoreError::NotFound { .. }) => {
-                inner.release(&flight);
-                return Err(StartError::Overloaded { retry_after });
+                return Ok((state::view_of(&other), true));
             }
             Err(e) => {
                 inner.release(&flight);
                 tracing::error!(error = %e, "store refused a new authorization");
                 return Err(internal("store unavailable"));
             }
-        };
+        }
+        if locked {
+            self.metered_start(&flight, channel);
+            inner.set_view(&flight, state::view_of(&record));
+            let ending = Ending::new(TerminalStatus::PinBlocked, "ussd_pin_locked");
+            return inner
+                .finish(&id, ending, None)
+                .await
+                .map(|view| (view, false))
+                .map_err(|e| StartError::Internal(e.to_string()));
+        }
         self.metered_start(&flight, channel);
         let view = state::view_of(&record);
         inner.set_view(&flight, view.clone());
@@ -201,7 +158,7 @@ impl AuthorizationManager {
             rp_name: req.client_name,
             consent: req.consent_text,
             binding: req.binding_message.unwrap_or_default(),
-            deadline: Instant::now() + req.expiry,
+            deadline: flight.deadline,
         };
         let task_inner = inner.clone();
         // Every log line of this authorization carries its id and the masked number, never
@@ -273,6 +230,7 @@ impl AuthorizationManager {
             view: tx,
             cancel: self.inner.shutdown.child_token(),
             started: Instant::now(),
+            deadline: Instant::now() + req.expiry,
         });
         live.per_msisdn.insert(flight.msisdn.clone(), same + 1);
         if let Some(key) = &flight.idempotency_key {

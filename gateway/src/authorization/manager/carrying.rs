@@ -73,18 +73,16 @@ impl Inner {
         to: AuthState,
         counter: Option<u64>,
     ) -> bool {
-        let store = self.store.clone();
-        let id = flight.id.clone();
         let now = (self.clock)();
         let step = state::pending_step(&to);
-        let result = blocking(move || {
-            let mut update = AuthorizationUpdate::to(to, now);
-            if let Some(c) = counter {
-                update = update.with_stk_counter(c);
-            }
-            store.update_authorization_state(&id, &from, &update)
-        })
-        .await;
+        let mut update = AuthorizationUpdate::to(to, now);
+        if let Some(c) = counter {
+            update = update.with_stk_counter(c);
+        }
+        let result = self
+            .store
+            .update_authorization_state(&flight.id, &from, &update)
+            .await;
         match result {
             Ok(_) => {
                 if let Some(step) = step {
@@ -121,10 +119,9 @@ impl Inner {
                 None,
             )
         });
-        // Loses harmlessly when the authorization already ended.
-        if self.finish(&flight.id, ending, via).await.is_err() {
-            // The store failed; `finish` has published the ending anyway.
-        }
+        // Loses harmlessly when the authorization already ended; when the store fails,
+        // `finish` keeps retrying on its own and publishes nothing until it is stored.
+        let _ = self.finish(&flight.id, ending, via).await;
     }
 
     pub(super) async fn carry_out(
@@ -144,9 +141,7 @@ impl Inner {
                     let Some(secrets) = card_secrets(keys) else {
                         return (Ending::new(TerminalStatus::SimError, "card_keys"), via);
                     };
-                    let counters_key = plan.counter_key.clone();
-                    let counters = self.counters.clone();
-                    let counter = match blocking(move || counters.next(&counters_key)).await {
+                    let counter = match self.counters.next(&plan.counter_key).await {
                         Ok(c) => c,
                         Err(e) => {
                             tracing::error!(error = %e, "no OTA counter");
@@ -266,11 +261,9 @@ impl Inner {
     }
 
     pub(super) async fn is_locked(&self, msisdn: &str) -> bool {
-        let store = self.store.clone();
         let now = (self.clock)();
-        let m = msisdn.to_owned();
         !matches!(
-            blocking(move || store.lock_state(&m, now)).await,
+            self.store.lock_state(msisdn, now).await,
             Ok(LockState::Open { .. })
         )
     }

@@ -4,14 +4,18 @@
 //! ([`SubscriberRegistry`]), pick the channel (SIM applet when the SIM has it, USSD otherwise),
 //! apply the policy (LoA3 over USSD), then, under one lock, answer an idempotent retry of a
 //! running authorization, or admit a new one (in-flight cap, one prompt per MSISDN). The
-//! store then gets the idempotency claim and the record (`created`, durable), then `routed`;
-//! a tracked task takes it on: OTA counter, `prompted`, the channel ([`ChannelPort`], the
-//! operator's [`Authorizer`](crate::channel::Authorizer) in production), `answered`, and the
-//! ending. Every step is a compare-and-set in the store, so the first terminal state wins
-//! once: a cancel racing an answer, a shutdown racing a result, two nodes racing, all end with
-//! exactly one status. The winner publishes it: to long-pollers (a `watch` per running
-//! authorization; the map holds only running ones, so the admission cap bounds it), to the
-//! audit log, to the callback URL (bounded retries), to metrics.
+//! store then gets the idempotency claim and the record, already `routed`, in one durable
+//! step; a tracked task takes it on: OTA counter, `prompted`, the channel ([`ChannelPort`], the
+//! operator's [`Authorizer`](crate::channel::Authorizer) in production), `answered` (steps not
+//! fsynced by themselves), and the ending. Every step is a compare-and-set in the store, so the
+//! first terminal state wins once: a cancel racing an answer, a shutdown racing a result, two
+//! nodes racing, all end with exactly one status. The ending and the deliveries it owes
+//! (callback, Keycloak, audit line) are one durable step; only after it committed does the
+//! winner publish: to long-pollers (a `watch` per running authorization; the map holds only
+//! running ones, so the admission cap bounds it) and metrics, and the [`Outbox`] delivers.
+//! When the ending cannot be stored nobody hears of it: readers keep seeing pending, the
+//! ending is retried until the deadline plus [`ManagerSettings::overrun`], and an
+//! authorization still in flight after that is ended by the next start's recovery.
 //!
 //! Fallback: an STK push that never reached the handset (delivery error) is retried over USSD
 //! when the policy allows it and the LoA can be reached there. A PIN-locked subscriber asking
@@ -49,6 +53,7 @@ mod publishing;
 mod recovery;
 
 use super::audit::AuditLog;
+use super::outbox::{DeliveryReport, Outbox, OutboxObservers};
 use super::pin::UnixClock;
 use super::service::{
     AuthorizationService, AuthorizationState, AuthorizationView, ChannelKind, Loa, LookupError,
@@ -60,11 +65,12 @@ use crate::channel::{AuthChannel, AuthRequest, AuthResult};
 use crate::metrics::authorization as m;
 use crate::routing::{Msisdn, Router};
 use crate::store::{
-    AuthState, AuthorizationRecord, AuthorizationUpdate, IdempotencyClaim, LockState,
-    LockoutPolicy, OtaCounterAllocator, OtaCounterKey, Store, StoreError,
+    AuthState, AuthorizationRecord, AuthorizationUpdate, Creation, Ended, LockState, LockoutPolicy,
+    OtaCounterAllocator, OtaCounterKey, OutboxPolicy, Store, StoreError,
 };
 use crate::subscribers::provision::CardKeys;
 use crate::subscribers::SubscriberRegistry;
+use tokio::sync::broadcast;
 
 /// One operator's channel, as the manager sees it (the operator's `Authorizer` in production,
 /// a fake in tests).
@@ -141,8 +147,11 @@ pub struct ManagerDeps {
     /// Index = [`crate::routing::OperatorId`].
     pub operators: Vec<Operator>,
     pub settings: ManagerSettings,
+    /// Where ended authorizations are audited (an outbox entry per ending when set).
     pub audit: Option<AuditLog>,
     pub clock: UnixClock,
+    /// Metrics of the outbox and its callbacks.
+    pub outbox_observers: Option<OutboxObservers>,
 }
 
 /// The authorization manager; cheap to clone.
@@ -165,10 +174,9 @@ struct Inner {
     subscribers: Arc<SubscriberRegistry>,
     operators: Vec<Operator>,
     settings: ManagerSettings,
-    audit: Option<AuditLog>,
     clock: UnixClock,
     counters: Arc<OtaCounterAllocator>,
-    callbacks: CallbackClient,
+    outbox: Arc<Outbox>,
     live: Mutex<Live>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
@@ -194,6 +202,8 @@ struct Flight {
     view: watch::Sender<AuthorizationView>,
     cancel: CancellationToken,
     started: Instant,
+    /// When the user's time runs out.
+    deadline: Instant,
 }
 
 /// What the task needs to carry one authorization out.
@@ -252,20 +262,18 @@ fn metric_outcome(s: TerminalStatus) -> m::Outcome {
     }
 }
 
-/// Runs a store call off the async workers (durable writes wait for an fsync).
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| Err(StoreError::Backend(format!("store task failed: {e}"))))
-}
-
 impl AuthorizationManager {
     /// A manager over its dependencies. Call [`recover`](Self::recover) before serving.
     pub fn new(deps: ManagerDeps) -> Self {
         let counters = Arc::new(OtaCounterAllocator::with_defaults(deps.store.clone()));
         let callbacks = CallbackClient::new(deps.settings.callback_retry.clone());
+        let outbox = Arc::new(Outbox::new(
+            deps.store.clone(),
+            callbacks,
+            deps.audit,
+            deps.clock.clone(),
+            deps.outbox_observers,
+        ));
         Self {
             inner: Arc::new(Inner {
                 store: deps.store,
@@ -273,10 +281,9 @@ impl AuthorizationManager {
                 subscribers: deps.subscribers,
                 operators: deps.operators,
                 settings: deps.settings,
-                audit: deps.audit,
                 clock: deps.clock,
                 counters,
-                callbacks,
+                outbox,
                 live: Mutex::new(Live::default()),
                 tracker: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
@@ -290,10 +297,18 @@ impl AuthorizationManager {
         lock(&self.inner.live).by_id.len()
     }
 
+    /// Reports of deliveries that left the outbox (callbacks, Keycloak, audit lines).
+    pub fn deliveries(&self) -> broadcast::Receiver<DeliveryReport> {
+        self.inner.outbox.subscribe()
+    }
+
+    /// Deliveries under way now.
+    pub fn outbox_depth(&self) -> usize {
+        self.inner.outbox.depth()
+    }
+
     async fn lookup(&self, client_id: &str, id: &str) -> Result<AuthorizationRecord, LookupError> {
-        let store = self.inner.store.clone();
-        let owned = id.to_owned();
-        match blocking(move || store.get_authorization(&owned)).await {
+        match self.inner.store.get_authorization(id).await {
             Ok(Some(r)) if r.client_id == client_id => Ok(r),
             Ok(_) => Err(LookupError::NotFound),
             // An id that is no valid key cannot exist.
@@ -383,7 +398,7 @@ impl AuthorizationService for AuthorizationManager {
 
     fn readiness(&self) -> Readiness {
         let inner = &self.inner;
-        let store_ok = inner.store.failure().is_none() && inner.store.lock_state("0", 0).is_ok();
+        let store_ok = inner.store.failure().is_none();
         let binds_up: Vec<(String, usize, usize)> = inner
             .operators
             .iter()

@@ -21,12 +21,46 @@ impl Inner {
         }
     }
 
-    /// Ends `id` with `ending` unless it already ended: the compare-and-set decides, once.
-    /// The winner publishes. Returns the terminal view (the winner's or the earlier one).
+    /// What an ending owes the outbox besides the record's own callback targets.
+    fn outbox_policy(&self) -> OutboxPolicy {
+        OutboxPolicy {
+            audit: self.outbox.audits(),
+            callback_window_ms: u64::try_from(self.settings.callback_window.as_millis())
+                .unwrap_or(u64::MAX),
+        }
+    }
+
+    /// Ends `id` with `ending` unless it already ended: the store's compare-and-set decides,
+    /// once, in the same durable step that writes the deliveries the ending owes. Only then is
+    /// it published. Returns the terminal view (the winner's or the earlier one).
+    ///
+    /// When the store cannot take the ending, nothing is published: readers keep seeing the
+    /// authorization pending, and a task retries the same ending until the deadline plus
+    /// [`ManagerSettings::overrun`]; past that the record stays in flight and the next start's
+    /// recovery ends it.
     pub(super) async fn finish(
-        &self,
+        self: &Arc<Self>,
         id: &str,
         ending: Ending,
+        via: Option<ChannelKind>,
+    ) -> Result<AuthorizationView, LookupError> {
+        match self.try_finish(id, &ending, via).await {
+            Err(LookupError::Internal(e)) => {
+                tracing::error!(id, error = %e, "ending not stored; nothing published, retrying");
+                let flight = lock(&self.live).by_id.get(id).cloned();
+                if let Some(flight) = flight {
+                    self.retry_finish(flight, ending, via);
+                }
+                Err(LookupError::Internal(e))
+            }
+            other => other,
+        }
+    }
+
+    async fn try_finish(
+        &self,
+        id: &str,
+        ending: &Ending,
         via: Option<ChannelKind>,
     ) -> Result<AuthorizationView, LookupError> {
         let now = (self.clock)();
@@ -40,34 +74,18 @@ impl Inner {
         if let Some(proof) = ending.proof.clone() {
             update = update.with_proof(proof);
         }
-        let store = self.store.clone();
-        let owned = id.to_owned();
-        let result = blocking(move || {
-            // A step may land between the read and the write; a few rounds settle it.
-            for _ in 0..16 {
-                let Some(current) = store.get_authorization(&owned)? else {
-                    return Err(StoreError::NotFound {
-                        table: "authorizations",
-                        key: String::new(),
-                    });
-                };
-                if current.state.is_terminal() {
-                    return Ok((current, false));
-                }
-                match store.update_authorization_state(&owned, &current.state, &update) {
-                    Ok(r) => return Ok((r, true)),
-                    Err(StoreError::Conflict { .. }) => continue,
-                    Err(e) => return Err(e),
-                }
+        let policy = self.outbox_policy();
+        match self.store.end_authorization(id, &update, &policy).await {
+            Ok(Ended {
+                record,
+                won: true,
+                outbox,
+            }) => {
+                let view = self.publish(&record);
+                self.outbox.deliver(outbox, &record);
+                Ok(view)
             }
-            Err(StoreError::Backend(
-                "authorization state kept changing".into(),
-            ))
-        })
-        .await;
-        match result {
-            Ok((record, true)) => Ok(self.publish(&record)),
-            Ok((record, false)) => {
+            Ok(Ended { record, .. }) => {
                 let view = state::view_of(&record);
                 // A flight that lost the race still leaves the live set.
                 let flight = lock(&self.live).by_id.get(id).cloned();
@@ -78,28 +96,44 @@ impl Inner {
                 Ok(view)
             }
             Err(StoreError::NotFound { .. }) => Err(LookupError::NotFound),
-            Err(e) => {
-                // Never leave a client waiting on a store failure: the ending is published
-                // from memory; the record stays in flight and the next start's recovery ends
-                // it as `gateway_restarted`.
-                tracing::error!(error = %e, "terminal state not stored");
-                let flight = lock(&self.live).by_id.get(id).cloned();
-                if let Some(f) = flight {
-                    let mut view = f.view.borrow().clone();
-                    view.state = AuthorizationState::Terminal {
-                        status: ending.status,
-                        reason: ending.reason,
-                    };
-                    view.completed_at_ms = Some(now);
-                    f.view.send_replace(view);
-                    self.release(&f);
-                }
-                Err(LookupError::Internal(e.to_string()))
-            }
+            Err(e) => Err(LookupError::Internal(e.to_string())),
         }
     }
 
-    /// Tells everyone about an ending that won: long-pollers, metrics, logs, audit, callback.
+    /// Retries an ending the store refused, with back-off, until it is stored (then it is
+    /// published) or the deadline plus the overrun passed (then the flight is forgotten here
+    /// and the record, still in flight in the store, is ended by the next start's recovery).
+    fn retry_finish(
+        self: &Arc<Self>,
+        flight: Arc<Flight>,
+        ending: Ending,
+        via: Option<ChannelKind>,
+    ) {
+        let me = self.clone();
+        let give_up = flight.deadline + self.settings.overrun;
+        self.tracker.spawn(async move {
+            let mut wait = Duration::from_millis(100);
+            loop {
+                if Instant::now() + wait >= give_up || me.shutdown.is_cancelled() {
+                    tracing::error!(
+                        id = %flight.id,
+                        "ending still not stored; left in flight for the next start to end"
+                    );
+                    me.release(&flight);
+                    return;
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+                match me.try_finish(&flight.id, &ending, via).await {
+                    Err(LookupError::Internal(_)) => continue,
+                    _ => return,
+                }
+            }
+        });
+    }
+
+    /// Tells the live readers about an ending that won and is stored: long-pollers, metrics,
+    /// the log. Deliveries (callbacks, audit) go through the outbox.
     pub(super) fn publish(&self, record: &AuthorizationRecord) -> AuthorizationView {
         let view = state::view_of(record);
         let flight = lock(&self.live).by_id.get(&record.id).cloned();
@@ -134,28 +168,6 @@ impl Inner {
             reason,
             "authorization ended"
         );
-        if let Some(audit) = &self.audit {
-            audit.record(&record.client_id, &record.msisdn, &view);
-        }
-        if let Some(url) = record.callback_url.clone() {
-            self.send_callback(url, &view);
-        }
         view
-    }
-
-    pub(super) fn send_callback(&self, url: String, view: &AuthorizationView) {
-        let body = match serde_json::to_vec(view) {
-            Ok(b) => bytes::Bytes::from(b),
-            Err(_) => return,
-        };
-        let client = self.callbacks.clone();
-        let deadline = Instant::now() + self.settings.callback_window;
-        let id = view.id.clone();
-        self.tracker.spawn(async move {
-            let delivery = client.post_json(&url, None, body, Some(deadline)).await;
-            if !delivery.is_delivered() {
-                tracing::warn!(id = %id, ?delivery, "callback not delivered");
-            }
-        });
     }
 }

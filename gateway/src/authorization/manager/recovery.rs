@@ -1,4 +1,5 @@
-//! Recovery at start (every record left in flight ends as `expired` / `gateway_restarted`) and
+//! Recovery at start (the outbox left by the last run is delivered, every record left in
+//! flight ends as `expired` / `gateway_restarted`) and
 //! the graceful shutdown (refuse, drain for a time, end the rest as `gateway_shutdown`).
 
 use super::*;
@@ -7,8 +8,9 @@ impl AuthorizationManager {
     /// Ends every authorization the store holds in flight (left by an earlier run) as
     /// `expired` / `gateway_restarted`. Returns how many.
     pub async fn recover(&self) -> Result<usize, StoreError> {
-        let store = self.inner.store.clone();
-        let stale = blocking(move || store.list_in_flight()).await?;
+        // Deliveries owed by endings of the last run first: they are older.
+        self.inner.outbox.resume().await?;
+        let stale = self.inner.store.list_in_flight().await?;
         let mut ended = 0;
         for record in stale {
             let ending = Ending::new(TerminalStatus::Expired, "gateway_restarted");
@@ -45,7 +47,7 @@ impl AuthorizationManager {
                 .await
                 .is_err()
             {
-                tracing::warn!("callbacks still running at shutdown");
+                tracing::warn!("authorizations still ending at shutdown");
             }
         }
         // Cancelled tasks end their flights; a flight whose task vanished still ends here.
@@ -53,6 +55,14 @@ impl AuthorizationManager {
         for id in left {
             let ending = Ending::new(TerminalStatus::Expired, "gateway_shutdown");
             let _ = inner.finish(&id, ending, None).await;
+        }
+        // What is not delivered in time stays in the store's outbox for the next start.
+        let limit = inner.settings.callback_window.min(Duration::from_secs(10));
+        if !inner.outbox.drain(limit).await {
+            tracing::warn!(
+                left = inner.outbox.depth(),
+                "deliveries still running at shutdown; the next start sends them again"
+            );
         }
     }
 }
