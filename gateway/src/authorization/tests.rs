@@ -17,8 +17,12 @@ use crate::channel::{AuthChannel, AuthRequest, AuthResult, CardProof, PinVerifie
 use crate::routing::{PortabilityTable, Router};
 use crate::smpp::session::SubmitFailure;
 use crate::store::{
-    AuthState, AuthorizationRecord, Channel, InMemoryStore, LockState, Store, StoreOptions,
+    AuthState, AuthorizationRecord, AuthorizationUpdate, Channel, Creation, Ended,
+    InMemoryStore, LockState, LockoutPolicy, OtaCounterKey, OutboxEntry, OutboxPolicy,
+    PinAttempt, PurgeReport, Store, StoreError, StoreOptions,
 };
+use std::ops::Range;
+use std::sync::atomic::AtomicBool;
 use crate::subscribers::provision::ProvisionParams;
 use crate::subscribers::{has_applet, Pepper, SubscriberRegistry};
 use sim_applet_model::applet::protocol::{Loa as AppletLoa, Outcome};
@@ -82,7 +86,7 @@ fn pepper() -> Pepper {
 
 struct Rig {
     manager: AuthorizationManager,
-    store: Arc<InMemoryStore>,
+    store: Arc<dyn Store>,
     channel: Arc<FakeChannel>,
     subscribers: Arc<SubscriberRegistry>,
     clock: Arc<AtomicU64>,
@@ -90,7 +94,7 @@ struct Rig {
     _dir: tempfile::TempDir,
 }
 
-fn rig_with(settings: ManagerSettings, store: Arc<InMemoryStore>) -> Rig {
+fn rig_with(settings: ManagerSettings, store: Arc<dyn Store>) -> Rig {
     let params = ProvisionParams {
         seed: SEED,
         count: COUNT,
@@ -544,7 +548,7 @@ async fn unknown_numbers_are_refused() {
 
 #[tokio::test]
 async fn restart_recovery_ends_every_in_flight_record() {
-    let store = Arc::new(InMemoryStore::new(StoreOptions::default()));
+    let store: Arc<dyn Store> = Arc::new(InMemoryStore::new(StoreOptions::default()));
     for (i, state) in [AuthState::Created, AuthState::Prompted]
         .into_iter()
         .enumerate()
@@ -613,4 +617,176 @@ async fn shutdown_ends_running_authorizations_definitely() {
         .unwrap_err();
     assert!(matches!(err, StartError::Overloaded { .. }));
     assert!(!r.manager.readiness().ready);
+}
+
+/// The in-memory store, with endings refused while `fail_endings` is set (a disk that fails
+/// the terminal commit, a Redis that is down).
+struct FlakyStore {
+    inner: InMemoryStore,
+    fail_endings: AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl Store for FlakyStore {
+    async fn reserve_ota_counters(
+        &self,
+        key: &OtaCounterKey,
+        n: u64,
+    ) -> Result<Range<u64>, StoreError> {
+        self.inner.reserve_ota_counters(key, n).await
+    }
+    async fn raise_ota_counter_floor(
+        &self,
+        key: &OtaCounterKey,
+        floor: u64,
+    ) -> Result<u64, StoreError> {
+        self.inner.raise_ota_counter_floor(key, floor).await
+    }
+    async fn ota_high_water(&self, key: &OtaCounterKey) -> Result<u64, StoreError> {
+        self.inner.ota_high_water(key).await
+    }
+    async fn count_pin_attempt(
+        &self,
+        msisdn: &str,
+        now_ms: u64,
+        policy: &LockoutPolicy,
+    ) -> Result<PinAttempt, StoreError> {
+        self.inner.count_pin_attempt(msisdn, now_ms, policy).await
+    }
+    async fn reset_pin_failures(&self, msisdn: &str) -> Result<(), StoreError> {
+        self.inner.reset_pin_failures(msisdn).await
+    }
+    async fn lock_state(&self, msisdn: &str, now_ms: u64) -> Result<LockState, StoreError> {
+        self.inner.lock_state(msisdn, now_ms).await
+    }
+    async fn create_authorization(
+        &self,
+        record: &AuthorizationRecord,
+        now_ms: u64,
+        ttl_ms: u64,
+    ) -> Result<Creation, StoreError> {
+        self.inner.create_authorization(record, now_ms, ttl_ms).await
+    }
+    async fn update_authorization_state(
+        &self,
+        id: &str,
+        expected: &AuthState,
+        update: &AuthorizationUpdate,
+    ) -> Result<AuthorizationRecord, StoreError> {
+        self.inner
+            .update_authorization_state(id, expected, update)
+            .await
+    }
+    async fn end_authorization(
+        &self,
+        id: &str,
+        update: &AuthorizationUpdate,
+        outbox: &OutboxPolicy,
+    ) -> Result<Ended, StoreError> {
+        if self.fail_endings.load(Ordering::SeqCst) {
+            return Err(StoreError::Backend("commit failed: disk on fire".into()));
+        }
+        self.inner.end_authorization(id, update, outbox).await
+    }
+    async fn get_authorization(
+        &self,
+        id: &str,
+    ) -> Result<Option<AuthorizationRecord>, StoreError> {
+        self.inner.get_authorization(id).await
+    }
+    async fn list_in_flight(&self) -> Result<Vec<AuthorizationRecord>, StoreError> {
+        self.inner.list_in_flight().await
+    }
+    async fn in_flight_for_msisdn(
+        &self,
+        msisdn: &str,
+    ) -> Result<Vec<AuthorizationRecord>, StoreError> {
+        self.inner.in_flight_for_msisdn(msisdn).await
+    }
+    async fn outbox_pending(&self) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.inner.outbox_pending().await
+    }
+    async fn outbox_remove(&self, event_id: &str) -> Result<(), StoreError> {
+        self.inner.outbox_remove(event_id).await
+    }
+    async fn purge_expired(&self, now_ms: u64) -> Result<PurgeReport, StoreError> {
+        self.inner.purge_expired(now_ms).await
+    }
+}
+
+fn flaky() -> Arc<FlakyStore> {
+    Arc::new(FlakyStore {
+        inner: InMemoryStore::new(StoreOptions::default()),
+        fail_endings: AtomicBool::new(true),
+    })
+}
+
+#[tokio::test]
+async fn an_ending_the_store_refused_is_never_published_and_lands_once_it_is_stored() {
+    let store = flaky();
+    let r = rig_with(ManagerSettings::default(), store.clone());
+    r.channel.push(Script::Reply(AuthResult::Denied));
+    let v = r
+        .manager
+        .start(request(&msisdn(false, 0), Loa::Loa2))
+        .await
+        .unwrap();
+    // The user denied, the store refused the ending: every reader still sees pending.
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        let seen = r.manager.get("rp", &v.id, None).await.unwrap();
+        assert_eq!(status(&seen), None, "{seen:?}");
+        let long_poll = r
+            .manager
+            .get("rp", &v.id, Some(Duration::from_millis(20)))
+            .await
+            .unwrap();
+        assert_eq!(status(&long_poll), None);
+    }
+    assert!(std::fs::read_to_string(&r.audit_path)
+        .unwrap_or_default()
+        .is_empty());
+    // The store is back: the same ending lands, once, and every reader sees it.
+    store.fail_endings.store(false, Ordering::SeqCst);
+    let done = wait_end(&r, &v.id).await;
+    assert_eq!(
+        status(&done),
+        Some((TerminalStatus::Denied, "user_denied".into()))
+    );
+    assert_eq!(audit_lines(&r, 1).await.lines().count(), 1);
+    // After a restart on the same store, the same result.
+    let again = rig_with(ManagerSettings::default(), store.clone());
+    assert_eq!(again.manager.recover().await.unwrap(), 0);
+    let after = again.manager.get("rp", &v.id, None).await.unwrap();
+    assert_eq!(status(&after), status(&done));
+}
+
+#[tokio::test]
+async fn an_ending_never_stored_stays_pending_and_the_next_start_ends_it_once() {
+    let store = flaky();
+    let settings = ManagerSettings {
+        overrun: Duration::ZERO,
+        ..ManagerSettings::default()
+    };
+    let r = rig_with(settings.clone(), store.clone());
+    r.channel.push(Script::Reply(AuthResult::Approved {
+        loa: AppletLoa::Loa2,
+        proof: None,
+    }));
+    let mut req = request(&msisdn(false, 0), Loa::Loa2);
+    req.expiry = Duration::from_millis(300);
+    let v = r.manager.start(req).await.unwrap();
+    // Past its deadline the manager stops retrying: the approval was never published.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(r.manager.in_flight(), 0);
+    let seen = r.manager.get("rp", &v.id, None).await.unwrap();
+    assert_eq!(status(&seen), None, "{seen:?}");
+    // The next start ends it, definitely, and nobody ever saw "approved".
+    store.fail_endings.store(false, Ordering::SeqCst);
+    let next = rig_with(settings, store.clone());
+    assert_eq!(next.manager.recover().await.unwrap(), 1);
+    let after = next.manager.get("rp", &v.id, None).await.unwrap();
+    assert_eq!(status(&after).unwrap().0, TerminalStatus::Expired);
+    let twice = r.manager.get("rp", &v.id, None).await.unwrap();
+    assert_eq!(status(&twice), status(&after));
 }
