@@ -41,7 +41,7 @@ use crate::metrics::smpp::{BindMetrics, BindState};
 use crate::metrics::Metrics;
 use crate::routing::{NumberRange, Router};
 use crate::smpp::bind::{tls_server_config, BindConfig};
-use crate::store::{EmbeddedStore, LockoutPolicy, Store, StoreOptions};
+use crate::store::{EmbeddedStore, LockoutPolicy, ObservedStore, Store, StoreOptions};
 use crate::subscribers::{Pepper, SubscriberRegistry};
 
 /// Time running authorizations get to finish at shutdown before they are ended.
@@ -214,7 +214,7 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<ServeHandle> {
     let router = Arc::new(router(&config).context("building the router")?);
 
     let (metrics, exposition) = Metrics::standalone();
-    let store: Arc<dyn Store> = Arc::new(
+    let embedded: Arc<dyn Store> = Arc::new(
         EmbeddedStore::open_observed(
             &config.store.path,
             StoreOptions {
@@ -224,6 +224,7 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<ServeHandle> {
         )
         .with_context(|| format!("opening the store {}", config.store.path.display()))?,
     );
+    let store: Arc<dyn Store> = Arc::new(ObservedStore::new(embedded, metrics.store.clone()));
     let clock = system_clock();
     let (store_for_purge, clock_for_purge) = (store.clone(), clock.clone());
     let pin_check: Arc<dyn PinVerifier> = Arc::new(UssdPinCheck::new(

@@ -57,8 +57,11 @@ fn exercised() -> (Metrics, Exposition) {
         Duration::from_millis(3),
     );
     m.api.rejected(RejectReason::Admission);
-    m.store
-        .observe(StoreOp::PutAuthorization, true, Duration::from_micros(300));
+    m.store.observe(
+        StoreOp::CreateAuthorization,
+        true,
+        Duration::from_micros(300),
+    );
     m.callback.record(
         CallbackTarget::Native,
         CallbackOutcome::Delivered,
@@ -318,4 +321,42 @@ async fn endpoint_serves_openmetrics_to_prometheus_and_classic_text_to_others() 
         "{plain}"
     );
     server.abort();
+}
+
+/// Every `gateway_*` series the dashboard and the alert rules query is one the gateway exports:
+/// a renamed metric would otherwise leave a panel empty and an alert silent.
+#[test]
+fn dashboard_and_alerts_query_only_exported_series() {
+    let (_m, exposition) = exercised();
+    let text = exposition.encode();
+    let exported: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let mut checked = 0;
+    for file in [
+        "scripts/grafana/gateway-dashboard.json",
+        "scripts/prometheus/alerts.yml",
+    ] {
+        let source = std::fs::read_to_string(repo_root().join(file)).expect(file);
+        let mut rest = source.as_str();
+        while let Some(at) = rest.find("gateway_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            rest = &rest[at + name.len()..];
+            // The dashboard's uid and similar words are not series.
+            if name == "gateway_" || !name[8..].contains('_') && !exported.contains(name.as_str()) {
+                continue;
+            }
+            assert!(
+                exported.contains(name.as_str()),
+                "{file} queries {name}, which the gateway does not export"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 50, "only {checked} series references found");
 }

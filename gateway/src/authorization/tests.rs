@@ -17,15 +17,15 @@ use crate::channel::{AuthChannel, AuthRequest, AuthResult, CardProof, PinVerifie
 use crate::routing::{PortabilityTable, Router};
 use crate::smpp::session::SubmitFailure;
 use crate::store::{
-    AuthState, AuthorizationRecord, AuthorizationUpdate, Channel, Creation, Ended,
-    InMemoryStore, LockState, LockoutPolicy, OtaCounterKey, OutboxEntry, OutboxPolicy,
-    PinAttempt, PurgeReport, Store, StoreError, StoreOptions,
+    AuthState, AuthorizationRecord, AuthorizationUpdate, Channel, Creation, Ended, InMemoryStore,
+    LockState, LockoutPolicy, OtaCounterKey, OutboxEntry, OutboxPolicy, PinAttempt, PurgeReport,
+    Store, StoreError, StoreOptions,
 };
-use std::ops::Range;
-use std::sync::atomic::AtomicBool;
 use crate::subscribers::provision::ProvisionParams;
 use crate::subscribers::{has_applet, Pepper, SubscriberRegistry};
 use sim_applet_model::applet::protocol::{Loa as AppletLoa, Outcome};
+use std::ops::Range;
+use std::sync::atomic::AtomicBool;
 
 const SEED: u64 = 11;
 const BASE: u64 = 48_600_000_000;
@@ -665,7 +665,9 @@ impl Store for FlakyStore {
         now_ms: u64,
         ttl_ms: u64,
     ) -> Result<Creation, StoreError> {
-        self.inner.create_authorization(record, now_ms, ttl_ms).await
+        self.inner
+            .create_authorization(record, now_ms, ttl_ms)
+            .await
     }
     async fn update_authorization_state(
         &self,
@@ -688,10 +690,7 @@ impl Store for FlakyStore {
         }
         self.inner.end_authorization(id, update, outbox).await
     }
-    async fn get_authorization(
-        &self,
-        id: &str,
-    ) -> Result<Option<AuthorizationRecord>, StoreError> {
+    async fn get_authorization(&self, id: &str) -> Result<Option<AuthorizationRecord>, StoreError> {
         self.inner.get_authorization(id).await
     }
     async fn list_in_flight(&self) -> Result<Vec<AuthorizationRecord>, StoreError> {

@@ -1,8 +1,9 @@
 //! Store operations: latency and errors per operation (USE for the store: rate of
 //! `gateway_store_operation_duration_seconds_sum` is its busy time, errors by `result`).
 //!
-//! The authorization manager (or a store wrapper) times each call of the
-//! [`crate::store`] trait and reports it with [`StoreMetrics::observe`]. The embedded store's
+//! [`crate::store::ObservedStore`] wraps the store `serve` uses, times each call of the
+//! [`crate::store`] trait and reports it with [`StoreMetrics::observe`] (an expected refusal,
+//! such as a lost compare-and-set, counts as `ok`: it is an answer, not a failure). The embedded store's
 //! writer thread reports each group commit to [`StoreWriterMetrics`]: commits, fsyncs,
 //! operations per commit, commit latency, and whether the store has failed.
 
@@ -26,24 +27,28 @@ label_enum! {
         RaiseOtaCounterFloor => "raise_ota_counter_floor",
         /// `ota_high_water`.
         OtaHighWater => "ota_high_water",
-        /// `record_pin_failure`.
-        RecordPinFailure => "record_pin_failure",
+        /// `count_pin_attempt`.
+        CountPinAttempt => "count_pin_attempt",
         /// `reset_pin_failures`.
         ResetPinFailures => "reset_pin_failures",
         /// `lock_state`.
         LockState => "lock_state",
-        /// `put_authorization`.
-        PutAuthorization => "put_authorization",
+        /// `create_authorization`.
+        CreateAuthorization => "create_authorization",
         /// `update_authorization_state`.
         UpdateAuthorizationState => "update_authorization_state",
+        /// `end_authorization`.
+        EndAuthorization => "end_authorization",
         /// `get_authorization`.
         GetAuthorization => "get_authorization",
         /// `list_in_flight`.
         ListInFlight => "list_in_flight",
         /// `in_flight_for_msisdn`.
         InFlightForMsisdn => "in_flight_for_msisdn",
-        /// `claim_idempotency_key`.
-        ClaimIdempotencyKey => "claim_idempotency_key",
+        /// `outbox_pending`.
+        OutboxPending => "outbox_pending",
+        /// `outbox_remove`.
+        OutboxRemove => "outbox_remove",
         /// `purge_expired`.
         PurgeExpired => "purge_expired",
     }

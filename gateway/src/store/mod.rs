@@ -9,8 +9,8 @@
 //! on top of any store and hands out OTA counters from durably reserved blocks without I/O.
 //!
 //! Files: [`records`] (types and rules), [`embedded`] (redb, the default: one file, nothing to
-//! install), [`writer`] (its group commit), [`memory`] (tests), [`allocator`] (OTA counter
-//! blocks).
+//! install), [`writer`] (its group commit), [`memory`] (tests), [`observed`] (metrics of every
+//! call, around any backend), [`allocator`] (OTA counter blocks).
 //!
 //! # Durability guarantees
 //!
@@ -23,12 +23,14 @@
 //! | Operation | Embedded store | Why |
 //! |---|---|---|
 //! | [`Store::reserve_ota_counters`], [`Store::raise_ota_counter_floor`] | durable | A reused OTA counter is rejected by the card as a replay. |
-//! | [`Store::record_pin_failure`], [`Store::reset_pin_failures`] | durable | Losing a failure would give an attacker extra guesses. |
-//! | [`Store::put_authorization`] | durable | Every accepted authorization must end in exactly one terminal status, also after a restart. |
-//! | [`Store::update_authorization_state`] to a terminal state | durable | The status the client saw must not change after a restart. |
-//! | [`Store::update_authorization_state`] to a non-terminal state | not durable by itself (redb `Durability::None`: made durable by the next durable commit of any operation) | After a crash the record is found in an earlier in-flight state, and recovery ends it anyway (`expired` / `gateway_restarted`); this saves one fsync per step (measured: ~0.1 ms instead of 0.3–3 ms). The OTA counter used in the prompt is durable on its own through the reservation. |
-//! | [`Store::claim_idempotency_key`] | durable | A lost claim would let a client retry create a second prompt. |
-//! | [`Store::purge_expired`] | not durable by itself | A lost purge is repeated by the next one. |
+//! | [`Store::count_pin_attempt`] | durable | Counted before the PIN is checked: a crash costs the user one try, never gives an attacker one more. |
+//! | [`Store::reset_pin_failures`] | not durable by itself | Rides on the ending that follows a right PIN; lost, it leaves one failure counted, the safe side. |
+//! | [`Store::create_authorization`] (record + idempotency claim) | durable | Every accepted authorization must end in exactly one terminal status, and a retry must find it, also after a restart. |
+//! | [`Store::update_authorization_state`] (non-terminal steps) | not durable by itself (made durable by the next durable commit) | Recovery treats an earlier in-flight state the same way; saves two fsyncs per authorization. |
+//! | [`Store::end_authorization`] (terminal state + outbox entries) | durable | The status the client saw must not change, and what the ending owes must not be lost. |
+//! | [`Store::outbox_remove`], [`Store::purge_expired`] | not durable by itself | A lost removal means one more delivery (event ids make it recognisable); a lost purge is repeated. |
+//!
+//! `docs/store.md` justifies each durable step of an authorization.
 //!
 //! **OTA counters.** The store keeps, per (MSISDN, TAR, key set), a high-water mark: the lowest
 //! counter never handed out. [`Store::reserve_ota_counters`] advances it by a block and returns
@@ -42,7 +44,7 @@
 //! 1 (one `INCRBY`, no fsync in the gateway) or keep each MSISDN's sends on one node.
 //!
 //! **PIN lockout.** Counted per MSISDN under [`LockoutPolicy`]; the PIN itself is never stored.
-//! Wrong PINs while locked are not counted (the caller should not check a PIN while locked).
+//! Attempts are counted before the check; while locked they are refused and not counted.
 //!
 //! **Authorizations.** Created once ([`StoreError::AlreadyExists`] otherwise); changed only by
 //! compare-and-set on the state; a terminal state is final ([`StoreError::Conflict`] for any
@@ -50,8 +52,12 @@
 //! status. [`Store::list_in_flight`] returns every non-terminal record for recovery at start.
 //! Terminal records and idempotency claims expire: [`Store::purge_expired`] removes terminal
 //! records older than [`StoreOptions::terminal_ttl_ms`] and claims past their TTL (an expired
-//! claim is already ignored by [`Store::claim_idempotency_key`] before it is purged). In-flight
+//! claim is already ignored by [`Store::create_authorization`] before it is purged). In-flight
 //! records never expire by themselves: the caller ends them with a terminal status.
+//!
+//! **Outbox.** [`Store::end_authorization`] writes the deliveries an ending owes
+//! ([`records::outbox_for`]) with the terminal state; they stay until
+//! [`Store::outbox_remove`], so a crash before delivery means delivery after the restart.
 //!
 //! # Latency, group commit and async callers
 //!
@@ -67,22 +73,22 @@
 //! then on writes are refused at once, `/readyz` answers 503 and `gateway_store_failed` is 1,
 //! because a disk that failed a commit is not retried silently.
 //!
-//! Methods are synchronous: reads run on the caller's thread and take microseconds; a write waits
-//! for its batch's commit (an fsync: 0.1–10 ms depending on the disk), so async callers run them
-//! through `tokio::task::spawn_blocking` (or a dedicated blocking thread) rather than on a runtime
-//! worker. [`OtaCounterAllocator::next`] does I/O only once per block.
+//! Methods are async: reads run on the caller's task and take microseconds; a write awaits its
+//! batch's commit (an fsync: 0.1–10 ms depending on the disk) without holding a runtime worker.
+//! [`OtaCounterAllocator::next`] does I/O only once per block.
 //!
 //! # Mapping onto Redis
 //!
 //! Keys are strings built the same way in every backend (e.g. [`OtaCounterKey::storage_key`]):
-//! OTA high-water marks are `INCRBY` (and a max-script for the floor); PIN records and the
-//! authorization compare-and-set are short Lua scripts over a JSON value; in-flight
-//! authorizations are a set per MSISDN plus a global set; idempotency claims are
-//! `SET NX PX`; terminal records get `PEXPIRE`, which makes `purge_expired` a no-op there.
+//! OTA high-water marks are `INCRBY` (and a max-script for the floor); PIN records, the creation
+//! with its claim and the ending with its outbox entries are short Lua scripts over JSON values;
+//! in-flight authorizations are a set per MSISDN plus a global set; terminal records get
+//! `PEXPIRE`, which makes `purge_expired` a no-op there.
 
 pub mod allocator;
 pub mod embedded;
 pub mod memory;
+pub mod observed;
 pub mod records;
 pub mod writer;
 
@@ -94,6 +100,7 @@ use std::ops::Range;
 pub use allocator::OtaCounterAllocator;
 pub use embedded::EmbeddedStore;
 pub use memory::InMemoryStore;
+pub use observed::ObservedStore;
 pub use records::{
     outbox_for, AuthState, AuthorizationRecord, AuthorizationUpdate, Channel, Creation, Ended,
     KeycloakFollow, Loa, LockState, LockoutPolicy, OtaCounterKey, OutboxEntry, OutboxKind,
