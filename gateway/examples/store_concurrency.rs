@@ -1,6 +1,6 @@
 //! Durable operations per second of the embedded store with many concurrent callers, and the
 //! latency each caller sees: `cargo run -p gateway --release --example store_concurrency --
-//! --dir DIR [--callers 1,8,64,512] [--seconds 5]`.
+//! --dir DIR [--callers 1,8,64,512] [--seconds 5] [--durable-interval-ms 5]`.
 //!
 //! Each caller task runs one authorization's durable life in a loop, as the gateway does:
 //! create with its idempotency claim, then the ending with its outbox entries (two durable
@@ -48,12 +48,15 @@ struct Args {
     dir: PathBuf,
     callers: Vec<u64>,
     seconds: u64,
+    /// `StoreOptions::durable_commit_interval` in ms (0: no pacing).
+    interval_ms: u64,
 }
 
 fn args() -> anyhow::Result<Args> {
     let mut dir = None;
     let mut callers = vec![1, 8, 64, 512];
     let mut seconds = 5;
+    let mut interval_ms = 5;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         let value = it.next().with_context(|| format!("{a} needs a value"))?;
@@ -66,6 +69,9 @@ fn args() -> anyhow::Result<Args> {
                     .collect::<Result<_, _>>()?
             }
             "--seconds" => seconds = value.parse().context("--seconds")?,
+            "--durable-interval-ms" => {
+                interval_ms = value.parse().context("--durable-interval-ms")?
+            }
             other => anyhow::bail!("unknown argument {other}"),
         }
     }
@@ -73,6 +79,7 @@ fn args() -> anyhow::Result<Args> {
         dir: dir.context("--dir is required")?,
         callers,
         seconds,
+        interval_ms,
     })
 }
 
@@ -93,7 +100,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let dir = tempfile::tempdir_in(&args.dir)?;
         let store = Arc::new(EmbeddedStore::open(
             dir.path().join("store.redb"),
-            StoreOptions::default(),
+            StoreOptions {
+                durable_commit_interval: Duration::from_millis(args.interval_ms),
+                ..StoreOptions::default()
+            },
         )?);
         let stop = Arc::new(AtomicBool::new(false));
         let ops = Arc::new(AtomicU64::new(0));
@@ -167,6 +177,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             "{}",
             serde_json::json!({
                 "callers": callers,
+                "durable_interval_ms": args.interval_ms,
                 "seconds": elapsed,
                 "durable_operations": durable,
                 "durable_operations_per_s": durable as f64 / elapsed,

@@ -219,6 +219,9 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<ServeHandle> {
             &config.store.path,
             StoreOptions {
                 terminal_ttl_ms: config.store.terminal_ttl_secs.saturating_mul(1000),
+                durable_commit_interval: Duration::from_millis(
+                    config.store.durable_commit_interval_ms,
+                ),
             },
             Some(metrics.store.writer()),
         )

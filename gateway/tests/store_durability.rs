@@ -83,8 +83,18 @@ fn crash_writer_child() {
         .build()
         .unwrap();
     runtime.block_on(async move {
+        // Even rounds commit back to back (kills land inside commits), odd rounds with the
+        // default pacing (kills land while a batch is being collected too).
+        let options = StoreOptions {
+            durable_commit_interval: if round % 2 == 0 {
+                std::time::Duration::ZERO
+            } else {
+                StoreOptions::default().durable_commit_interval
+            },
+            ..StoreOptions::default()
+        };
         let store: Arc<dyn Store> =
-            Arc::new(EmbeddedStore::open(Path::new(&path), StoreOptions::default()).unwrap());
+            Arc::new(EmbeddedStore::open(Path::new(&path), options).unwrap());
         let allocator = Arc::new(OtaCounterAllocator::new(Arc::clone(&store), 16, 100));
         let writers: Vec<_> = (0..WRITERS)
             .map(|w| {

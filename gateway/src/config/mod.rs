@@ -493,6 +493,15 @@ pub struct StoreConfig {
     /// How often the purge runs.
     #[serde(default = "default_purge_interval_secs")]
     pub purge_interval_secs: u64,
+    /// Shortest time between two fsynced commits: under load, the durable operations of one
+    /// interval share one fsync; a store that was quiet for an interval commits at once. 0:
+    /// every commit as soon as the previous one is done.
+    #[serde(default = "default_durable_commit_interval_ms")]
+    pub durable_commit_interval_ms: u64,
+}
+
+fn default_durable_commit_interval_ms() -> u64 {
+    5
 }
 
 fn default_terminal_ttl_secs() -> u64 {

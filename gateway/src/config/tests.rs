@@ -399,4 +399,8 @@ fn store_ttl_and_purge_interval_default_and_a_zero_is_refused_with_its_key() {
     assert_eq!(e.key, "store.terminal_ttl_secs");
     let e = load(MINIMAL, &[flag("store.purge_interval_secs=0")]).unwrap_err();
     assert_eq!(e.key, "store.purge_interval_secs");
+    let e = load(MINIMAL, &[flag("store.durable_commit_interval_ms=500")]).unwrap_err();
+    assert_eq!(e.key, "store.durable_commit_interval_ms");
+    let c = load(MINIMAL, &[flag("store.durable_commit_interval_ms=0")]).unwrap();
+    assert_eq!(c.store.durable_commit_interval_ms, 0);
 }

@@ -112,6 +112,13 @@ impl GatewayConfig {
             "store.purge_interval_secs".into(),
             self.store.purge_interval_secs,
         )?;
+        if self.store.durable_commit_interval_ms > 100 {
+            // Every durable write would wait up to this long under load.
+            return Err(ConfigError::at(
+                "store.durable_commit_interval_ms",
+                "must be at most 100",
+            ));
+        }
 
         // [limits]
         nonzero(

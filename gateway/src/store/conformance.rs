@@ -11,6 +11,7 @@ use super::*;
 
 pub(crate) const OPTIONS: StoreOptions = StoreOptions {
     terminal_ttl_ms: 10_000,
+    durable_commit_interval: DEFAULT_DURABLE_COMMIT_INTERVAL,
 };
 
 const POLICY: LockoutPolicy = LockoutPolicy {

@@ -135,7 +135,7 @@ impl EmbeddedStore {
         txn.open_table(IDEM_EXPIRY)?;
         txn.open_table(OUTBOX)?;
         txn.commit()?;
-        let writer = Writer::start(db.clone(), observer)?;
+        let writer = Writer::start(db.clone(), observer, options.durable_commit_interval)?;
         Ok(Self {
             db,
             writer,

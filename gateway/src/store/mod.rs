@@ -114,12 +114,20 @@ pub struct StoreOptions {
     /// How long a terminal authorization stays readable (polling clients, late callbacks,
     /// audits) before [`Store::purge_expired`] removes it.
     pub terminal_ttl_ms: u64,
+    /// Embedded store: the shortest time between the starts of two fsynced commits (see
+    /// [`writer`]'s pacing); zero: no pacing.
+    pub durable_commit_interval: std::time::Duration,
 }
+
+/// Default [`StoreOptions::durable_commit_interval`]: at most 200 fsyncs per second.
+pub const DEFAULT_DURABLE_COMMIT_INTERVAL: std::time::Duration =
+    std::time::Duration::from_millis(5);
 
 impl Default for StoreOptions {
     fn default() -> Self {
         Self {
             terminal_ttl_ms: 24 * 60 * 60 * 1000,
+            durable_commit_interval: DEFAULT_DURABLE_COMMIT_INTERVAL,
         }
     }
 }

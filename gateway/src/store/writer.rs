@@ -8,6 +8,14 @@
 //! only then answers them all. So under load one fsync carries many operations, and an
 //! operation is never acknowledged before the commit that carries it.
 //!
+//! **Pacing.** On a fast disk (an fsync in 0.5 ms) the writer is idle most of the time even at
+//! 1 000 authorizations/s, so batches stay small and nearly every durable operation costs an
+//! fsync of its own, which spends the disk's IOPS and the CPU's time. So a durable commit never
+//! starts sooner than `durable_interval` after the previous durable commit started: under load
+//! the writer collects what arrives meanwhile (at most one fsync per interval, 200/s at the
+//! default 5 ms), while an operation arriving at a store that has been quiet for an interval
+//! commits at once. Latency under load grows by at most the interval. Zero turns pacing off.
+//!
 //! A job's expected refusal (already exists, conflict, counters exhausted, a corrupt record) is
 //! its answer and leaves the batch alone: such refusals are decided before the job writes
 //! anything. A job that fails inside the backend (I/O) may have written half its change, so the
@@ -120,6 +128,7 @@ impl Writer {
     pub(super) fn start(
         db: Arc<Database>,
         observer: Option<Arc<dyn CommitObserver>>,
+        durable_interval: std::time::Duration,
     ) -> Result<Self, StoreError> {
         let (jobs, queue) = channel(QUEUE);
         let failure = Arc::new(Mutex::new(None));
@@ -135,6 +144,7 @@ impl Writer {
                     run(
                         &db,
                         queue,
+                        durable_interval,
                         &failure,
                         &is_failed,
                         &stats,
@@ -242,9 +252,20 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Moves every job already waiting into `batch`, up to [`MAX_BATCH`].
+fn drain(queue: &mut Receiver<Job>, batch: &mut Vec<Job>) {
+    while batch.len() < MAX_BATCH {
+        match queue.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+        }
+    }
+}
+
 fn run(
     db: &Database,
     mut queue: Receiver<Job>,
+    durable_interval: std::time::Duration,
     failure: &Mutex<Option<String>>,
     is_failed: &AtomicBool,
     stats: &WriterStats,
@@ -258,12 +279,17 @@ fn run(
             o.failed();
         }
     };
+    let mut last_durable: Option<Instant> = None;
     while let Some(first) = queue.blocking_recv() {
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+        drain(&mut queue, &mut batch);
+        if let Some(last) = last_durable.filter(|_| batch.iter().any(|j| j.durable)) {
+            let due = last + durable_interval;
+            let now = Instant::now();
+            if due > now && batch.len() < MAX_BATCH {
+                // Under load: let this interval's durable operations share one fsync.
+                std::thread::sleep(due - now);
+                drain(&mut queue, &mut batch);
             }
         }
         if let Some(why) = lock(failure).clone() {
@@ -324,6 +350,9 @@ fn run(
             continue;
         }
         let started = Instant::now();
+        if durable {
+            last_durable = Some(started);
+        }
         let committed = txn.commit();
         let took = started.elapsed();
         match committed {
