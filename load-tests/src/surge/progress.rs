@@ -20,13 +20,17 @@ pub(super) struct WindowSamples {
     pub(super) samples: u64,
     pub(super) size: Option<u64>,
     pub(super) throttles: Option<u64>,
+    /// The store's group commits and fsyncs so far (embedded store).
+    pub(super) store_commits: Option<u64>,
+    pub(super) store_fsyncs: Option<u64>,
 }
 
 pub(super) fn lock_w(w: &Mutex<WindowSamples>) -> MutexGuard<'_, WindowSamples> {
     w.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Samples the gateway's SMPP window occupancy twice a second.
+/// Samples the gateway's SMPP window occupancy twice a second, and once more when stopped
+/// (so the store's commit counters cover the whole run).
 pub(super) async fn scrape_windows(
     url: String,
     out: Arc<Mutex<WindowSamples>>,
@@ -36,31 +40,43 @@ pub(super) async fn scrape_windows(
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = tick.tick() => {}
-        }
-        let Ok(text) = target::scrape(&client, &url).await else {
-            continue;
+        let stopped = tokio::select! {
+            _ = stop.cancelled() => true,
+            _ = tick.tick() => false,
         };
-        // The gateway registers under the `gateway_` prefix; accept the bare names too.
-        let metric = |name: &str| {
-            target::metric_sum(&text, &format!("gateway_{name}"))
-                .or_else(|| target::metric_sum(&text, name))
-        };
-        let mut w = lock_w(&out);
-        if let Some(occ) = metric("smpp_window_occupancy") {
-            let occ = occ.max(0.0) as u64;
-            w.peak = Some(w.peak.unwrap_or(0).max(occ));
-            w.sum += occ as f64;
-            w.samples += 1;
+        if let Ok(text) = target::scrape(&client, &url).await {
+            sample(&text, &out);
         }
-        if let Some(size) = metric("smpp_window_size") {
-            w.size = Some(size as u64);
+        if stopped {
+            break;
         }
-        if let Some(t) = metric("smpp_throttles_total") {
-            w.throttles = Some(t as u64);
-        }
+    }
+}
+
+fn sample(text: &str, out: &Mutex<WindowSamples>) {
+    // The gateway registers under the `gateway_` prefix; accept the bare names too.
+    let metric = |name: &str| {
+        target::metric_sum(text, &format!("gateway_{name}"))
+            .or_else(|| target::metric_sum(text, name))
+    };
+    let mut w = lock_w(out);
+    if let Some(occ) = metric("smpp_window_occupancy") {
+        let occ = occ.max(0.0) as u64;
+        w.peak = Some(w.peak.unwrap_or(0).max(occ));
+        w.sum += occ as f64;
+        w.samples += 1;
+    }
+    if let Some(size) = metric("smpp_window_size") {
+        w.size = Some(size as u64);
+    }
+    if let Some(t) = metric("smpp_throttles_total") {
+        w.throttles = Some(t as u64);
+    }
+    if let Some(c) = metric("store_commits_total") {
+        w.store_commits = Some(c as u64);
+    }
+    if let Some(f) = metric("store_fsyncs_total") {
+        w.store_fsyncs = Some(f as u64);
     }
 }
 

@@ -244,6 +244,17 @@ pub struct SmppFigures {
     pub window_size: Option<u64>,
 }
 
+/// The gateway's store over the run (scraped from its `/metrics`; the embedded store only).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StoreFigures {
+    /// Group commits of the store's writer.
+    pub commits: Option<u64>,
+    /// Of those, fsynced.
+    pub fsyncs: Option<u64>,
+    /// fsyncs over completed authorizations.
+    pub fsyncs_per_authorization: Option<f64>,
+}
+
 /// One second of the run in the JSON timeline.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TimelinePoint {
@@ -291,6 +302,8 @@ pub struct Report {
     pub cpu_seconds: f64,
     pub peak_rss_bytes: u64,
     pub smpp: SmppFigures,
+    #[serde(default)]
+    pub store: StoreFigures,
     pub duration_s: f64,
     pub arrival_phase_s: f64,
     pub drain_timed_out: bool,
@@ -405,6 +418,7 @@ impl Report {
             cpu_seconds: (cpu_seconds * 100.0).round() / 100.0,
             peak_rss_bytes,
             smpp: SmppFigures::default(),
+            store: StoreFigures::default(),
             duration_s: (duration.as_secs_f64() * 1000.0).round() / 1000.0,
             arrival_phase_s: (arrival_phase.as_secs_f64() * 1000.0).round() / 1000.0,
             drain_timed_out: false,
@@ -518,6 +532,15 @@ impl Report {
                 .window_occupancy_mean
                 .map_or("-".to_owned(), |m| format!("{m:.2}")),
         );
+        if let (Some(commits), Some(fsyncs)) = (self.store.commits, self.store.fsyncs) {
+            let _ = writeln!(
+                s,
+                "  store        {commits} commits, {fsyncs} fsyncs, {} per authorization",
+                self.store
+                    .fsyncs_per_authorization
+                    .map_or("-".to_owned(), |f| format!("{f:.3}")),
+            );
+        }
         let _ = writeln!(
             s,
             "  process      {:.2} CPU s, peak RSS {:.1} MiB, {:.1} s wall",

@@ -166,6 +166,13 @@ async fn drive(
     report.smpp.window_occupancy_mean = (w.samples > 0).then(|| w.sum / w.samples as f64);
     report.smpp.window_size = w.size;
     report.smpp.gateway_throttles = w.throttles;
+    report.store.commits = w.store_commits;
+    report.store.fsyncs = w.store_fsyncs;
+    let completed: u64 = report.completed.values().sum();
+    report.store.fsyncs_per_authorization = w
+        .store_fsyncs
+        .filter(|_| completed > 0)
+        .map(|f| ((f as f64 / completed as f64) * 1000.0).round() / 1000.0);
     Ok(report)
 }
 
