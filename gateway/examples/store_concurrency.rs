@@ -120,7 +120,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     while !stop.load(Ordering::Relaxed) {
                         let r = record(caller, i);
                         let t = Instant::now();
-                        store.create_authorization(&r, i, 60_000).await?;
+                        store.create_authorization(&r, i, 60_000, None).await?;
                         mine.push(t.elapsed().as_micros() as u64);
                         let prompted = AuthorizationUpdate::to(AuthState::Prompted, i);
                         store

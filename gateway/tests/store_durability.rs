@@ -127,7 +127,7 @@ async fn write(round: u64, writer: u64, store: &dyn Store, allocator: &OtaCounte
 
         let record = authorization(round, writer, i);
         store
-            .create_authorization(&record, i, 60_000)
+            .create_authorization(&record, i, 60_000, None)
             .await
             .unwrap();
         println!("AUTH {}", record.id);

@@ -578,6 +578,7 @@ async fn restart_recovery_ends_every_in_flight_record() {
                 },
                 1,
                 0,
+                None,
             )
             .await
             .unwrap();
@@ -664,9 +665,10 @@ impl Store for FlakyStore {
         record: &AuthorizationRecord,
         now_ms: u64,
         ttl_ms: u64,
+        ota: Option<&OtaCounterKey>,
     ) -> Result<Creation, StoreError> {
         self.inner
-            .create_authorization(record, now_ms, ttl_ms)
+            .create_authorization(record, now_ms, ttl_ms, ota)
             .await
     }
     async fn update_authorization_state(

@@ -46,8 +46,11 @@ fn terminal(status: TerminalStatus) -> AuthState {
 
 async fn create(store: &dyn Store, r: &AuthorizationRecord) {
     assert_eq!(
-        store.create_authorization(r, 0, 60_000).await.unwrap(),
-        Creation::Created
+        store
+            .create_authorization(r, 0, 60_000, None)
+            .await
+            .unwrap(),
+        Creation::Created { ota_counter: None }
     );
 }
 
@@ -172,7 +175,7 @@ pub(crate) async fn create_then_get_round_trips_and_duplicates_are_refused(store
         Some(r.clone())
     );
     assert!(matches!(
-        store.create_authorization(&r, 0, 60_000).await,
+        store.create_authorization(&r, 0, 60_000, None).await,
         Err(StoreError::AlreadyExists { .. })
     ));
     // Endings are never created directly.
@@ -181,7 +184,50 @@ pub(crate) async fn create_then_get_round_trips_and_duplicates_are_refused(store
         state: terminal(TerminalStatus::Denied),
         ..r
     };
-    assert!(store.create_authorization(&done, 0, 60_000).await.is_err());
+    assert!(store
+        .create_authorization(&done, 0, 60_000, None)
+        .await
+        .is_err());
+}
+
+pub(crate) async fn creation_reserves_the_push_counter_in_the_same_step(store: Arc<dyn Store>) {
+    let k = key("46700000026");
+    store.raise_ota_counter_floor(&k, 41).await.unwrap();
+    let r = record("auth-ota", "46700000026");
+    assert_eq!(
+        store
+            .create_authorization(&r, 0, 1_000, Some(&k))
+            .await
+            .unwrap(),
+        Creation::Created {
+            ota_counter: Some(41)
+        }
+    );
+    let stored = store.get_authorization("auth-ota").await.unwrap().unwrap();
+    assert_eq!(stored.stk_counter, Some(41));
+    assert_eq!(store.ota_high_water(&k).await.unwrap(), 42);
+    // An exhausted key set refuses the whole creation: no record, no claim.
+    let spent = key("46700000027");
+    store
+        .raise_ota_counter_floor(&spent, OTA_COUNTER_MAX + 1)
+        .await
+        .unwrap();
+    let refused = keyed("auth-spent", "rp-1", "k-spent");
+    assert!(matches!(
+        store
+            .create_authorization(&refused, 0, 1_000, Some(&spent))
+            .await,
+        Err(StoreError::CountersExhausted { .. })
+    ));
+    assert_eq!(store.get_authorization("auth-spent").await.unwrap(), None);
+    let retry = keyed("auth-retry", "rp-1", "k-spent");
+    assert!(matches!(
+        store
+            .create_authorization(&retry, 0, 1_000, None)
+            .await
+            .unwrap(),
+        Creation::Created { .. }
+    ));
 }
 
 pub(crate) async fn compare_and_set_applies_only_on_the_expected_state(store: Arc<dyn Store>) {
@@ -364,19 +410,19 @@ fn keyed(id: &str, client: &str, key: &str) -> AuthorizationRecord {
 pub(crate) async fn an_idempotency_key_names_the_first_authorization_until_it_expires(
     store: Arc<dyn Store>,
 ) {
-    let created = |c: Creation| matches!(c, Creation::Created);
+    let created = |c: Creation| matches!(c, Creation::Created { .. });
     let existing = |c: Creation| match c {
         Creation::Existing(r) => r.id,
-        Creation::Created => "(created)".into(),
+        Creation::Created { .. } => "(created)".into(),
     };
     let x = keyed("auth-x", "rp-1", "req-1");
     assert!(created(
-        store.create_authorization(&x, 100, 50).await.unwrap()
+        store.create_authorization(&x, 100, 50, None).await.unwrap()
     ));
     assert_eq!(
         existing(
             store
-                .create_authorization(&keyed("auth-y", "rp-1", "req-1"), 149, 50)
+                .create_authorization(&keyed("auth-y", "rp-1", "req-1"), 149, 50, None)
                 .await
                 .unwrap()
         ),
@@ -387,21 +433,21 @@ pub(crate) async fn an_idempotency_key_names_the_first_authorization_until_it_ex
     // Same key, other client: independent.
     assert!(created(
         store
-            .create_authorization(&keyed("auth-z", "rp-2", "req-1"), 149, 50)
+            .create_authorization(&keyed("auth-z", "rp-2", "req-1"), 149, 50, None)
             .await
             .unwrap()
     ));
     // Expired: the key names a new authorization.
     assert!(created(
         store
-            .create_authorization(&keyed("auth-y", "rp-1", "req-1"), 150, 50)
+            .create_authorization(&keyed("auth-y", "rp-1", "req-1"), 150, 50, None)
             .await
             .unwrap()
     ));
     assert_eq!(
         existing(
             store
-                .create_authorization(&keyed("auth-w", "rp-1", "req-1"), 151, 50)
+                .create_authorization(&keyed("auth-w", "rp-1", "req-1"), 151, 50, None)
                 .await
                 .unwrap()
         ),
@@ -412,11 +458,11 @@ pub(crate) async fn an_idempotency_key_names_the_first_authorization_until_it_ex
 pub(crate) async fn purge_removes_only_expired_terminal_records_and_claims(store: Arc<dyn Store>) {
     let ttl = OPTIONS.terminal_ttl_ms;
     store
-        .create_authorization(&keyed("old", "rp-1", "k-old"), 0, 150 + ttl)
+        .create_authorization(&keyed("old", "rp-1", "k-old"), 0, 150 + ttl, None)
         .await
         .unwrap();
     store
-        .create_authorization(&keyed("new", "rp-1", "k-new"), 0, 250 + ttl)
+        .create_authorization(&keyed("new", "rp-1", "k-new"), 0, 250 + ttl, None)
         .await
         .unwrap();
     create(&*store, &record("live", "46700000030")).await;
@@ -449,10 +495,10 @@ pub(crate) async fn purge_removes_only_expired_terminal_records_and_claims(store
     assert!(store.get_authorization("live").await.unwrap().is_some());
     assert_eq!(
         store
-            .create_authorization(&keyed("again", "rp-1", "k-new"), 1, 10)
+            .create_authorization(&keyed("again", "rp-1", "k-new"), 1, 10, None)
             .await
             .unwrap(),
-        Creation::Created
+        Creation::Created { ota_counter: None }
     );
 }
 
@@ -468,7 +514,7 @@ pub(crate) async fn invalid_keys_are_refused(store: Arc<dyn Store>) {
         ));
         assert!(matches!(
             store
-                .create_authorization(&record(bad, "46700000040"), 0, 1)
+                .create_authorization(&record(bad, "46700000040"), 0, 1, None)
                 .await,
             Err(StoreError::InvalidKey { .. })
         ));
@@ -557,11 +603,14 @@ pub(crate) async fn many_concurrent_callers_interleave_cas_pin_counts_and_claims
                 let mine = format!("own-{caller:02}");
                 let mut claim = keyed(&mine, "rp-1", "same-key");
                 claim.msisdn = format!("4670000{caller:04}");
-                let (claimed, pointed_at) =
-                    match store.create_authorization(&claim, 0, 60_000).await.unwrap() {
-                        Creation::Created => (true, mine.clone()),
-                        Creation::Existing(r) => (false, r.id),
-                    };
+                let (claimed, pointed_at) = match store
+                    .create_authorization(&claim, 0, 60_000, None)
+                    .await
+                    .unwrap()
+                {
+                    Creation::Created { .. } => (true, mine.clone()),
+                    Creation::Existing(r) => (false, r.id),
+                };
                 let mut blocks = Vec::new();
                 for round in 0..ROUNDS {
                     store
@@ -662,6 +711,7 @@ suite!(
     pin_attempts_are_counted_before_the_check_and_lock,
     pin_block_is_permanent_until_reset,
     create_then_get_round_trips_and_duplicates_are_refused,
+    creation_reserves_the_push_counter_in_the_same_step,
     compare_and_set_applies_only_on_the_expected_state,
     the_first_ending_is_final_and_writes_its_outbox,
     ending_an_unknown_id_is_not_found,

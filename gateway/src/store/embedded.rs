@@ -311,6 +311,7 @@ impl Store for EmbeddedStore {
         record: &AuthorizationRecord,
         now_ms: u64,
         idempotency_ttl_ms: u64,
+        ota: Option<&OtaCounterKey>,
     ) -> Result<Creation, StoreError> {
         check_record(record)?;
         if record.state.is_terminal() {
@@ -318,9 +319,13 @@ impl Store for EmbeddedStore {
                 "an authorization is created in flight".into(),
             ));
         }
-        let bytes = encode(record)?;
-        let record = record.clone();
+        if let Some(key) = ota {
+            check_key("msisdn", &key.msisdn)?;
+        }
+        let mut record = record.clone();
+        let ota = ota.cloned();
         self.write(Durability::Immediate, move |txn| {
+            // Every refusal is decided before anything is written (see `writer`).
             let mut auth = txn.open_table(AUTH)?;
             if auth.get(record.id.as_str())?.is_some() {
                 return Err(StoreError::AlreadyExists {
@@ -328,22 +333,39 @@ impl Store for EmbeddedStore {
                     key: record.id.clone(),
                 });
             }
+            let mut idem = txn.open_table(IDEM)?;
+            let mut stale_claim = None;
             if let Some(key) = &record.idempotency_key {
                 let client = record.client_id.as_str();
-                let mut idem = txn.open_table(IDEM)?;
-                let existing: Option<IdempotencyEntry> = match idem.get((client, key.as_str()))? {
-                    Some(bytes) => Some(decode("idempotency", key, bytes.value())?),
-                    None => None,
-                };
-                let mut index = txn.open_table(IDEM_EXPIRY)?;
-                if let Some(entry) = existing {
+                if let Some(bytes) = idem.get((client, key.as_str()))? {
+                    let entry: IdempotencyEntry = decode("idempotency", key, bytes.value())?;
+                    // A claim whose record is gone (purged) names nothing: it is taken over.
                     if entry.expires_ms > now_ms {
-                        // A claim whose record is gone (purged) names nothing: it is taken over.
                         if let Some(other) = Self::load_authorization(&auth, &entry.auth_id)? {
                             return Ok(Creation::Existing(Box::new(other)));
                         }
                     }
-                    index.remove((entry.expires_ms, client, key.as_str()))?;
+                    stale_claim = Some(entry.expires_ms);
+                }
+            }
+            let mut counters = txn.open_table(OTA)?;
+            let reserved = match &ota {
+                Some(key) => {
+                    let storage_key = key.storage_key();
+                    let counter = counters
+                        .get(storage_key.as_str())?
+                        .map_or(OTA_COUNTER_FIRST, |v| v.value())
+                        .max(OTA_COUNTER_FIRST);
+                    Some((storage_key, counter, advance_high_water(key, counter, 1)?))
+                }
+                None => None,
+            };
+
+            if let Some(key) = &record.idempotency_key {
+                let client = record.client_id.as_str();
+                let mut index = txn.open_table(IDEM_EXPIRY)?;
+                if let Some(expired_at) = stale_claim {
+                    index.remove((expired_at, client, key.as_str()))?;
                 }
                 let entry = IdempotencyEntry {
                     auth_id: record.id.clone(),
@@ -352,10 +374,18 @@ impl Store for EmbeddedStore {
                 idem.insert((client, key.as_str()), encode(&entry)?.as_slice())?;
                 index.insert((entry.expires_ms, client, key.as_str()), ())?;
             }
-            auth.insert(record.id.as_str(), bytes.as_slice())?;
+            let ota_counter = match reserved {
+                Some((storage_key, counter, next)) => {
+                    counters.insert(storage_key.as_str(), next)?;
+                    record.stk_counter = Some(counter);
+                    Some(counter)
+                }
+                None => None,
+            };
+            auth.insert(record.id.as_str(), encode(&record)?.as_slice())?;
             txn.open_table(IN_FLIGHT)?
                 .insert((record.msisdn.as_str(), record.id.as_str()), ())?;
-            Ok(Creation::Created)
+            Ok(Creation::Created { ota_counter })
         })
         .await
     }
@@ -579,7 +609,7 @@ mod tests {
         {
             let store = EmbeddedStore::open(&path, OPTIONS).unwrap();
             store
-                .create_authorization(&sample(), 0, 1_000)
+                .create_authorization(&sample(), 0, 1_000, None)
                 .await
                 .unwrap();
             store
@@ -598,7 +628,10 @@ mod tests {
             ..sample()
         };
         assert_eq!(
-            store.create_authorization(&again, 1, 1_000).await.unwrap(),
+            store
+                .create_authorization(&again, 1, 1_000, None)
+                .await
+                .unwrap(),
             Creation::Existing(Box::new(sample()))
         );
         let done = store
@@ -654,7 +687,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(dir.path().join("store.redb"), OPTIONS).unwrap();
         store
-            .create_authorization(&sample(), 0, 1_000)
+            .create_authorization(&sample(), 0, 1_000, None)
             .await
             .unwrap();
         assert_eq!(store.failure(), None);
@@ -701,14 +734,17 @@ mod tests {
                             idempotency_key: None,
                             ..sample()
                         };
-                        store.create_authorization(&own, 0, 1_000).await.unwrap();
+                        store
+                            .create_authorization(&own, 0, 1_000, None)
+                            .await
+                            .unwrap();
                         // Everyone also tries one id that only the first may create.
                         let dup = AuthorizationRecord {
                             id: format!("shared-{i:02}"),
                             idempotency_key: None,
                             ..sample()
                         };
-                        if let Err(e) = store.create_authorization(&dup, 0, 1_000).await {
+                        if let Err(e) = store.create_authorization(&dup, 0, 1_000, None).await {
                             assert!(matches!(e, StoreError::AlreadyExists { .. }), "{e}");
                             refused += 1;
                         }

@@ -130,8 +130,12 @@ impl Store for InMemoryStore {
         record: &AuthorizationRecord,
         now_ms: u64,
         idempotency_ttl_ms: u64,
+        ota: Option<&OtaCounterKey>,
     ) -> Result<Creation, StoreError> {
         check_record(record)?;
+        if let Some(key) = ota {
+            check_key("msisdn", &key.msisdn)?;
+        }
         if record.state.is_terminal() {
             return Err(StoreError::Backend(
                 "an authorization is created in flight".into(),
@@ -153,16 +157,32 @@ impl Store for InMemoryStore {
                     }
                 }
             }
+        }
+        let mut record = record.clone();
+        let ota_counter = match ota {
+            Some(key) => {
+                let mark = inner
+                    .ota
+                    .entry(key.storage_key())
+                    .or_insert(OTA_COUNTER_FIRST);
+                let counter = (*mark).max(OTA_COUNTER_FIRST);
+                *mark = advance_high_water(key, counter, 1)?;
+                record.stk_counter = Some(counter);
+                Some(counter)
+            }
+            None => None,
+        };
+        if let Some(key) = &record.idempotency_key {
             inner.idempotency.insert(
-                slot,
+                (record.client_id.clone(), key.clone()),
                 IdempotencyEntry {
                     auth_id: record.id.clone(),
                     expires_ms: expiry(now_ms, idempotency_ttl_ms),
                 },
             );
         }
-        inner.auth.insert(record.id.clone(), record.clone());
-        Ok(Creation::Created)
+        inner.auth.insert(record.id.clone(), record);
+        Ok(Creation::Created { ota_counter })
     }
 
     async fn update_authorization_state(

@@ -214,14 +214,17 @@ pub trait Store: Send + Sync {
     async fn lock_state(&self, msisdn: &str, now_ms: u64) -> Result<LockState, StoreError>;
 
     /// Durably creates `record` and, when it has an idempotency key, points (client, key) at it
-    /// for `idempotency_ttl_ms`, in one atomic step. A live claim of the same key answers
-    /// [`Creation::Existing`] with the record it names and writes nothing;
-    /// [`StoreError::AlreadyExists`] if the id is taken.
+    /// for `idempotency_ttl_ms`, in one atomic step; with `ota`, the same step reserves the
+    /// next OTA counter of that key (as [`Store::reserve_ota_counters`] with 1) and stores it
+    /// in the record's `stk_counter`, so the counter costs no durable step of its own and is
+    /// known after a restart. A live claim of the same key answers [`Creation::Existing`] with
+    /// the record it names and writes nothing; [`StoreError::AlreadyExists`] if the id is taken.
     async fn create_authorization(
         &self,
         record: &AuthorizationRecord,
         now_ms: u64,
         idempotency_ttl_ms: u64,
+        ota: Option<&OtaCounterKey>,
     ) -> Result<Creation, StoreError>;
 
     /// Compare-and-set of a non-terminal step: applies `update` if the stored state equals

@@ -109,11 +109,12 @@ impl Store for ObservedStore {
         record: &AuthorizationRecord,
         now_ms: u64,
         idempotency_ttl_ms: u64,
+        ota: Option<&OtaCounterKey>,
     ) -> Result<Creation, StoreError> {
         self.timed(
             StoreOp::CreateAuthorization,
             self.inner
-                .create_authorization(record, now_ms, idempotency_ttl_ms),
+                .create_authorization(record, now_ms, idempotency_ttl_ms, ota),
         )
         .await
     }

@@ -273,8 +273,9 @@ pub fn outbox_for(
 /// Answer of [`Store::create_authorization`](super::Store::create_authorization).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Creation {
-    /// Created, with its idempotency claim when it has a key.
-    Created,
+    /// Created, with its idempotency claim when it has a key, and the OTA counter reserved
+    /// for it when one was asked for.
+    Created { ota_counter: Option<u64> },
     /// A live claim of the same (client, key) names this authorization: nothing was written.
     Existing(Box<AuthorizationRecord>),
 }

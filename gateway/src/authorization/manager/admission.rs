@@ -112,12 +112,15 @@ impl AuthorizationManager {
                 }
             };
         let ttl_ms = u64::try_from(inner.settings.idempotency_ttl.as_millis()).unwrap_or(0);
-        match inner
+        let counter_key = OtaCounterKey::new(msisdn.as_str(), sub.tar, sub.kic >> 4);
+        // The OTA counter of the push is reserved in the same durable step as the record.
+        let ota = (channel == ChannelKind::Stk && !locked).then_some(&counter_key);
+        let stk_counter = match inner
             .store
-            .create_authorization(&record, now_ms, ttl_ms)
+            .create_authorization(&record, now_ms, ttl_ms, ota)
             .await
         {
-            Ok(Creation::Created) => {}
+            Ok(Creation::Created { ota_counter }) => ota_counter,
             Ok(Creation::Existing(other)) => {
                 inner.release(&flight);
                 return Ok((state::view_of(&other), true));
@@ -127,7 +130,7 @@ impl AuthorizationManager {
                 tracing::error!(error = %e, "store refused a new authorization");
                 return Err(internal("store unavailable"));
             }
-        }
+        };
         if locked {
             self.metered_start(&flight, channel);
             inner.set_view(&flight, state::view_of(&record));
@@ -154,7 +157,7 @@ impl AuthorizationManager {
             loa: req.loa,
             channel,
             keys,
-            counter_key: OtaCounterKey::new(msisdn.as_str(), sub.tar, sub.kic >> 4),
+            stk_counter,
             rp_name: req.client_name,
             consent: req.consent_text,
             binding: req.binding_message.unwrap_or_default(),

@@ -1,4 +1,4 @@
-//! Carrying out one authorization: the OTA counter, `prompted`, the channel, `answered`, and
+//! Carrying out one authorization: `prompted`, the channel, `answered`, and
 //! the fallback from the SIM applet to USSD; every step a compare-and-set in the store.
 
 use super::*;
@@ -141,15 +141,12 @@ impl Inner {
                     let Some(secrets) = card_secrets(keys) else {
                         return (Ending::new(TerminalStatus::SimError, "card_keys"), via);
                     };
-                    let counter = match self.counters.next(&plan.counter_key).await {
-                        Ok(c) => c,
-                        Err(e) => {
-                            tracing::error!(error = %e, "no OTA counter");
-                            return (
-                                Ending::new(TerminalStatus::SimError, "ota_counter_unavailable"),
-                                via,
-                            );
-                        }
+                    let Some(counter) = plan.stk_counter else {
+                        tracing::error!("no OTA counter was reserved with the record");
+                        return (
+                            Ending::new(TerminalStatus::SimError, "ota_counter_unavailable"),
+                            via,
+                        );
                     };
                     AuthChannel::Stk { secrets, counter }
                 }

@@ -5,7 +5,7 @@
 //! apply the policy (LoA3 over USSD), then, under one lock, answer an idempotent retry of a
 //! running authorization, or admit a new one (in-flight cap, one prompt per MSISDN). The
 //! store then gets the idempotency claim and the record, already `routed`, in one durable
-//! step; a tracked task takes it on: OTA counter, `prompted`, the channel ([`ChannelPort`], the
+//! step (with the OTA counter of an STK push); a tracked task takes it on: `prompted`, the channel ([`ChannelPort`], the
 //! operator's [`Authorizer`](crate::channel::Authorizer) in production), `answered` (steps not
 //! fsynced by themselves), and the ending. Every step is a compare-and-set in the store, so the
 //! first terminal state wins once: a cancel racing an answer, a shutdown racing a result, two
@@ -66,7 +66,7 @@ use crate::metrics::authorization as m;
 use crate::routing::{Msisdn, Router};
 use crate::store::{
     AuthState, AuthorizationRecord, AuthorizationUpdate, Creation, Ended, LockState, LockoutPolicy,
-    OtaCounterAllocator, OtaCounterKey, OutboxPolicy, Store, StoreError,
+    OtaCounterKey, OutboxPolicy, Store, StoreError,
 };
 use crate::subscribers::provision::CardKeys;
 use crate::subscribers::SubscriberRegistry;
@@ -175,7 +175,6 @@ struct Inner {
     operators: Vec<Operator>,
     settings: ManagerSettings,
     clock: UnixClock,
-    counters: Arc<OtaCounterAllocator>,
     outbox: Arc<Outbox>,
     live: Mutex<Live>,
     tracker: TaskTracker,
@@ -212,7 +211,8 @@ struct Plan {
     loa: Loa,
     channel: ChannelKind,
     keys: Option<CardKeys>,
-    counter_key: OtaCounterKey,
+    /// The OTA counter reserved with the record (STK only).
+    stk_counter: Option<u64>,
     rp_name: String,
     consent: String,
     binding: String,
@@ -265,7 +265,6 @@ fn metric_outcome(s: TerminalStatus) -> m::Outcome {
 impl AuthorizationManager {
     /// A manager over its dependencies. Call [`recover`](Self::recover) before serving.
     pub fn new(deps: ManagerDeps) -> Self {
-        let counters = Arc::new(OtaCounterAllocator::with_defaults(deps.store.clone()));
         let callbacks = CallbackClient::new(deps.settings.callback_retry.clone());
         let outbox = Arc::new(Outbox::new(
             deps.store.clone(),
@@ -282,7 +281,6 @@ impl AuthorizationManager {
                 operators: deps.operators,
                 settings: deps.settings,
                 clock: deps.clock,
-                counters,
                 outbox,
                 live: Mutex::new(Live::default()),
                 tracker: TaskTracker::new(),
