@@ -36,6 +36,8 @@ fn record(caller: u64, i: u64) -> AuthorizationRecord {
         updated_ms: i,
         stk_counter: None,
         challenge: vec![0x5a; 16],
+        txid: Vec::new(),
+        ussd_key: None,
         proof: None,
         callback_url: Some("https://rp.example/callback".into()),
         idempotency_key: Some(format!("req-{caller}-{i}")),

@@ -103,6 +103,7 @@ impl ServeHandle {
 struct OperatorChannel {
     authorizer: Authorizer,
     binds: Vec<Arc<BindMetrics>>,
+    ussd_key_range: u32,
 }
 
 impl ChannelPort for OperatorChannel {
@@ -123,6 +124,15 @@ impl ChannelPort for OperatorChannel {
                 .await
         }
         .boxed()
+    }
+
+    fn resume(&self, request: AuthRequest) -> BoxFuture<'static, AuthResult> {
+        let authorizer = self.authorizer.clone();
+        async move { authorizer.resume(request).await }.boxed()
+    }
+
+    fn ussd_key_range(&self) -> u32 {
+        self.ussd_key_range
     }
 
     fn binds_up(&self) -> (usize, usize) {
@@ -274,12 +284,14 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<ServeHandle> {
         ac.ota_originator = op.sms_source_address.clone();
         ac.max_in_flight = config.limits.max_in_flight.max(1) as usize;
         ac.submit_timeout = Duration::from_secs(config.policy.submit_timeout_secs.max(1));
+        let ussd_key_range = crate::channel::router::session_key_range(&ac.dialect);
         let (authorizer, join) = Authorizer::start(ac, Some(pin_check.clone()));
         operators.push(Operator {
             name: op.name.clone(),
             channel: Arc::new(OperatorChannel {
                 authorizer: authorizer.clone(),
                 binds: bind_metrics,
+                ussd_key_range,
             }),
             metrics: Some(metrics.authorization.operator(&op.name)),
         });

@@ -63,6 +63,8 @@ fn authorization(round: u64, writer: u64, i: u64) -> AuthorizationRecord {
         updated_ms: i,
         stk_counter: None,
         challenge: i.to_be_bytes().to_vec(),
+        txid: Vec::new(),
+        ussd_key: None,
         proof: None,
         callback_url: None,
         idempotency_key: None,

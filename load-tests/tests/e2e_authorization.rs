@@ -220,6 +220,8 @@ fn request(index: u64, loa: Loa, channel: AuthChannel) -> AuthRequest {
         binding_code: "K7".into(),
         // Virtual seconds on the card: room for the compressed think times.
         expiry_secs: 600,
+        ussd_key: None,
+        stk_nonce: None,
     }
 }
 

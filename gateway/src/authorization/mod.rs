@@ -19,7 +19,9 @@ pub mod service;
 pub mod state;
 
 pub use audit::AuditLog;
-pub use manager::{AuthorizationManager, ChannelPort, ManagerDeps, ManagerSettings, Operator};
+pub use manager::{
+    AuthorizationManager, ChannelPort, ManagerDeps, ManagerSettings, Operator, Recovered,
+};
 pub use outbox::{DeliveryReport, Outbox, OutboxObservers};
 pub use pin::{system_clock, UnixClock, UssdPinCheck};
 

@@ -340,6 +340,8 @@ mod tests {
             updated_ms: 20,
             stk_counter: Some(5),
             challenge: Vec::new(),
+            txid: Vec::new(),
+            ussd_key: None,
             proof: Some(vec![0xAB, 0xCD]),
             callback_url: None,
             idempotency_key: None,

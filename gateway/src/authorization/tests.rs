@@ -42,6 +42,8 @@ enum Script {
 struct FakeChannel {
     script: Mutex<VecDeque<Script>>,
     seen: Mutex<Vec<AuthRequest>>,
+    /// Requests taken over after a restart.
+    resumed: Mutex<Vec<AuthRequest>>,
     release: Arc<Notify>,
 }
 
@@ -71,6 +73,22 @@ impl ChannelPort for Arc<FakeChannel> {
                     release.notified().await;
                     AuthResult::Denied
                 }
+            }
+        }
+        .boxed()
+    }
+    fn resume(&self, request: AuthRequest) -> BoxFuture<'static, AuthResult> {
+        self.resumed.lock().unwrap().push(request);
+        let next = self
+            .script
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or(Script::Reply(AuthResult::Expired));
+        async move {
+            match next {
+                Script::Reply(r) => r,
+                Script::Hang => std::future::pending().await,
             }
         }
         .boxed()
@@ -570,6 +588,8 @@ async fn restart_recovery_ends_every_in_flight_record() {
                     updated_ms: 1,
                     stk_counter: None,
                     challenge: Vec::new(),
+                    txid: Vec::new(),
+                    ussd_key: None,
                     proof: None,
                     callback_url: None,
                     idempotency_key: None,
@@ -584,7 +604,13 @@ async fn restart_recovery_ends_every_in_flight_record() {
             .unwrap();
     }
     let r = rig_with(ManagerSettings::default(), store);
-    assert_eq!(r.manager.recover().await.unwrap(), 2);
+    assert_eq!(
+        r.manager.recover().await.unwrap(),
+        Recovered {
+            resumed: 0,
+            ended: 2
+        }
+    );
     assert!(r.store.list_in_flight().await.unwrap().is_empty());
     for id in ["old0", "old1"] {
         let v = r.manager.get("rp", id, None).await.unwrap();
@@ -757,7 +783,7 @@ async fn an_ending_the_store_refused_is_never_published_and_lands_once_it_is_sto
     assert_eq!(audit_lines(&r, 1).await.lines().count(), 1);
     // After a restart on the same store, the same result.
     let again = rig_with(ManagerSettings::default(), store.clone());
-    assert_eq!(again.manager.recover().await.unwrap(), 0);
+    assert_eq!(again.manager.recover().await.unwrap(), Recovered::default());
     let after = again.manager.get("rp", &v.id, None).await.unwrap();
     assert_eq!(status(&after), status(&done));
 }
@@ -785,9 +811,134 @@ async fn an_ending_never_stored_stays_pending_and_the_next_start_ends_it_once() 
     // The next start ends it, definitely, and nobody ever saw "approved".
     store.fail_endings.store(false, Ordering::SeqCst);
     let next = rig_with(settings, store.clone());
-    assert_eq!(next.manager.recover().await.unwrap(), 1);
+    assert_eq!(next.manager.recover().await.unwrap().ended, 1);
     let after = next.manager.get("rp", &v.id, None).await.unwrap();
     assert_eq!(status(&after).unwrap().0, TerminalStatus::Expired);
     let twice = r.manager.get("rp", &v.id, None).await.unwrap();
     assert_eq!(status(&twice), status(&after));
+}
+
+#[tokio::test]
+async fn a_restart_takes_over_prompts_that_can_still_be_answered_and_ends_the_rest() {
+    let store: Arc<dyn Store> = Arc::new(InMemoryStore::new(StoreOptions::default()));
+    let now = 1_700_000_000_000u64;
+    let base = AuthorizationRecord {
+        id: String::new(),
+        client_id: "rp".into(),
+        msisdn: String::new(),
+        operator: "red".into(),
+        channel: Channel::Stk,
+        loa_requested: crate::store::Loa::Loa2,
+        loa_achieved: None,
+        state: AuthState::Prompted,
+        created_ms: now - 5_000,
+        deadline_ms: now + 60_000,
+        updated_ms: now - 5_000,
+        stk_counter: Some(7),
+        challenge: vec![2; 16],
+        txid: vec![1; 8],
+        ussd_key: None,
+        proof: None,
+        callback_url: None,
+        idempotency_key: None,
+        prompted_ms: Some(now - 4_000),
+        keycloak: None,
+    };
+    let stk = AuthorizationRecord {
+        id: "stk".into(),
+        msisdn: msisdn(true, 0),
+        ..base.clone()
+    };
+    let ussd = AuthorizationRecord {
+        id: "ussd".into(),
+        msisdn: msisdn(false, 0),
+        channel: Channel::Ussd,
+        state: AuthState::Routed,
+        stk_counter: None,
+        challenge: Vec::new(),
+        txid: Vec::new(),
+        ussd_key: Some(5),
+        ..base.clone()
+    };
+    let late = AuthorizationRecord {
+        id: "late".into(),
+        msisdn: msisdn(true, 1),
+        deadline_ms: now - 1,
+        ..base.clone()
+    };
+    for r in [&stk, &ussd, &late] {
+        store.create_authorization(r, now, 0, None).await.unwrap();
+    }
+    let r = rig_with(ManagerSettings::default(), store);
+    r.channel.push(Script::Reply(AuthResult::Denied));
+    r.channel.push(Script::Reply(AuthResult::Denied));
+    assert_eq!(
+        r.manager.recover().await.unwrap(),
+        Recovered {
+            resumed: 2,
+            ended: 1
+        }
+    );
+    for id in ["stk", "ussd"] {
+        let done = wait_end(&r, id).await;
+        assert_eq!(
+            status(&done),
+            Some((TerminalStatus::Denied, "user_denied".into())),
+            "{id}"
+        );
+    }
+    let late = r.manager.get("rp", "late", None).await.unwrap();
+    assert_eq!(
+        status(&late),
+        Some((TerminalStatus::Expired, "gateway_restarted".into()))
+    );
+    // Nothing was sent again; each was taken over with what the store kept.
+    assert!(r.channel.seen().is_empty());
+    let resumed = r.channel.resumed.lock().unwrap().clone();
+    assert_eq!(resumed.len(), 2);
+    let stk_req = resumed.iter().find(|q| q.msisdn == stk.msisdn).unwrap();
+    assert!(matches!(
+        stk_req.channel,
+        AuthChannel::Stk { counter: 7, .. }
+    ));
+    let nonce = stk_req.stk_nonce.unwrap();
+    assert_eq!((nonce.txid, nonce.challenge), ([1; 8], [2; 16]));
+    let ussd_req = resumed.iter().find(|q| q.msisdn == ussd.msisdn).unwrap();
+    assert_eq!(ussd_req.ussd_key, Some(5));
+    assert!(ussd_req.expiry_secs <= 60 && ussd_req.expiry_secs >= 59);
+}
+
+#[tokio::test]
+async fn what_checking_an_answer_needs_is_stored_before_the_prompt_goes_out() {
+    let r = rig(ManagerSettings::default());
+    r.channel.push(Script::Hang);
+    r.channel.push(Script::Hang);
+    let stk = r
+        .manager
+        .start(request(&msisdn(true, 0), Loa::Loa2))
+        .await
+        .unwrap();
+    let ussd = r
+        .manager
+        .start(request(&msisdn(false, 0), Loa::Loa2))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let seen = r.channel.seen();
+    let stored_stk = r.store.get_authorization(&stk.id).await.unwrap().unwrap();
+    let sent_stk = seen.iter().find(|q| q.msisdn == stored_stk.msisdn).unwrap();
+    let AuthChannel::Stk { counter, .. } = sent_stk.channel else {
+        panic!("not a push");
+    };
+    assert_eq!(stored_stk.stk_counter, Some(counter));
+    let nonce = sent_stk.stk_nonce.unwrap();
+    assert_eq!(stored_stk.txid, nonce.txid.to_vec());
+    assert_eq!(stored_stk.challenge, nonce.challenge.to_vec());
+    let stored_ussd = r.store.get_authorization(&ussd.id).await.unwrap().unwrap();
+    let sent_ussd = seen
+        .iter()
+        .find(|q| q.msisdn == stored_ussd.msisdn)
+        .unwrap();
+    assert!(stored_ussd.ussd_key.is_some());
+    assert_eq!(sent_ussd.ussd_key, stored_ussd.ussd_key);
 }

@@ -82,6 +82,12 @@ enum Command {
         reply: oneshot::Sender<AuthResult>,
         accepted: Option<oneshot::Sender<()>>,
     },
+    /// Take over an authorization whose prompt an earlier run sent.
+    Resume {
+        request: Box<AuthRequest>,
+        permit: OwnedSemaphorePermit,
+        reply: oneshot::Sender<AuthResult>,
+    },
     Shutdown {
         done: oneshot::Sender<()>,
     },
@@ -157,6 +163,26 @@ impl Authorizer {
             accepted,
         };
         if self.commands.send(start).await.is_err() {
+            return AuthResult::Unavailable;
+        }
+        result.await.unwrap_or(AuthResult::Unavailable)
+    }
+
+    /// Takes over an authorization whose prompt an earlier run of the gateway sent (after a
+    /// restart): `request` carries what the store kept (USSD session key; STK counter,
+    /// transaction id and challenge). Nothing is sent; the answer that arrives in time ends it
+    /// as [`Authorizer::authorize`] would.
+    pub async fn resume(&self, request: AuthRequest) -> AuthResult {
+        let Ok(permit) = self.slots.clone().acquire_owned().await else {
+            return AuthResult::Unavailable;
+        };
+        let (reply, result) = oneshot::channel();
+        let resume = Command::Resume {
+            request: Box::new(request),
+            permit,
+            reply,
+        };
+        if self.commands.send(resume).await.is_err() {
             return AuthResult::Unavailable;
         }
         result.await.unwrap_or(AuthResult::Unavailable)
@@ -260,6 +286,9 @@ impl Driver {
                     Some(Command::Start { request, permit, reply, accepted }) => {
                         self.start(now_std(), *request, permit, reply, accepted);
                     }
+                    Some(Command::Resume { request, permit, reply }) => {
+                        self.resume(now_std(), *request, permit, reply);
+                    }
                     Some(Command::Shutdown { done }) => {
                         self.stop().await;
                         let _ = done.send(());
@@ -277,6 +306,32 @@ impl Driver {
                 () = sleep => self.router.handle_timeout(now_std()),
             }
             self.carry_out(now_std());
+        }
+    }
+
+    fn resume(
+        &mut self,
+        now: Instant,
+        request: AuthRequest,
+        permit: OwnedSemaphorePermit,
+        reply: oneshot::Sender<AuthResult>,
+    ) {
+        self.next_auth += 1;
+        let auth = self.next_auth;
+        match self.router.resume(now, auth, request) {
+            Ok(()) => {
+                self.waiters.insert(
+                    auth,
+                    Waiter {
+                        reply: Some(reply),
+                        accepted: None,
+                        _permit: permit,
+                    },
+                );
+            }
+            Err(why) => {
+                let _ = reply.send(AuthResult::Invalid(why));
+            }
         }
     }
 

@@ -72,6 +72,11 @@ pub struct AuthRequest {
     pub binding_code: String,
     /// Seconds the user has (STK: told to the card; USSD: the dialect's timers apply).
     pub expiry_secs: u16,
+    /// The USSD session key the caller chose (and stored, so a restart can match the answer);
+    /// `None`: the router picks one.
+    pub ussd_key: Option<u16>,
+    /// The STK transaction id and challenge the caller drew (and stored); `None`: the shell's.
+    pub stk_nonce: Option<StkNonce>,
 }
 
 /// How an authorization ended. Exactly one per authorization.
@@ -99,11 +104,18 @@ pub enum AuthResult {
     Unavailable,
 }
 
-/// The fresh random values an STK push needs; the shell draws them (a CSPRNG), tests fix them.
+/// The fresh random values an STK push needs; the caller or the shell draws them (a CSPRNG),
+/// tests fix them.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct StkNonce {
     pub txid: [u8; TXID_LEN],
     pub challenge: [u8; CHALLENGE_LEN],
+}
+
+impl std::fmt::Debug for StkNonce {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StkNonce(..)")
+    }
 }
 
 /// Settings of a [`Router`].
@@ -193,6 +205,15 @@ struct Entry {
     message_ids: Vec<String>,
 }
 
+/// How many USSD session keys `dialect` carries (keys are `0..range`).
+pub fn session_key_range(dialect: &Dialect) -> u32 {
+    match dialect.session_key {
+        SessionKeyLocation::ItsSessionInfo8 => 0x100,
+        SessionKeyLocation::DialogId15 => 0x8000,
+        SessionKeyLocation::UserMessageReference => 0x1_0000,
+    }
+}
+
 /// Every authorization in flight on one operator, sans IO. See the module docs.
 pub struct Router {
     config: RouterConfig,
@@ -271,34 +292,97 @@ impl Router {
                 let (dialog, key) = self.ussd_dialog(now, &request)?;
                 (Machine::Ussd(dialog), u64::from(key))
             }
-            AuthChannel::Stk { secrets, counter } => {
-                let in_flight = self.stk.get(&request.msisdn).is_some_and(|ids| {
-                    ids.iter()
-                        .any(|id| self.entries.get(id).is_some_and(|e| e.key == *counter))
-                });
-                if in_flight {
-                    return Err("an STK push with this counter is already in flight".to_owned());
-                }
-                let params = StkParams {
-                    msisdn: request.msisdn.clone(),
-                    originator: self.config.ota_originator.clone(),
-                    secrets: secrets.clone(),
-                    counter: *counter,
-                    txid: nonce.txid,
-                    challenge: nonce.challenge,
-                    loa: request.loa,
-                    expiry_secs: request.expiry_secs,
-                    rp_name: request.rp_name.clone(),
-                    consent: request.consent.clone(),
-                    binding_code: request.binding_code.clone(),
-                    // Only distinct among concurrent concatenated pushes to one handset.
-                    concat_ref: (*counter & 0xFF) as u8,
-                    grace: self.config.stk_grace,
-                };
+            AuthChannel::Stk { counter, .. } => {
+                let params = self.stk_params(&request, request.stk_nonce.unwrap_or(nonce))?;
                 let push = StkPush::new(now, params).map_err(|e| e.to_string())?;
                 (Machine::Stk(push), *counter)
             }
         };
+        self.register(now, auth, request, machine, key);
+        Ok(())
+    }
+
+    /// Takes over authorization `auth` whose prompt an earlier run of the gateway sent: the
+    /// request carries what the store kept (the USSD session key; the STK counter, transaction
+    /// id and challenge). Nothing is sent; the answer is awaited for `request.expiry_secs` (plus
+    /// the STK grace), and the authorization ends as [`Router::start`]'s would.
+    pub fn resume(
+        &mut self,
+        now: Instant,
+        auth: AuthId,
+        request: AuthRequest,
+    ) -> Result<(), String> {
+        if self.entries.contains_key(&auth) {
+            return Err(format!("authorization {auth} is already running"));
+        }
+        let (machine, key) = match &request.channel {
+            AuthChannel::Ussd => {
+                let key = request
+                    .ussd_key
+                    .ok_or_else(|| "a resumed USSD dialog needs its session key".to_owned())?;
+                if self.ussd.contains_key(&(request.msisdn.clone(), key)) {
+                    return Err("this USSD session key is in use".to_owned());
+                }
+                let prompt = UssdPrompt {
+                    msisdn: request.msisdn.clone(),
+                    service_code: self.config.service_code.clone(),
+                    key,
+                    loa: request.loa,
+                    text: String::new(),
+                };
+                let deadline = now + Duration::from_secs(u64::from(request.expiry_secs));
+                let dialog = UssdDialog::resumed(self.config.dialect.clone(), prompt, deadline);
+                (Machine::Ussd(dialog), u64::from(key))
+            }
+            AuthChannel::Stk { counter, .. } => {
+                let nonce = request
+                    .stk_nonce
+                    .ok_or_else(|| "a resumed STK push needs its transaction id".to_owned())?;
+                let params = self.stk_params(&request, nonce)?;
+                (Machine::Stk(StkPush::resumed(now, params)), *counter)
+            }
+        };
+        self.register(now, auth, request, machine, key);
+        Ok(())
+    }
+
+    fn stk_params(&self, request: &AuthRequest, nonce: StkNonce) -> Result<StkParams, String> {
+        let AuthChannel::Stk { secrets, counter } = &request.channel else {
+            return Err("not an STK request".to_owned());
+        };
+        let in_flight = self.stk.get(&request.msisdn).is_some_and(|ids| {
+            ids.iter()
+                .any(|id| self.entries.get(id).is_some_and(|e| e.key == *counter))
+        });
+        if in_flight {
+            return Err("an STK push with this counter is already in flight".to_owned());
+        }
+        Ok(StkParams {
+            msisdn: request.msisdn.clone(),
+            originator: self.config.ota_originator.clone(),
+            secrets: secrets.clone(),
+            counter: *counter,
+            txid: nonce.txid,
+            challenge: nonce.challenge,
+            loa: request.loa,
+            expiry_secs: request.expiry_secs,
+            rp_name: request.rp_name.clone(),
+            consent: request.consent.clone(),
+            binding_code: request.binding_code.clone(),
+            // Only distinct among concurrent concatenated pushes to one handset.
+            concat_ref: (*counter & 0xFF) as u8,
+            grace: self.config.stk_grace,
+        })
+    }
+
+    fn register(
+        &mut self,
+        now: Instant,
+        auth: AuthId,
+        request: AuthRequest,
+        machine: Machine,
+        key: u64,
+    ) {
         match &machine {
             Machine::Ussd(_) => {
                 self.ussd.insert((request.msisdn.clone(), key as u16), auth);
@@ -324,7 +408,6 @@ impl Router {
             },
         );
         self.drive(now, auth);
-        Ok(())
     }
 
     /// Ends every authorization at once (the shell is stopping): each gets
@@ -431,11 +514,7 @@ impl Router {
     }
 
     fn key_range(&self) -> u32 {
-        match self.config.dialect.session_key {
-            SessionKeyLocation::ItsSessionInfo8 => 0x100,
-            SessionKeyLocation::DialogId15 => 0x8000,
-            SessionKeyLocation::UserMessageReference => 0x1_0000,
-        }
+        session_key_range(&self.config.dialect)
     }
 
     /// A session key not used by another open dialog with the same MSISDN.
@@ -460,9 +539,20 @@ impl Router {
         if request.loa == Loa::Loa3 && !self.config.ussd_pin_check {
             return Err("USSD LoA3 needs a PIN verifier".into());
         }
-        let key = self
-            .allocate_key(&request.msisdn)
-            .ok_or_else(|| "no free USSD session key for this MSISDN".to_owned())?;
+        let key = match request.ussd_key {
+            Some(key) if u32::from(key) >= self.key_range() => {
+                return Err(format!(
+                    "USSD session key {key} is out of the dialect's range"
+                ))
+            }
+            Some(key) if self.ussd.contains_key(&(request.msisdn.clone(), key)) => {
+                return Err("this USSD session key is in use for this MSISDN".to_owned())
+            }
+            Some(key) => key,
+            None => self
+                .allocate_key(&request.msisdn)
+                .ok_or_else(|| "no free USSD session key for this MSISDN".to_owned())?,
+        };
         let text = if request.binding_code.is_empty() {
             format!("{}: {}", request.rp_name, request.consent)
         } else {
@@ -798,6 +888,8 @@ mod tests {
             consent: "Log in?".into(),
             binding_code: "AB12".into(),
             expiry_secs: 60,
+            ussd_key: None,
+            stk_nonce: None,
         }
     }
 
@@ -929,6 +1021,50 @@ mod tests {
                 }
             )]
         );
+    }
+
+    #[test]
+    fn a_resumed_dialog_is_matched_by_its_stored_key_and_nothing_is_sent_before_the_answer() {
+        let t0 = Instant::now();
+        let mut r = Router::new(config());
+        let mut req = request(AuthChannel::Ussd, Loa::Loa2);
+        // Without its key a dialog cannot be taken over.
+        assert!(r.resume(t0, 1, req.clone()).is_err());
+        req.ussd_key = Some(42);
+        r.resume(t0, 1, req.clone()).unwrap();
+        assert!(outputs(&mut r).is_empty(), "no prompt is sent again");
+        // A new dialog asking for the same key of the same MSISDN is refused.
+        assert!(r.start(t0, 2, req, NONCE).is_err());
+        r.handle_event(t0, ussd_answer(41, "1"));
+        assert!(results(&outputs(&mut r)).is_empty());
+        r.handle_event(t0, ussd_answer(42, "1"));
+        let out = outputs(&mut r);
+        assert_eq!(
+            results(&out),
+            vec![(
+                1,
+                AuthResult::Approved {
+                    loa: Loa::Loa2,
+                    proof: None
+                }
+            )]
+        );
+        assert_eq!(submits(&out).len(), 1, "the closing screen");
+    }
+
+    #[test]
+    fn a_chosen_key_is_used_and_checked_against_the_dialect() {
+        let t0 = Instant::now();
+        let mut r = Router::new(config());
+        let mut req = request(AuthChannel::Ussd, Loa::Loa2);
+        req.ussd_key = Some(0x1FF);
+        assert!(
+            r.start(t0, 1, req.clone(), NONCE).is_err(),
+            "8-bit keys only"
+        );
+        req.ussd_key = Some(0x42);
+        r.start(t0, 1, req, NONCE).unwrap();
+        assert_eq!(submits(&outputs(&mut r))[0].2, Some(0x42));
     }
 
     #[test]

@@ -197,6 +197,21 @@ impl StkPush {
         })
     }
 
+    /// A push an earlier run of the gateway sent (restored after a restart from what the store
+    /// kept: counter, transaction id, challenge): nothing to send, the PoR is awaited until the
+    /// expiry plus the grace.
+    pub fn resumed(now: Instant, params: StkParams) -> Self {
+        let deadline = now + Duration::from_secs(u64::from(params.expiry_secs)) + params.grace;
+        Self {
+            params,
+            state: State::Waiting,
+            outbox: Vec::new(),
+            unaccepted: 0,
+            deadline,
+            result: None,
+        }
+    }
+
     /// The subscriber.
     pub fn msisdn(&self) -> &str {
         &self.params.msisdn
@@ -417,6 +432,34 @@ mod tests {
         forged.challenge[0] ^= 1;
         assert!(!forged.verify(&p.secrets));
         assert!(s.is_finished());
+    }
+
+    #[test]
+    fn a_resumed_push_sends_nothing_and_checks_the_answer_to_the_stored_request() {
+        let t0 = Instant::now();
+        let p = params(Loa::Loa2);
+        let mut s = StkPush::resumed(t0, params(Loa::Loa2));
+        assert!(
+            s.poll_transmit().is_none(),
+            "the packet went out before the restart"
+        );
+        // An answer to another counter is not this push's.
+        assert!(!s.handle_por(
+            t0,
+            MSISDN,
+            &por(&p, 41, Outcome::Approved { loa: Loa::Loa2 })
+        ));
+        let ud = por(&p, 42, Outcome::Approved { loa: Loa::Loa2 });
+        assert!(s.handle_por(t0, MSISDN, &ud));
+        let Some(StkOutcome::Approved { proof, .. }) = s.poll_result() else {
+            panic!("not approved");
+        };
+        assert!(proof.verify(&p.secrets));
+        // No PoR by the deadline: expired (nothing is left unsent).
+        let mut quiet = StkPush::resumed(t0, params(Loa::Loa2));
+        let due = quiet.poll_timeout().unwrap();
+        quiet.handle_timeout(due);
+        assert_eq!(quiet.poll_result(), Some(StkOutcome::Expired));
     }
 
     #[test]

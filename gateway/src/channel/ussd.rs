@@ -119,6 +119,22 @@ impl UssdDialog {
         })
     }
 
+    /// A dialog whose prompt an earlier run of the gateway sent (restored after a restart
+    /// from what the store kept): nothing to send, the answer is awaited until `deadline`.
+    pub fn resumed(dialect: Dialect, prompt: UssdPrompt, deadline: Instant) -> Self {
+        Self {
+            dialect,
+            prompt,
+            state: State::AwaitAnswer,
+            prompt_accepted: true,
+            step_no: 1,
+            step_deadline: deadline,
+            session_deadline: deadline,
+            outbox: VecDeque::new(),
+            result: None,
+        }
+    }
+
     /// The subscriber.
     pub fn msisdn(&self) -> &str {
         &self.prompt.msisdn
@@ -332,6 +348,37 @@ mod tests {
         );
         assert!(d.is_finished());
         assert_eq!(d.poll_timeout(), None);
+    }
+
+    #[test]
+    fn a_resumed_dialog_sends_nothing_first_and_takes_its_answer_until_its_deadline() {
+        let t0 = Instant::now();
+        let prompt = UssdPrompt {
+            msisdn: MSISDN.into(),
+            service_code: "*123#".into(),
+            key: 7,
+            loa: Loa::Loa2,
+            text: String::new(),
+        };
+        let deadline = t0 + Duration::from_secs(20);
+        let mut d = UssdDialog::resumed(Dialect::spec_default(), prompt.clone(), deadline);
+        assert!(
+            d.poll_transmit().is_none(),
+            "the prompt went out before the restart"
+        );
+        assert_eq!(d.poll_timeout(), Some(deadline));
+        // Another key is another dialog.
+        assert!(!d.handle_mo(t0, &answer(8, "1")));
+        assert!(d.handle_mo(t0 + Duration::from_secs(5), &answer(7, "1")));
+        assert_eq!(d.poll_result(), Some(UssdOutcome::Approved));
+        assert_eq!(
+            op_and_text(&d.poll_transmit().unwrap()),
+            (3, "Confirmed".into())
+        );
+        // Silence until the deadline: expired, not a delivery error (the prompt was accepted).
+        let mut quiet = UssdDialog::resumed(Dialect::spec_default(), prompt, deadline);
+        quiet.handle_timeout(deadline);
+        assert_eq!(quiet.poll_result(), Some(UssdOutcome::Expired));
     }
 
     #[test]

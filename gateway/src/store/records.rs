@@ -136,6 +136,14 @@ pub struct AuthorizationRecord {
     /// Transaction id / challenge the card MACs.
     #[serde(with = "hex_bytes")]
     pub challenge: Vec<u8>,
+    /// The STK request's transaction id (with `challenge` and `stk_counter`, what checking the
+    /// card's answer after a restart needs; the keys come from the subscriber registry).
+    #[serde(default, with = "hex_bytes")]
+    pub txid: Vec<u8>,
+    /// The USSD dialog's session key, stored before the prompt goes out so a restart can still
+    /// match the answer.
+    #[serde(default)]
+    pub ussd_key: Option<u16>,
     /// The card's MAC over the challenge, once answered.
     #[serde(with = "hex_bytes_opt")]
     pub proof: Option<Vec<u8>>,
@@ -631,6 +639,8 @@ pub(crate) mod tests {
             updated_ms: 1,
             stk_counter: None,
             challenge: vec![1, 2, 3, 4],
+            txid: Vec::new(),
+            ussd_key: None,
             proof: None,
             callback_url: Some("https://rp.example/cb".into()),
             idempotency_key: Some("req-1".into()),

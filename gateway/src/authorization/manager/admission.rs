@@ -80,6 +80,25 @@ impl AuthorizationManager {
             Admitted::New(f) => f,
         };
         let expiry_ms = u64::try_from(req.expiry.as_millis()).unwrap_or(u64::MAX);
+        // What checking the answer needs is chosen here and stored with the record, before the
+        // prompt goes out, so an answer that arrives after a restart still counts.
+        let stk_nonce = (channel == ChannelKind::Stk).then(|| StkNonce {
+            txid: rand::random(),
+            challenge: rand::random(),
+        });
+        let ussd_key = match channel {
+            ChannelKind::Ussd => match inner.dialog_keys.get(op_index) {
+                Some(keys) => match keys.allocate(msisdn.as_str(), Instant::now()) {
+                    Some(key) => Some(key),
+                    None => {
+                        inner.release(&flight);
+                        return Err(StartError::AlreadyInProgress);
+                    }
+                },
+                None => None,
+            },
+            ChannelKind::Stk => None,
+        };
         let record = AuthorizationRecord {
             id: id.clone(),
             client_id: req.client_id.clone(),
@@ -94,7 +113,9 @@ impl AuthorizationManager {
             deadline_ms: now_ms.saturating_add(expiry_ms),
             updated_ms: now_ms,
             stk_counter: None,
-            challenge: Vec::new(),
+            challenge: stk_nonce.map(|n| n.challenge.to_vec()).unwrap_or_default(),
+            txid: stk_nonce.map(|n| n.txid.to_vec()).unwrap_or_default(),
+            ussd_key,
             proof: None,
             callback_url: req.callback_url.clone(),
             idempotency_key: req.idempotency_key.clone(),
@@ -158,6 +179,9 @@ impl AuthorizationManager {
             channel,
             keys,
             stk_counter,
+            stk_nonce,
+            ussd_key,
+            resumed_from: None,
             rp_name: req.client_name,
             consent: req.consent_text,
             binding: req.binding_message.unwrap_or_default(),

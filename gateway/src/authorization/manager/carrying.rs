@@ -131,7 +131,10 @@ impl Inner {
     ) -> (Ending, Option<ChannelKind>) {
         let mut channel = plan.channel;
         let mut via = None;
-        let mut prompted = false;
+        // A prompt taken over after a restart was out already; its step is in the record.
+        let mut resumed = plan.resumed_from.is_some();
+        let mut prompted = plan.resumed_from == Some(AuthState::Prompted);
+        let mut ussd_key = plan.ussd_key;
         let Some(operator) = self.operators.get(flight.operator) else {
             return (Ending::new(TerminalStatus::Rejected, "no_operator"), None);
         };
@@ -168,15 +171,26 @@ impl Inner {
                 consent: plan.consent.clone(),
                 binding_code: plan.binding.clone(),
                 expiry_secs: user_expiry_secs(remaining, channel),
+                ussd_key: match channel {
+                    ChannelKind::Ussd => ussd_key,
+                    ChannelKind::Stk => None,
+                },
+                stk_nonce: plan.stk_nonce,
             };
-            if let Some(om) = &operator.metrics {
-                om.prompt_sent(metric_channel(channel));
-            }
             // `prompted` is recorded when the SMSC takes the prompt, not when it is queued: a
             // throttled bind must not make the view claim the handset has it.
             let (accepted_tx, accepted_rx) = oneshot::channel();
             let mut accepted_rx = Some(accepted_rx);
-            let work = operator.channel.authorize_notifying(request, accepted_tx);
+            let work = if std::mem::take(&mut resumed) {
+                drop(accepted_tx);
+                accepted_rx = None;
+                operator.channel.resume(request)
+            } else {
+                if let Some(om) = &operator.metrics {
+                    om.prompt_sent(metric_channel(channel));
+                }
+                operator.channel.authorize_notifying(request, accepted_tx)
+            };
             // The applet keeps its own clock and its answer travels back by SMS, so an STK
             // push gets an overrun past the expiry; a USSD dialog is live: at the expiry it is
             // over, whatever the dialect's step timers would still allow.
@@ -222,6 +236,11 @@ impl Inner {
                 tracing::info!(id = %flight.id, "STK push not delivered, falling back to USSD");
                 channel = ChannelKind::Ussd;
                 via = Some(ChannelKind::Ussd);
+                // The fallback prompt's key is not stored: a restart does not resume it.
+                ussd_key = self
+                    .dialog_keys
+                    .get(flight.operator)
+                    .and_then(|k| k.allocate(&plan.msisdn, Instant::now()));
                 flight
                     .view
                     .send_modify(|v| v.channel = Some(ChannelKind::Ussd));

@@ -49,8 +49,11 @@ use tracing::Instrument;
 
 mod admission;
 mod carrying;
+mod keys;
 mod publishing;
 mod recovery;
+
+pub use recovery::Recovered;
 
 use super::audit::AuditLog;
 use super::outbox::{DeliveryReport, Outbox, OutboxObservers};
@@ -61,6 +64,7 @@ use super::service::{
 };
 use super::state::{self, Ending};
 use crate::callback::{CallbackClient, RetryPolicy};
+use crate::channel::router::StkNonce;
 use crate::channel::{AuthChannel, AuthRequest, AuthResult};
 use crate::metrics::authorization as m;
 use crate::routing::{Msisdn, Router};
@@ -86,6 +90,15 @@ pub trait ChannelPort: Send + Sync + 'static {
     ) -> BoxFuture<'static, AuthResult> {
         let _ = accepted.send(());
         self.authorize(request)
+    }
+    /// Takes over an authorization whose prompt an earlier run sent (after a restart), from
+    /// what the store kept; nothing is sent. A channel that cannot says so at once.
+    fn resume(&self, _request: AuthRequest) -> BoxFuture<'static, AuthResult> {
+        async { AuthResult::Unavailable }.boxed()
+    }
+    /// How many USSD session keys the operator's dialect has (keys are `0..range`).
+    fn ussd_key_range(&self) -> u32 {
+        0x100
     }
     /// Binds (bound, configured).
     fn binds_up(&self) -> (usize, usize);
@@ -176,6 +189,8 @@ struct Inner {
     settings: ManagerSettings,
     clock: UnixClock,
     outbox: Arc<Outbox>,
+    /// USSD session keys per operator (index = operator).
+    dialog_keys: Vec<keys::DialogKeys>,
     live: Mutex<Live>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
@@ -213,6 +228,12 @@ struct Plan {
     keys: Option<CardKeys>,
     /// The OTA counter reserved with the record (STK only).
     stk_counter: Option<u64>,
+    /// The STK transaction id and challenge, stored with the record.
+    stk_nonce: Option<StkNonce>,
+    /// The USSD session key, stored with the record.
+    ussd_key: Option<u16>,
+    /// Taken over after a restart, in this state: the prompt is out, only its answer is awaited.
+    resumed_from: Option<AuthState>,
     rp_name: String,
     consent: String,
     binding: String,
@@ -273,8 +294,14 @@ impl AuthorizationManager {
             deps.clock.clone(),
             deps.outbox_observers,
         ));
+        let dialog_keys = deps
+            .operators
+            .iter()
+            .map(|o| keys::DialogKeys::new(o.channel.ussd_key_range()))
+            .collect();
         Self {
             inner: Arc::new(Inner {
+                dialog_keys,
                 store: deps.store,
                 router: deps.router,
                 subscribers: deps.subscribers,

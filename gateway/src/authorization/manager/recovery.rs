@@ -1,30 +1,164 @@
-//! Recovery at start (the outbox left by the last run is delivered, every record left in
-//! flight ends as `expired` / `gateway_restarted`) and
-//! the graceful shutdown (refuse, drain for a time, end the rest as `gateway_shutdown`).
+//! Recovery at start and the graceful shutdown (refuse, drain for a time, end the rest as
+//! `gateway_shutdown`).
+//!
+//! At start the outbox left by the last run is delivered, and every authorization the last run
+//! left in flight is taken over when its prompt can still be answered: time is left, and the
+//! record holds what checking the answer needs (the USSD session key; the STK counter,
+//! transaction id and challenge, with the card's keys from the subscriber registry). Its
+//! channel then waits for the answer without sending anything, and the authorization ends as the
+//! user chose. The others end as `expired` / `gateway_restarted`.
 
 use super::*;
 
+/// What [`AuthorizationManager::recover`] did with the authorizations left in flight.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// Taken over: their answers are awaited.
+    pub resumed: usize,
+    /// Ended as `expired` / `gateway_restarted` (no time left, or nothing to match an answer).
+    pub ended: usize,
+}
+
+/// Less time than this left: not worth taking over.
+const LEAST_TIME_TO_RESUME: Duration = Duration::from_secs(1);
+
 impl AuthorizationManager {
-    /// Ends every authorization the store holds in flight (left by an earlier run) as
-    /// `expired` / `gateway_restarted`. Returns how many.
-    pub async fn recover(&self) -> Result<usize, StoreError> {
+    /// Delivers what the last run left in the outbox, takes over the authorizations it left in
+    /// flight whose answers can still come, and ends the others as `expired` /
+    /// `gateway_restarted`. Call once, before serving.
+    pub async fn recover(&self) -> Result<Recovered, StoreError> {
         // Deliveries owed by endings of the last run first: they are older.
         self.inner.outbox.resume().await?;
         let stale = self.inner.store.list_in_flight().await?;
-        let mut ended = 0;
+        let now_ms = (self.inner.clock)();
+        let mut done = Recovered::default();
         for record in stale {
+            if self.resume(&record, now_ms) {
+                done.resumed += 1;
+                continue;
+            }
             let ending = Ending::new(TerminalStatus::Expired, "gateway_restarted");
             if self.inner.finish(&record.id, ending, None).await.is_ok() {
-                ended += 1;
+                done.ended += 1;
             }
         }
-        if ended > 0 {
+        if done.resumed + done.ended > 0 {
             tracing::warn!(
-                count = ended,
-                "ended authorizations left in flight by the last run"
+                resumed = done.resumed,
+                ended = done.ended,
+                "authorizations left in flight by the last run"
             );
         }
-        Ok(ended)
+        Ok(done)
+    }
+
+    /// Takes `record` over if its prompt can still be answered; `false` otherwise.
+    fn resume(&self, record: &AuthorizationRecord, now_ms: u64) -> bool {
+        let inner = &self.inner;
+        // Bounded: a deadline is at most the API's longest expiry away; a wild one must not
+        // overflow the clock.
+        let left = Duration::from_millis(record.deadline_ms.saturating_sub(now_ms))
+            .min(Duration::from_secs(24 * 3600));
+        if left < LEAST_TIME_TO_RESUME
+            || !matches!(record.state, AuthState::Routed | AuthState::Prompted)
+        {
+            return false;
+        }
+        let Some(op_index) = inner
+            .operators
+            .iter()
+            .position(|o| o.name == record.operator)
+        else {
+            return false;
+        };
+        let Ok(msisdn) = Msisdn::parse(&record.msisdn) else {
+            return false;
+        };
+        let channel = state::from_store_channel(record.channel);
+        let (keys, stk_nonce) = match channel {
+            ChannelKind::Stk => {
+                let keys = inner
+                    .subscribers
+                    .get(&msisdn)
+                    .and_then(|sub| sub.keys.clone());
+                let nonce = match (
+                    <[u8; 8]>::try_from(record.txid.as_slice()),
+                    <[u8; 16]>::try_from(record.challenge.as_slice()),
+                ) {
+                    (Ok(txid), Ok(challenge)) => Some(StkNonce { txid, challenge }),
+                    _ => None,
+                };
+                if keys.is_none() || nonce.is_none() || record.stk_counter.is_none() {
+                    return false;
+                }
+                (keys, nonce)
+            }
+            ChannelKind::Ussd => {
+                let Some(key) = record.ussd_key else {
+                    return false;
+                };
+                if let Some(book) = inner.dialog_keys.get(op_index) {
+                    book.reserve(&record.msisdn, key, Instant::now());
+                }
+                (None, None)
+            }
+        };
+        let loa = state::from_store_loa(record.loa_requested);
+        let mut view = state::view_of(record);
+        view.channel = Some(channel);
+        let deadline = Instant::now() + left;
+        let (tx, _) = watch::channel(view);
+        let flight = Arc::new(Flight {
+            id: record.id.clone(),
+            client_id: record.client_id.clone(),
+            msisdn: record.msisdn.clone(),
+            idempotency_key: record.idempotency_key.clone(),
+            operator: op_index,
+            loa,
+            view: tx,
+            cancel: inner.shutdown.child_token(),
+            started: Instant::now(),
+            deadline,
+        });
+        {
+            let mut live = lock(&inner.live);
+            *live.per_msisdn.entry(flight.msisdn.clone()).or_insert(0) += 1;
+            if let Some(key) = &flight.idempotency_key {
+                live.by_key
+                    .insert((flight.client_id.clone(), key.clone()), flight.id.clone());
+            }
+            live.by_id.insert(flight.id.clone(), flight.clone());
+        }
+        let plan = Plan {
+            msisdn: record.msisdn.clone(),
+            loa,
+            channel,
+            keys,
+            stk_counter: record.stk_counter,
+            stk_nonce,
+            ussd_key: record.ussd_key,
+            resumed_from: Some(record.state.clone()),
+            // The prompt is on the handset already: its texts are not needed again.
+            rp_name: String::new(),
+            consent: String::new(),
+            binding: String::new(),
+            deadline,
+        };
+        let span = tracing::info_span!(
+            "authorization",
+            id = %record.id,
+            msisdn = %msisdn.masked(),
+            channel = ?channel,
+            resumed = true,
+        );
+        let task_inner = inner.clone();
+        inner.tracker.spawn(
+            async move {
+                task_inner.run(flight, plan).await;
+            }
+            .instrument(span),
+        );
+        true
     }
 
     /// Refuses new starts, lets running authorizations finish for up to `drain`, ends the rest
