@@ -27,7 +27,7 @@ use super::audit::AuditLog;
 use super::pin::UnixClock;
 use super::service::{AuthorizationState, AuthorizationView, TerminalStatus};
 use super::state;
-use crate::callback::{CallbackClient, Delivery, GiveUpReason};
+use crate::callback::{CallbackClient, Delivery, GiveUpReason, RetryPolicy};
 use crate::metrics::callback::{CallbackMetrics, CallbackOutcome, CallbackTarget};
 use crate::metrics::outbox::{self as om, OutboxMetrics, OutboxOutcome};
 use crate::store::{AuthorizationRecord, OutboxEntry, OutboxKind, Store};
@@ -135,6 +135,12 @@ impl Outbox {
         observers: Option<OutboxObservers>,
     ) -> Self {
         let (reports, _) = broadcast::channel(1024);
+        // An entry is owed until its deadline: it is retried (with the policy's back-off)
+        // until then, however many attempts that takes.
+        let callbacks = CallbackClient::new(RetryPolicy {
+            max_attempts: u32::MAX,
+            ..callbacks.policy().clone()
+        });
         Self {
             store,
             callbacks,

@@ -129,7 +129,8 @@ pub struct ManagerSettings {
     /// Time past an authorization's expiry after which the manager ends it itself when the
     /// channel has not (so a stuck bind never leaves it in flight).
     pub overrun: Duration,
-    /// Delivery of callbacks.
+    /// Delivery of callbacks: back-off and attempt timeout (outbox entries are retried until
+    /// their deadline, so `max_attempts` does not bound them).
     pub callback_retry: RetryPolicy,
     /// Longest time spent delivering one callback.
     pub callback_window: Duration,
