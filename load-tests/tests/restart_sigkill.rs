@@ -118,16 +118,18 @@ impl GatewayProcess {
     }
 }
 
-/// Callbacks received: (path, event id, authorization header, body). Answers 503 until
-/// `accepting` is set.
+/// One callback received: path, event id, authorization header, body.
+type Call = (String, String, String, Value);
+
+/// Callbacks received. Answers 503 until `accepting` is set.
 #[derive(Clone, Default)]
 struct Receiver {
     accepting: Arc<AtomicBool>,
-    calls: Arc<Mutex<Vec<(String, String, String, Value)>>>,
+    calls: Arc<Mutex<Vec<Call>>>,
 }
 
 impl Receiver {
-    fn accepted(&self) -> Vec<(String, String, String, Value)> {
+    fn accepted(&self) -> Vec<Call> {
         self.calls.lock().unwrap().clone()
     }
 }
@@ -192,7 +194,7 @@ async fn keycloak_request(api: SocketAddr, token: &str, msisdn: &str) -> String 
 }
 
 /// A POST with a bearer token over a fresh hyper connection.
-async fn reqwest_like_post(api: SocketAddr, path: &str, token: &str, body: Value) -> (u16, Value) {
+async fn post(api: SocketAddr, path: &str, token: &str, body: Value) -> (u16, Value) {
     use http_body_util::{BodyExt, Full};
     use hyper_util::client::legacy::Client;
     use hyper_util::rt::TokioExecutor;
