@@ -182,19 +182,14 @@ fn keycloak_token(realm: &str, jti: &str) -> String {
 }
 
 async fn keycloak_request(api: SocketAddr, token: &str, msisdn: &str) -> String {
-    let client = reqwest_like_post(
-        api,
-        "/keycloak/ciba",
-        token,
-        json!({ "login_hint": msisdn }),
-    );
-    let (status, body) = client.await;
+    let body = json!({ "login_hint": msisdn });
+    let (status, body) = post_with_bearer(api, "/keycloak/ciba", token, body).await;
     assert_eq!(status, 201, "{body}");
     body["authorization_id"].as_str().unwrap().to_owned()
 }
 
 /// A POST with a bearer token over a fresh hyper connection.
-async fn post(api: SocketAddr, path: &str, token: &str, body: Value) -> (u16, Value) {
+async fn post_with_bearer(api: SocketAddr, path: &str, token: &str, body: Value) -> (u16, Value) {
     use http_body_util::{BodyExt, Full};
     use hyper_util::client::legacy::Client;
     use hyper_util::rt::TokioExecutor;
