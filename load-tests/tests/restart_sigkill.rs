@@ -47,7 +47,22 @@ const PROCESS_LIFETIME: Duration = Duration::from_secs(90);
 /// The API client owns the native authorizations and, by sharing Keycloak's client id, can
 /// cancel Keycloak's too.
 const CLIENT: &str = "keycloak";
-const PROMPTS_PER_CHANNEL: usize = 4;
+/// Prompts per channel on the handsets at the kill; `RESTART_SIGKILL_PROMPTS` raises it for a
+/// measurement (150: the 300 of the trial).
+fn prompts_per_channel() -> usize {
+    std::env::var("RESTART_SIGKILL_PROMPTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4)
+}
+
+/// The `n`-th index (from 0) of a population of `size` whose SIM has the applet, or not.
+fn index_in(size: u32, applet: bool, n: usize) -> u64 {
+    (0..u64::from(size))
+        .filter(|i| sim_applet_model::handset::population::has_applet(SEED, *i, SHARE) == applet)
+        .nth(n)
+        .expect("population too small")
+}
 
 #[test]
 fn gateway_process() {
@@ -225,8 +240,11 @@ async fn prompts_on_handsets_and_callbacks_owed_survive_sigkill_of_the_gateway()
         p_wrong_pin: 0.0,
         ..UserParams::default()
     };
+    let per_channel = prompts_per_channel();
+    // Room for every prompt and the two extra authorizations on each channel.
+    let size = SIZE.max(u32::try_from(4 * per_channel + 16).unwrap());
     let population = PopulationConfig {
-        size: SIZE,
+        size,
         applet_share: SHARE,
         seed: SEED,
         msisdn_base: BASE,
@@ -258,7 +276,7 @@ async fn prompts_on_handsets_and_callbacks_owed_survive_sigkill_of_the_gateway()
     b.client_id = CLIENT.into();
     b.token = TOKEN.into();
     b.seed = SEED;
-    b.count = u64::from(SIZE);
+    b.count = u64::from(size);
     b.msisdn_base = BASE;
     b.applet_share = SHARE;
     b.pepper = "end to end test pepper, long enough".into();
@@ -277,8 +295,8 @@ async fn prompts_on_handsets_and_callbacks_owed_survive_sigkill_of_the_gateway()
     // Prompts that will be on the handsets when the gateway dies.
     let mut prompted = Vec::new();
     for applet in [false, true] {
-        for n in 0..PROMPTS_PER_CHANNEL {
-            let msisdn = msisdn(index_with(applet, n));
+        for n in 0..per_channel {
+            let msisdn = msisdn(index_in(size, applet, n));
             let mut body = start_body(&msisdn, 2, 60);
             body["callback_url"] = json!(format!("http://{receiver_addr}/cb"));
             let r = api.start(&body, None).await.unwrap();
@@ -287,7 +305,7 @@ async fn prompts_on_handsets_and_callbacks_owed_survive_sigkill_of_the_gateway()
         }
     }
     // Endings whose callbacks cannot go out before the kill (the receiver answers 503).
-    let cancelled_msisdn = msisdn(index_with(false, PROMPTS_PER_CHANNEL));
+    let cancelled_msisdn = msisdn(index_in(size, false, per_channel));
     let mut body = start_body(&cancelled_msisdn, 2, 60);
     body["callback_url"] = json!(format!("http://{receiver_addr}/cb"));
     let native = api.start(&body, None).await.unwrap().body["id"]
@@ -295,7 +313,7 @@ async fn prompts_on_handsets_and_callbacks_owed_survive_sigkill_of_the_gateway()
         .unwrap()
         .to_owned();
     let token = keycloak_token(&realm, "jti-restart");
-    let keycloak_msisdn = msisdn(index_with(true, PROMPTS_PER_CHANNEL));
+    let keycloak_msisdn = msisdn(index_in(size, true, per_channel));
     let keycloak = keycloak_request(first.api, &token, &keycloak_msisdn).await;
     for id in [&native, &keycloak] {
         assert_eq!(api.cancel(id).await.unwrap().body["status"], "cancelled");

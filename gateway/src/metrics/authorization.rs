@@ -137,6 +137,7 @@ pub struct AuthorizationMetrics {
     pin_failures: Family<OpChannelLabels, Counter>,
     pin_lockouts: Family<OpChannelLabels, Counter>,
     ota_failures: Family<OtaLabels, Counter>,
+    resumed: Family<OpChannelLabels, Counter>,
     duration: Family<ChannelOutcomeLabels, Histogram>,
     user_answer: Family<ChannelLabels, Histogram>,
     own: Family<ChannelLabels, Histogram>,
@@ -156,6 +157,8 @@ pub struct OperatorMetrics {
     pin_lockouts: Vec<Counter>,
     /// `[kind]`.
     ota_failures: Vec<Counter>,
+    /// `[channel]`.
+    resumed: Vec<Counter>,
     /// `[channel][outcome]`.
     duration: Vec<Histogram>,
     user_answer: Vec<Histogram>,
@@ -176,6 +179,7 @@ impl AuthorizationMetrics {
             pin_failures: Family::default(),
             pin_lockouts: Family::default(),
             ota_failures: Family::default(),
+            resumed: Family::default(),
             duration: Family::new_with_constructor(|| Histogram::new(USER_LATENCY_BUCKETS)),
             user_answer: Family::new_with_constructor(|| Histogram::new(USER_LATENCY_BUCKETS)),
             own: Family::new_with_constructor(|| Histogram::new(MACHINE_LATENCY_BUCKETS)),
@@ -230,6 +234,11 @@ impl AuthorizationMetrics {
             "SIM applet exchanges failed in the OTA layer, by operator and check",
             m.ota_failures.clone(),
         );
+        registry.register(
+            "authorizations_resumed",
+            "Authorizations taken over after a restart (their prompt was out, the answer is awaited), by operator and channel",
+            m.resumed.clone(),
+        );
         // Operator-free series exist from the start, so dashboards show zeros, not gaps.
         for &channel in Channel::ALL {
             drop(m.user_answer.get_or_create(&ChannelLabels { channel }));
@@ -250,6 +259,7 @@ impl AuthorizationMetrics {
             pin_failures: Vec::new(),
             pin_lockouts: Vec::new(),
             ota_failures: Vec::new(),
+            resumed: Vec::new(),
             duration: Vec::new(),
             user_answer: Vec::new(),
             own: Vec::new(),
@@ -282,6 +292,7 @@ impl AuthorizationMetrics {
                 .push(self.pin_failures.get_or_create_owned(&l));
             out.pin_lockouts
                 .push(self.pin_lockouts.get_or_create_owned(&l));
+            out.resumed.push(self.resumed.get_or_create_owned(&l));
             for &outcome in Outcome::ALL {
                 out.duration.push(
                     self.duration
@@ -330,6 +341,12 @@ impl OperatorMetrics {
         if let Some(own) = own {
             self.own[c].observe(seconds(own));
         }
+    }
+
+    /// An authorization left in flight by the last run was taken over: it is in flight again.
+    pub fn resumed(&self, channel: Channel) {
+        self.resumed[channel as usize].inc();
+        self.in_flight[channel as usize].inc();
     }
 
     /// A prompt (USSD push or secured SMS-PP) was submitted.

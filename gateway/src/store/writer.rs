@@ -10,11 +10,13 @@
 //!
 //! **Pacing.** On a fast disk (an fsync in 0.5 ms) the writer is idle most of the time even at
 //! 1 000 authorizations/s, so batches stay small and nearly every durable operation costs an
-//! fsync of its own, which spends the disk's IOPS and the CPU's time. So a durable commit never
-//! starts sooner than `durable_interval` after the previous durable commit started: under load
-//! the writer collects what arrives meanwhile (at most one fsync per interval, 200/s at the
-//! default 5 ms), while an operation arriving at a store that has been quiet for an interval
-//! commits at once. Latency under load grows by at most the interval. Zero turns pacing off.
+//! fsync of its own, which spends the disk's IOPS and the CPU's time. So while several callers
+//! write at once (the last durable commit, or the batch at hand, carried more than one durable
+//! operation), a durable commit never starts sooner than `durable_interval` after the previous
+//! durable commit started: the writer collects what arrives meanwhile (at most one fsync per
+//! interval, 200/s at the default 5 ms). A lone caller, or a store that has been quiet for an
+//! interval, commits at once. Latency under load grows by at most the interval. Zero turns
+//! pacing off.
 //!
 //! A job's expected refusal (already exists, conflict, counters exhausted, a corrupt record) is
 //! its answer and leaves the batch alone: such refusals are decided before the job writes
@@ -280,10 +282,15 @@ fn run(
         }
     };
     let mut last_durable: Option<Instant> = None;
+    // Durable operations in the last durable commit: more than one means other callers are
+    // writing at the same time, so waiting gathers more of them.
+    let mut last_durable_ops = 0usize;
     while let Some(first) = queue.blocking_recv() {
         let mut batch = vec![first];
         drain(&mut queue, &mut batch);
-        if let Some(last) = last_durable.filter(|_| batch.iter().any(|j| j.durable)) {
+        let durable_ops = batch.iter().filter(|j| j.durable).count();
+        let busy = last_durable_ops > 1 || durable_ops > 1;
+        if let Some(last) = last_durable.filter(|_| durable_ops > 0 && busy) {
             let due = last + durable_interval;
             let now = Instant::now();
             if due > now && batch.len() < MAX_BATCH {
@@ -309,7 +316,8 @@ fn run(
                 continue;
             }
         };
-        let durable = batch.iter().any(|j| j.durable);
+        let durable_in_batch = batch.iter().filter(|j| j.durable).count();
+        let durable = durable_in_batch > 0;
         if let Err(e) = txn.set_durability(if durable {
             Durability::Immediate
         } else {
@@ -352,6 +360,7 @@ fn run(
         let started = Instant::now();
         if durable {
             last_durable = Some(started);
+            last_durable_ops = durable_in_batch;
         }
         let committed = txn.commit();
         let took = started.elapsed();

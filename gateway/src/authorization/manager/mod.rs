@@ -21,15 +21,17 @@
 //! when the policy allows it and the LoA can be reached there. A PIN-locked subscriber asking
 //! for LoA3 over USSD ends `pin_blocked` at once, without a prompt.
 //!
-//! Restart: the dialogs live in the channel driver's memory, so after a restart none can be
-//! resumed (a USSD dialog is gone at the SMSC, and the card's answer cannot be matched without
-//! the challenge). [`AuthorizationManager::recover`] therefore ends every in-flight record as
-//! `expired` / `gateway_restarted`, whether or not its deadline passed.
+//! Restart: what checking an answer needs (the USSD session key from [`keys`], the STK
+//! transaction id and challenge, the OTA counter) is chosen here and stored with the record
+//! before the prompt goes out, so [`AuthorizationManager::recover`] takes over the
+//! authorizations left in flight that still have time (the channel waits for their answers
+//! without sending anything) and ends the others as `expired` / `gateway_restarted`.
 //!
 //! Shutdown: new starts are refused, running authorizations get a time to finish, then end
 //! as `expired` / `gateway_shutdown`; callbacks get a bounded time to go out.
 //!
-//! The parts: `admission` (routing, policy, the caps, creating the record), `carrying`
+//! The parts: `admission` (routing, policy, the caps, creating the record), `keys` (USSD
+//! session keys), `carrying`
 //! (the task that carries one authorization out), `publishing` (the one ending and who hears
 //! of it), `recovery` (start-up and shutdown). This file holds the shared state and the
 //! [`AuthorizationService`] the API calls.

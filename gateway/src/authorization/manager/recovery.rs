@@ -129,6 +129,9 @@ impl AuthorizationManager {
             }
             live.by_id.insert(flight.id.clone(), flight.clone());
         }
+        if let Some(om) = inner.operators[op_index].metrics.as_ref() {
+            om.resumed(metric_channel(channel));
+        }
         let plan = Plan {
             msisdn: record.msisdn.clone(),
             loa,
