@@ -345,7 +345,7 @@ fn run_gateway_then_crash(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_a_crash_mid_flight_the_restarted_gateway_ends_it_and_keeps_what_was_done() {
+async fn after_a_crash_mid_flight_the_restarted_gateway_takes_it_over_and_keeps_what_was_done() {
     let (smsc, log) = start_smsc(user(0.0, 0.0, 0.0)).await;
     let dir = tempfile::tempdir().unwrap();
     // The registry knows twice the network's handsets: the extra ones never answer.
@@ -367,11 +367,17 @@ async fn after_a_crash_mid_flight_the_restarted_gateway_ends_it_and_keeps_what_w
 
         let gw = start_gateway(gateway_config(smsc.local_addr(), dir.path(), count)).await;
         let api = gw.api_addr;
-        // What was in flight reads terminal, with a definite status.
+        // What was in flight with time left is taken over: its prompt is still out, its answer
+        // awaited (this handset never answers), and it ends once, here by the client's cancel.
         let v = get(api, &c, 0).await.body;
-        assert_eq!(v["state"], "terminal", "{v}");
-        assert_eq!(v["status"], "expired", "{v}");
-        assert_eq!(v["reason"], "gateway_restarted", "{v}");
+        assert_eq!(
+            (&v["state"], &v["step"]),
+            (&json!("pending"), &json!("prompted")),
+            "{v}"
+        );
+        let cancelled = cancel(api, &c).await.body;
+        assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+        assert_eq!(get(api, &c, 0).await.body["status"], "cancelled");
         // What had ended is kept.
         assert_stk_approval(&get(api, &a, 0).await.body, 2);
         assert_eq!(get(api, &b, 0).await.body["status"], "approved");
@@ -382,7 +388,7 @@ async fn after_a_crash_mid_flight_the_restarted_gateway_ends_it_and_keeps_what_w
         // The OTA counter survived: the card accepts the next push.
         let d = start_ok(api, &stk, 2, 60).await;
         assert_stk_approval(&terminal(api, &d).await, 2);
-        // The MSISDN left in flight is free again.
+        // The MSISDN it held is free again.
         let e = start_ok(api, &silent, 2, 60).await;
         cancel(api, &e).await;
         gw.shutdown().await;

@@ -92,10 +92,10 @@ pub struct OutboxObservers {
     pub callbacks: Arc<CallbackMetrics>,
 }
 
-/// Longest wait for an entry without a deadline (the audit line) between two write attempts.
-const AUDIT_RETRY: Duration = Duration::from_secs(5);
-/// Audit writes tried at most per entry and run; the entry stays for the next run after that.
-const AUDIT_ATTEMPTS: u32 = 5;
+/// First and longest waits between two attempts to write an audit line (it is owed for good:
+/// a full disk is retried until it has room, or until the process stops).
+const AUDIT_FIRST_RETRY: Duration = Duration::from_millis(500);
+const AUDIT_LONGEST_RETRY: Duration = Duration::from_secs(30);
 
 /// The outbox sender; share it behind an `Arc`.
 pub struct Outbox {
@@ -318,12 +318,8 @@ impl Outbox {
                 tracing::warn!(id = %record.id, kind = entry.kind.name(), %reason, "delivery given up")
             }
         }
-        let audit_deferred = entry.kind == OutboxKind::Audit && !delivery.is_delivered();
-        // An audit line that could not be written stays for the next run: it is owed for good.
-        if !audit_deferred {
-            if let Err(e) = self.store.outbox_remove(&entry.event_id).await {
-                tracing::warn!(error = %e, "delivered outbox entry not removed; it will be delivered again");
-            }
+        if let Err(e) = self.store.outbox_remove(&entry.event_id).await {
+            tracing::warn!(error = %e, "delivered outbox entry not removed; it will be delivered again");
         }
         let _ = self.reports.send(DeliveryReport {
             event_id: entry.event_id.clone(),
@@ -342,9 +338,11 @@ impl Outbox {
         view: &AuthorizationView,
     ) -> Delivery {
         let Some(audit) = &self.audit else {
+            // Written by a run that audited; this one does not: the entry cannot be kept.
             return unsendable("no audit log is configured");
         };
         let mut attempts = 0;
+        let mut wait = AUDIT_FIRST_RETRY;
         loop {
             attempts += 1;
             match audit.record(&entry.event_id, &record.client_id, &record.msisdn, view) {
@@ -354,15 +352,11 @@ impl Outbox {
                         attempts,
                     }
                 }
-                Err(e) if attempts >= AUDIT_ATTEMPTS => {
-                    return Delivery::GaveUp {
-                        reason: GiveUpReason::AttemptsExhausted {
-                            attempts,
-                            last: e.to_string(),
-                        },
-                    }
+                // Logged by the audit log; the entry stays counted in the outbox meanwhile.
+                Err(_) => {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(AUDIT_LONGEST_RETRY);
                 }
-                Err(_) => tokio::time::sleep(AUDIT_RETRY).await,
             }
         }
     }

@@ -942,3 +942,43 @@ async fn what_checking_an_answer_needs_is_stored_before_the_prompt_goes_out() {
     assert!(stored_ussd.ussd_key.is_some());
     assert_eq!(sent_ussd.ussd_key, stored_ussd.ussd_key);
 }
+
+#[tokio::test]
+async fn a_restart_resumes_a_fallback_prompt_over_ussd_not_the_failed_push() {
+    let store: Arc<dyn Store> = Arc::new(InMemoryStore::new(StoreOptions::default()));
+    let r = rig_with(ManagerSettings::default(), store.clone());
+    // The push never reaches the handset; the fallback prompt hangs (the process "dies").
+    r.channel.push(Script::Reply(AuthResult::DeliveryError(
+        SubmitFailure::ResponseTimeout,
+    )));
+    r.channel.push(Script::Hang);
+    let v = r
+        .manager
+        .start(request(&msisdn(true, 0), Loa::Loa2))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let sent = r.channel.seen();
+    assert_eq!(sent.len(), 2);
+    let fallback_key = sent[1].ussd_key.expect("the fallback prompt has a key");
+    let stored = store.get_authorization(&v.id).await.unwrap().unwrap();
+    assert_eq!(
+        stored.ussd_key,
+        Some(fallback_key),
+        "stored with the record"
+    );
+
+    // A new process on the same store takes it over as the USSD dialog it had become.
+    let next = rig_with(ManagerSettings::default(), store);
+    next.channel.push(Script::Reply(AuthResult::Approved {
+        loa: AppletLoa::Loa2,
+        proof: None,
+    }));
+    assert_eq!(next.manager.recover().await.unwrap().resumed, 1);
+    let done = wait_end(&next, &v.id).await;
+    assert_eq!(status(&done).unwrap().0, TerminalStatus::Approved);
+    assert_eq!(done.channel, Some(ChannelKind::Ussd));
+    let resumed = next.channel.resumed.lock().unwrap().clone();
+    assert_eq!(resumed[0].channel, AuthChannel::Ussd);
+    assert_eq!(resumed[0].ussd_key, Some(fallback_key));
+}

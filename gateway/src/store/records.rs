@@ -318,6 +318,8 @@ pub struct AuthorizationUpdate {
     pub loa_achieved: Option<Loa>,
     pub stk_counter: Option<u64>,
     pub proof: Option<Vec<u8>>,
+    /// A USSD session key (a fallback prompt's).
+    pub ussd_key: Option<u16>,
 }
 
 impl AuthorizationUpdate {
@@ -328,7 +330,13 @@ impl AuthorizationUpdate {
             loa_achieved: None,
             stk_counter: None,
             proof: None,
+            ussd_key: None,
         }
+    }
+
+    pub fn with_ussd_key(mut self, key: u16) -> Self {
+        self.ussd_key = Some(key);
+        self
     }
 
     pub fn with_loa_achieved(mut self, loa: Loa) -> Self {
@@ -377,6 +385,9 @@ pub(crate) fn apply_update(
     }
     if let Some(proof) = &update.proof {
         record.proof = Some(proof.clone());
+    }
+    if let Some(key) = update.ussd_key {
+        record.ussd_key = Some(key);
     }
     Ok(())
 }

@@ -128,6 +128,7 @@ impl AuthorizationManager {
                 Ok(state) => !matches!(state, LockState::Open { .. }),
                 Err(e) => {
                     inner.release(&flight);
+                    inner.release_dialog_key(op_index, msisdn.as_str(), ussd_key);
                     tracing::error!(error = %e, "PIN lock state unreadable");
                     return Err(internal("store unavailable"));
                 }
@@ -144,10 +145,12 @@ impl AuthorizationManager {
             Ok(Creation::Created { ota_counter }) => ota_counter,
             Ok(Creation::Existing(other)) => {
                 inner.release(&flight);
+                inner.release_dialog_key(op_index, msisdn.as_str(), ussd_key);
                 return Ok((state::view_of(&other), true));
             }
             Err(e) => {
                 inner.release(&flight);
+                inner.release_dialog_key(op_index, msisdn.as_str(), ussd_key);
                 tracing::error!(error = %e, "store refused a new authorization");
                 return Err(internal("store unavailable"));
             }
@@ -182,6 +185,7 @@ impl AuthorizationManager {
             stk_nonce,
             ussd_key,
             resumed_from: None,
+            via: None,
             rp_name: req.client_name,
             consent: req.consent_text,
             binding: req.binding_message.unwrap_or_default(),
@@ -246,6 +250,7 @@ impl AuthorizationManager {
             return Err(StartError::AlreadyInProgress);
         }
         let id = view.id.clone();
+        let channel = view.channel.unwrap_or(ChannelKind::Ussd);
         let (tx, _) = watch::channel(view);
         let flight = Arc::new(Flight {
             id,
@@ -254,6 +259,7 @@ impl AuthorizationManager {
             idempotency_key: req.idempotency_key.clone(),
             operator,
             loa: req.loa,
+            channel,
             view: tx,
             cancel: self.inner.shutdown.child_token(),
             started: Instant::now(),

@@ -130,7 +130,7 @@ impl Inner {
         plan: &Plan,
     ) -> (Ending, Option<ChannelKind>) {
         let mut channel = plan.channel;
-        let mut via = None;
+        let mut via = plan.via;
         // A prompt taken over after a restart was out already; its step is in the record.
         let mut resumed = plan.resumed_from.is_some();
         let mut prompted = plan.resumed_from == Some(AuthState::Prompted);
@@ -236,11 +236,28 @@ impl Inner {
                 tracing::info!(id = %flight.id, "STK push not delivered, falling back to USSD");
                 channel = ChannelKind::Ussd;
                 via = Some(ChannelKind::Ussd);
-                // The fallback prompt's key is not stored: a restart does not resume it.
                 ussd_key = self
                     .dialog_keys
                     .get(flight.operator)
                     .and_then(|k| k.allocate(&plan.msisdn, Instant::now()));
+                // The fallback prompt's key goes into the record (with the next commit, not
+                // fsynced by itself), so a restart resumes the USSD dialog, not the STK push.
+                if let Some(key) = ussd_key {
+                    let from = if prompted {
+                        AuthState::Prompted
+                    } else {
+                        AuthState::Routed
+                    };
+                    let update =
+                        AuthorizationUpdate::to(from.clone(), (self.clock)()).with_ussd_key(key);
+                    if let Err(e) = self
+                        .store
+                        .update_authorization_state(&flight.id, &from, &update)
+                        .await
+                    {
+                        tracing::warn!(error = %e, "fallback key not stored");
+                    }
+                }
                 flight
                     .view
                     .send_modify(|v| v.channel = Some(ChannelKind::Ussd));

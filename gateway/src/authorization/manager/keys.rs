@@ -66,6 +66,21 @@ impl DialogKeys {
         None
     }
 
+    /// Gives back `key`, handed to `msisdn` for a dialog that was never created (an idempotent
+    /// retry, a store failure), so it costs that MSISDN no key.
+    pub(super) fn release(&self, msisdn: &str, key: u16) {
+        let mut state = self.lock();
+        if let Some(keys) = state.used.get_mut(msisdn) {
+            if let Some(at) = keys.iter().rposition(|(k, _)| *k == key) {
+                keys.remove(at);
+            }
+            if keys.is_empty() {
+                state.used.remove(msisdn);
+            }
+        }
+        // The `order` entry stays until it ages out; forgetting it then finds nothing.
+    }
+
     /// Marks `key` as used by `msisdn` now (a dialog taken over after a restart).
     pub(super) fn reserve(&self, msisdn: &str, key: u16, now: Instant) {
         self.lock().note(msisdn, key, now);
@@ -131,6 +146,15 @@ mod tests {
         let state = keys.lock();
         assert_eq!(state.order.len(), 1);
         assert_eq!(state.used.len(), 1);
+    }
+
+    #[test]
+    fn a_released_key_is_not_in_quarantine() {
+        let keys = DialogKeys::new(1);
+        let t0 = Instant::now();
+        let k = keys.allocate("48600", t0).unwrap();
+        keys.release("48600", k);
+        assert_eq!(keys.allocate("48600", t0), Some(k));
     }
 
     #[test]

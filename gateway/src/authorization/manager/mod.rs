@@ -216,6 +216,8 @@ struct Flight {
     idempotency_key: Option<String>,
     operator: usize,
     loa: Loa,
+    /// The channel it started on (its metrics stay there, fallback or not).
+    channel: ChannelKind,
     view: watch::Sender<AuthorizationView>,
     cancel: CancellationToken,
     started: Instant,
@@ -237,6 +239,8 @@ struct Plan {
     ussd_key: Option<u16>,
     /// Taken over after a restart, in this state: the prompt is out, only its answer is awaited.
     resumed_from: Option<AuthState>,
+    /// The channel it ended up on when that is not `channel`'s first one (a resumed fallback).
+    via: Option<ChannelKind>,
     rp_name: String,
     consent: String,
     binding: String,

@@ -4,11 +4,12 @@
 use super::*;
 
 impl Inner {
-    /// Forgets a running authorization (after its end, or when its creation failed).
-    pub(super) fn release(&self, flight: &Flight) {
+    /// Forgets a running authorization (after its end, or when its creation failed); `false`
+    /// when it was forgotten already.
+    pub(super) fn release(&self, flight: &Flight) -> bool {
         let mut live = lock(&self.live);
         if live.by_id.remove(&flight.id).is_none() {
-            return;
+            return false;
         }
         if let Some(n) = live.per_msisdn.get_mut(&flight.msisdn) {
             *n = n.saturating_sub(1);
@@ -18,6 +19,41 @@ impl Inner {
         }
         if let Some(key) = &flight.idempotency_key {
             live.by_key.remove(&(flight.client_id.clone(), key.clone()));
+        }
+        true
+    }
+
+    /// Shows `view` to the flight's readers and forgets the flight; whoever forgets it counts
+    /// its completion, once, under the channel it was counted in when it started.
+    pub(super) fn complete(&self, flight: &Flight, view: &AuthorizationView) {
+        flight.view.send_replace(view.clone());
+        if !self.release(flight) {
+            return;
+        }
+        let status = match &view.state {
+            AuthorizationState::Terminal { status, .. } => *status,
+            // Given up without a stored ending: it left this process as an expiry.
+            AuthorizationState::Pending { .. } => TerminalStatus::Expired,
+        };
+        if let Some(om) = self
+            .operators
+            .get(flight.operator)
+            .and_then(|o| o.metrics.as_ref())
+        {
+            om.completed(
+                metric_channel(flight.channel),
+                metric_loa(flight.loa),
+                metric_outcome(status),
+                flight.started.elapsed(),
+                None,
+            );
+        }
+    }
+
+    /// Gives back a USSD key handed out for a dialog that was never created.
+    pub(super) fn release_dialog_key(&self, operator: usize, msisdn: &str, key: Option<u16>) {
+        if let (Some(key), Some(keys)) = (key, self.dialog_keys.get(operator)) {
+            keys.release(msisdn, key);
         }
     }
 
@@ -90,8 +126,7 @@ impl Inner {
                 // A flight that lost the race still leaves the live set.
                 let flight = lock(&self.live).by_id.get(id).cloned();
                 if let Some(f) = flight {
-                    f.view.send_replace(view.clone());
-                    self.release(&f);
+                    self.complete(&f, &view);
                 }
                 Ok(view)
             }
@@ -119,7 +154,8 @@ impl Inner {
                         id = %flight.id,
                         "ending still not stored; left in flight for the next start to end"
                     );
-                    me.release(&flight);
+                    let pending = flight.view.borrow().clone();
+                    me.complete(&flight, &pending);
                     return;
                 }
                 tokio::time::sleep(wait).await;
@@ -142,21 +178,7 @@ impl Inner {
             AuthorizationState::Pending { .. } => (TerminalStatus::Expired, ""),
         };
         if let Some(f) = &flight {
-            f.view.send_replace(view.clone());
-            self.release(f);
-            if let Some(om) = self
-                .operators
-                .get(f.operator)
-                .and_then(|o| o.metrics.as_ref())
-            {
-                om.completed(
-                    metric_channel(view.channel.unwrap_or(ChannelKind::Ussd)),
-                    metric_loa(f.loa),
-                    metric_outcome(status),
-                    f.started.elapsed(),
-                    None,
-                );
-            }
+            self.complete(f, &view);
         }
         let masked = Msisdn::parse(&record.msisdn)
             .map(|m| m.masked().to_string())

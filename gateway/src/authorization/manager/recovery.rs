@@ -27,11 +27,28 @@ impl AuthorizationManager {
     /// flight whose answers can still come, and ends the others as `expired` /
     /// `gateway_restarted`. Call once, before serving.
     pub async fn recover(&self) -> Result<Recovered, StoreError> {
-        // Deliveries owed by endings of the last run first: they are older.
-        self.inner.outbox.resume().await?;
+        // Deliveries owed by endings of the last run first: they are older. A store that
+        // cannot list them does not keep the gateway from serving: they stay for a later start.
+        if let Err(e) = self.inner.outbox.resume().await {
+            tracing::error!(error = %e, "the outbox left by the last run cannot be read");
+        }
         let stale = self.inner.store.list_in_flight().await?;
         let now_ms = (self.inner.clock)();
         let mut done = Recovered::default();
+        // Every USSD key the last run left on a handset stays out of use for its MSISDN, taken
+        // over or not: a late answer to a prompt ended here must not fit a new dialog.
+        for record in &stale {
+            if let (Some(key), Some(book)) = (
+                record.ussd_key,
+                self.inner
+                    .operators
+                    .iter()
+                    .position(|o| o.name == record.operator)
+                    .and_then(|i| self.inner.dialog_keys.get(i)),
+            ) {
+                book.reserve(&record.msisdn, key, Instant::now());
+            }
+        }
         for record in stale {
             if self.resume(&record, now_ms) {
                 done.resumed += 1;
@@ -74,7 +91,13 @@ impl AuthorizationManager {
         let Ok(msisdn) = Msisdn::parse(&record.msisdn) else {
             return false;
         };
-        let channel = state::from_store_channel(record.channel);
+        let stored = state::from_store_channel(record.channel);
+        // A USSD key on an STK record is a fallback prompt's: that is the one out.
+        let channel = if record.ussd_key.is_some() {
+            ChannelKind::Ussd
+        } else {
+            stored
+        };
         let (keys, stk_nonce) = match channel {
             ChannelKind::Stk => {
                 let keys = inner
@@ -94,11 +117,8 @@ impl AuthorizationManager {
                 (keys, nonce)
             }
             ChannelKind::Ussd => {
-                let Some(key) = record.ussd_key else {
+                if record.ussd_key.is_none() {
                     return false;
-                };
-                if let Some(book) = inner.dialog_keys.get(op_index) {
-                    book.reserve(&record.msisdn, key, Instant::now());
                 }
                 (None, None)
             }
@@ -115,6 +135,7 @@ impl AuthorizationManager {
             idempotency_key: record.idempotency_key.clone(),
             operator: op_index,
             loa,
+            channel: stored,
             view: tx,
             cancel: inner.shutdown.child_token(),
             started: Instant::now(),
@@ -130,7 +151,7 @@ impl AuthorizationManager {
             live.by_id.insert(flight.id.clone(), flight.clone());
         }
         if let Some(om) = inner.operators[op_index].metrics.as_ref() {
-            om.resumed(metric_channel(channel));
+            om.resumed(metric_channel(stored));
         }
         let plan = Plan {
             msisdn: record.msisdn.clone(),
@@ -141,6 +162,7 @@ impl AuthorizationManager {
             stk_nonce,
             ussd_key: record.ussd_key,
             resumed_from: Some(record.state.clone()),
+            via: (channel != stored).then_some(channel),
             // The prompt is on the handset already: its texts are not needed again.
             rp_name: String::new(),
             consent: String::new(),
