@@ -8,9 +8,8 @@
 mod e2e_support;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
 use e2e_support::*;
@@ -436,37 +435,6 @@ async fn a_graceful_shutdown_ends_what_runs_and_a_restart_reads_it_the_same() {
 
 // ---------------------------------------------------------------- Keycloak CIBA
 
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../gateway/tests/fixtures/keycloak")
-        .join(name)
-}
-
-/// A bearer token as Keycloak's `HttpAuthenticationChannelProvider` makes it, signed with the
-/// TEST realm key of the gateway's fixtures.
-fn keycloak_token(realm: &str, jti: &str) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let claims = json!({
-        "typ": "Bearer",
-        "iss": realm,
-        "aud": realm,
-        "azp": "portal",
-        "jti": jti,
-        "sub": "5b1c0e9e-user-id",
-        "exp": now + 120,
-    });
-    let key = jsonwebtoken::EncodingKey::from_rsa_pem(
-        &std::fs::read(fixture("realm-rsa.key.pem")).unwrap(),
-    )
-    .unwrap();
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
-    header.kid = Some("rsa-1".into());
-    jsonwebtoken::encode(&header, &claims, &key).unwrap()
-}
-
 /// A fake Keycloak: records each CIBA callback (Authorization header, JSON body), answers 200.
 async fn fake_keycloak() -> (SocketAddr, mpsc::UnboundedReceiver<(String, Value)>) {
     let (tx, rx) = mpsc::unbounded_channel();
@@ -500,7 +468,7 @@ async fn a_keycloak_ciba_request_is_answered_201_and_called_back_with_succeed() 
     let env = Env::start(user(0.0, 0.0, 0.0), |c| {
         c.keycloak = Some(gateway::config::KeycloakConfig {
             realm_url: realm.clone(),
-            jwks_file: Some(fixture("realm.jwks.json")),
+            jwks_file: Some(keycloak_fixture("realm.jwks.json")),
             jwks_url: None,
             audience: realm.clone(),
             username_map_file: None,

@@ -17,11 +17,11 @@ mod e2e_support;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
@@ -30,7 +30,6 @@ use axum::Router;
 use bytes::Bytes;
 use e2e_support::*;
 use gateway::config::GatewayConfig;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use load_tests::harness::client::{start_body, ApiClient};
 use load_tests::harness::config::GatewayConfigBuilder;
 use load_tests::harness::network::{self, SmscSpec};
@@ -174,28 +173,6 @@ async fn receive(
     StatusCode::OK
 }
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../gateway/tests/fixtures/keycloak")
-        .join(name)
-}
-
-fn keycloak_token(realm: &str, jti: &str) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let claims = json!({
-        "typ": "Bearer", "iss": realm, "aud": realm, "azp": "portal", "jti": jti,
-        "sub": "user-id", "exp": now + 120,
-    });
-    let key =
-        EncodingKey::from_rsa_pem(&std::fs::read(fixture("realm-rsa.key.pem")).unwrap()).unwrap();
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some("rsa-1".into());
-    jsonwebtoken::encode(&header, &claims, &key).unwrap()
-}
-
 async fn keycloak_request(api: SocketAddr, token: &str, msisdn: &str) -> String {
     let body = json!({ "login_hint": msisdn });
     let (status, body) = post_with_bearer(api, "/keycloak/ciba", token, body).await;
@@ -284,7 +261,7 @@ async fn prompts_on_handsets_and_callbacks_owed_survive_sigkill_of_the_gateway()
     let toml = format!(
         "{}[keycloak]\nrealm_url = \"{realm}\"\naudience = \"{realm}\"\njwks_file = \"{}\"\nusernames_are_msisdn = true\n",
         b.toml(),
-        fixture("realm.jwks.json").display()
+        keycloak_fixture("realm.jwks.json").display()
     );
     let config_path = dir.path().join("gateway.toml");
     std::fs::write(&config_path, toml).unwrap();

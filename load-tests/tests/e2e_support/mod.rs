@@ -205,3 +205,35 @@ pub async fn within<T>(secs: u64, f: impl std::future::Future<Output = T>) -> T 
         .await
         .unwrap_or_else(|_| panic!("test did not finish within {secs} s"))
 }
+
+/// A file of the gateway's TEST-ONLY Keycloak realm fixtures.
+pub fn keycloak_fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../gateway/tests/fixtures/keycloak")
+        .join(name)
+}
+
+/// A bearer token as Keycloak's `HttpAuthenticationChannelProvider` makes it, signed with the
+/// TEST realm key of the gateway's fixtures, valid for 2 minutes.
+pub fn keycloak_token(realm: &str, jti: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = serde_json::json!({
+        "typ": "Bearer",
+        "iss": realm,
+        "aud": realm,
+        "azp": "portal",
+        "jti": jti,
+        "sub": "5b1c0e9e-user-id",
+        "exp": now + 120,
+    });
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(
+        &std::fs::read(keycloak_fixture("realm-rsa.key.pem")).unwrap(),
+    )
+    .unwrap();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = Some("rsa-1".into());
+    jsonwebtoken::encode(&header, &claims, &key).unwrap()
+}

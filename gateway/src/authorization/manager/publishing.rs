@@ -1,5 +1,7 @@
-//! Publishing the one ending: the terminal compare-and-set, then long-pollers, the audit log,
-//! the callback URL and metrics; and releasing the running authorization's admission slot.
+//! Publishing the one ending: the terminal compare-and-set with its outbox entries (one
+//! durable step), then, only once it committed, long-pollers and metrics, and the outbox's
+//! deliveries (callback, Keycloak, audit line); releasing the running authorization's
+//! admission slot; retrying an ending the store refused.
 
 use super::*;
 
