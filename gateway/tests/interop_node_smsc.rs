@@ -149,8 +149,6 @@ fn session_config(window: usize) -> SessionConfig {
         system_id: "gw".into(),
         password: "secret".into(),
         window,
-        throttle_backoff_initial: Duration::from_millis(50),
-        throttle_backoff_max: Duration::from_millis(400),
         ..SessionConfig::default()
     }
 }

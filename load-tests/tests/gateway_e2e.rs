@@ -173,21 +173,18 @@ async fn no_answer_ends_expired_at_the_requested_expiry() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_stk_push_the_smsc_refuses_falls_back_to_ussd_and_is_approved() {
-    // The SMSC throttles every submit for 0.8 s. The push is throttled, its bind pauses for
-    // 1.5 s, and the push's 1 s submit deadline passes: a delivery failure, the handset saw
-    // nothing. The USSD fallback goes out after the storm.
+    // The SMSC throttles every submit for 1.5 s. The push is throttled and retried at the
+    // bind's paced rate until its 1 s submit deadline passes: a delivery failure, the handset
+    // saw nothing. The USSD fallback is retried the same way and goes out after the storm.
     let env = Env::start(user(0.0, 0.0, 0.0), |c| {
         c.policy.fallback_stk_to_ussd = true;
         c.policy.submit_timeout_secs = 1;
-        for b in &mut c.operators[0].binds {
-            b.throttle_backoff_initial_ms = 1_500;
-        }
     })
     .await;
     let m = msisdn(index_with(true, 3));
     within(20, async {
         env.smsc
-            .inject(Fault::ThrottleStorm(Duration::from_millis(800)));
+            .inject(Fault::ThrottleStorm(Duration::from_millis(1_500)));
         let id = start_ok(env.api, &m, 2, 60).await;
         let v = terminal(env.api, &id).await;
         assert_eq!(v["status"], "approved", "{v}");

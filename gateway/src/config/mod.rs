@@ -262,10 +262,11 @@ pub struct BindSettings {
     /// Submits per second the operator allows (absent: only the window limits).
     #[serde(default)]
     pub max_submits_per_sec: Option<u32>,
-    /// First pause after a throttling answer.
+    /// No longer used: a throttled bind now slows its rate instead of pausing (accepted so
+    /// that older configurations still load).
     #[serde(default = "default_throttle_initial")]
     pub throttle_backoff_initial_ms: u64,
-    /// Longest pause after repeated throttling.
+    /// No longer used (see `throttle_backoff_initial_ms`).
     #[serde(default = "default_throttle_max")]
     pub throttle_backoff_max_ms: u64,
     /// SMPP over TLS: PEM file of the CA certificates trusted for the SMSC (with
@@ -324,8 +325,7 @@ impl BindSettings {
             window: self.window as usize,
             response_timeout: Duration::from_secs(self.response_timeout_secs),
             enquire_link_interval: Duration::from_secs(self.enquire_link_secs),
-            throttle_backoff_initial: Duration::from_millis(self.throttle_backoff_initial_ms),
-            throttle_backoff_max: Duration::from_millis(self.throttle_backoff_max_ms),
+            max_submits_per_sec: self.max_submits_per_sec,
             ..Default::default()
         }
     }

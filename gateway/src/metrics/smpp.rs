@@ -160,6 +160,7 @@ pub struct SmppMetrics {
     responses: Family<StatusLabels, Counter>,
     window: Family<BindLabels, Gauge>,
     window_size: Family<BindLabels, Gauge>,
+    submit_rate: Family<BindLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     round_trip: Family<BindLabels, Histogram>,
     throttles: Family<BindLabels, Counter>,
     reconnects: Family<BindLabels, Counter>,
@@ -176,6 +177,7 @@ pub struct BindMetrics {
     responses: Vec<Counter>,
     window: Gauge,
     window_size: Gauge,
+    submit_rate: Gauge<f64, std::sync::atomic::AtomicU64>,
     round_trip: Histogram,
     throttles: Counter,
     reconnects: Counter,
@@ -191,6 +193,7 @@ impl SmppMetrics {
             responses: Family::default(),
             window: Family::default(),
             window_size: Family::default(),
+            submit_rate: Family::default(),
             round_trip: Family::new_with_constructor(|| Histogram::new(MACHINE_LATENCY_BUCKETS)),
             throttles: Family::default(),
             reconnects: Family::default(),
@@ -215,6 +218,11 @@ impl SmppMetrics {
             "smpp_window_occupancy",
             "submit_sm written and not yet answered",
             m.window.clone(),
+        );
+        registry.register(
+            "smpp_submit_rate_limit",
+            "Submits per second a bind's pacer allows now (the ceiling, cut on throttling and grown back); 0: unlimited",
+            m.submit_rate.clone(),
         );
         registry.register(
             "smpp_window_size",
@@ -301,6 +309,7 @@ impl SmppMetrics {
             responses,
             window: self.window.get_or_create_owned(&labels),
             window_size: self.window_size.get_or_create_owned(&labels),
+            submit_rate: self.submit_rate.get_or_create_owned(&labels),
             round_trip: self.round_trip.get_or_create_owned(&labels),
             throttles: self.throttles.get_or_create_owned(&labels),
             reconnects: self.reconnects.get_or_create_owned(&labels),
@@ -371,6 +380,11 @@ impl BindMetrics {
     /// A submit_sm was answered `rtt` after it was written.
     pub fn round_trip(&self, rtt: Duration) {
         self.round_trip.observe(seconds(rtt));
+    }
+
+    /// The bind's pacer allows `rate` submits per second now (0: unlimited).
+    pub fn submit_rate(&self, rate: f64) {
+        self.submit_rate.set(rate);
     }
 
     /// A submit_sm was throttled.

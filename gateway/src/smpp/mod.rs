@@ -12,4 +12,5 @@
 pub mod bind;
 pub mod bind_machine;
 pub mod framing;
+pub mod pacer;
 pub mod session;

@@ -9,9 +9,10 @@
 //! 1..=0x7FFF_FFFF with wrap, a queue of submissions waiting for a window slot (at most
 //! `window` unacknowledged `submit_sm`, each with a response timer), `enquire_link` after
 //! `enquire_link_interval` of silence and a dead-link verdict when its answer does not come
-//! within `enquire_link_timeout`, and throttle handling: `ESME_RTHROTTLED` / `ESME_RMSGQFUL`
-//! put the same submission back at the head of the queue and pause all submits of the bind for
-//! a back-off that doubles up to `throttle_backoff_max` and resets on the next success.
+//! within `enquire_link_timeout`, and pacing: submits go out at the rate of the bind's
+//! [`Pacer`] (the configured `max_submits_per_sec`, cut on `ESME_RTHROTTLED` /
+//! `ESME_RMSGQFUL` and grown back while submits wait); a throttled submission goes back to the
+//! head of the queue and waits for the next token, not for a pause of the whole bind.
 //!
 //! Guarantee: every submission the session accepted ends with exactly one
 //! [`SessionEvent::SubmitAccepted`] or [`SessionEvent::SubmitFailed`], or (when the session
@@ -31,6 +32,7 @@ use rusmpp::{
     Command, CommandId, CommandStatus, Pdu,
 };
 
+use super::pacer::Pacer;
 use crate::metrics::smpp::{BindMetrics, Direction};
 use sim_applet_model::smpp::pdu::{decode_frame, encode_command, generic_nack, Decoded};
 
@@ -74,10 +76,9 @@ pub struct SessionConfig {
     pub enquire_link_interval: Duration,
     /// Time allowed for the `enquire_link_resp` before the link is declared dead.
     pub enquire_link_timeout: Duration,
-    /// First pause after a throttling answer.
-    pub throttle_backoff_initial: Duration,
-    /// Longest pause after repeated throttling.
-    pub throttle_backoff_max: Duration,
+    /// Submits per second the operator allows on this bind (`None`: only the window and the
+    /// SMSC's throttling answers limit them).
+    pub max_submits_per_sec: Option<u32>,
     /// Time allowed for in-flight submits to drain and for the `unbind_resp`.
     pub unbind_timeout: Duration,
 }
@@ -96,8 +97,7 @@ impl Default for SessionConfig {
             bind_timeout: Duration::from_secs(10),
             enquire_link_interval: Duration::from_secs(30),
             enquire_link_timeout: Duration::from_secs(10),
-            throttle_backoff_initial: Duration::from_millis(200),
-            throttle_backoff_max: Duration::from_secs(10),
+            max_submits_per_sec: None,
             unbind_timeout: Duration::from_secs(5),
         }
     }
@@ -291,8 +291,7 @@ pub struct Session {
     /// Sequence number and deadline of the outstanding `enquire_link`.
     enquire_link: Option<(u32, Instant)>,
     last_rx: Instant,
-    paused_until: Option<Instant>,
-    backoff: Duration,
+    pacer: Pacer,
     transmit: VecDeque<Bytes>,
     events: VecDeque<SessionEvent>,
     /// Instrumentation (atomics only: no clock, no I/O), when the bind has it.
@@ -361,7 +360,7 @@ impl Session {
             )
             .into(),
         };
-        let backoff = config.throttle_backoff_initial;
+        let pacer = Pacer::new(config.max_submits_per_sec, now);
         let bind_timeout = config.bind_timeout;
         let mut session = Self {
             config,
@@ -371,8 +370,7 @@ impl Session {
             in_flight: HashMap::new(),
             enquire_link: None,
             last_rx: now,
-            paused_until: None,
-            backoff,
+            pacer,
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             metrics,
@@ -603,16 +601,14 @@ impl Session {
         }
         match status {
             CommandStatus::EsmeRok => {
-                self.backoff = self.config.throttle_backoff_initial;
                 self.events.push_back(SessionEvent::SubmitAccepted {
                     id: entry.id,
                     message_id,
                 });
             }
             CommandStatus::EsmeRthrottled | CommandStatus::EsmeRmsgqful => {
-                let until = now + self.backoff;
-                self.paused_until = Some(self.paused_until.map_or(until, |p| p.max(until)));
-                self.backoff = (self.backoff * 2).min(self.config.throttle_backoff_max);
+                self.pacer.throttled(now);
+                let until = self.pacer.next_send_at().unwrap_or(now);
                 self.events.push_back(SessionEvent::Throttled {
                     id: entry.id,
                     status,
@@ -667,9 +663,6 @@ impl Session {
             }
         }
         self.expire_queued(now);
-        if self.paused_until.is_some_and(|p| now >= p) {
-            self.paused_until = None;
-        }
         if matches!(self.state, State::Bound | State::Unbinding { .. })
             && self.enquire_link.is_none()
             && now >= self.last_rx + self.config.enquire_link_interval
@@ -721,9 +714,9 @@ impl Session {
                 consider(d);
             }
         }
-        if let Some(p) = self.paused_until {
-            if !self.queue.is_empty() {
-                consider(p);
+        if !self.queue.is_empty() && self.in_flight.len() < self.config.window {
+            if let Some(at) = self.pacer.next_send_at() {
+                consider(at);
             }
         }
         next
@@ -741,11 +734,11 @@ impl Session {
 
     /// Moves queued submissions into the window and drives the unbind drain.
     fn pump(&mut self, now: Instant) {
-        if self.paused_until.is_some_and(|p| now >= p) {
-            self.paused_until = None;
-        }
-        if self.state == State::Bound && self.paused_until.is_none() {
-            while self.in_flight.len() < self.config.window {
+        if self.state == State::Bound {
+            while self.in_flight.len() < self.config.window && !self.queue.is_empty() {
+                if !self.pacer.may_send(now) {
+                    break;
+                }
                 let Some(q) = self.queue.pop_front() else {
                     break;
                 };
@@ -757,6 +750,7 @@ impl Session {
                     continue;
                 }
                 let seq = self.send_request(Pdu::SubmitSm(q.request.submit_sm.clone()));
+                self.pacer.sent(now);
                 self.in_flight.insert(
                     seq,
                     InFlight {
@@ -770,6 +764,7 @@ impl Session {
         }
         if let Some(m) = &self.metrics {
             m.window(self.in_flight.len());
+            m.submit_rate(self.pacer.rate().unwrap_or(0.0));
         }
         if let State::Unbinding {
             deadline,
@@ -1053,11 +1048,24 @@ mod tests {
     }
 
     #[test]
-    fn throttled_submission_is_resent_unchanged_after_a_growing_pause() {
+    fn a_throttled_submission_is_resent_once_at_the_next_token_not_after_a_pause() {
         let t0 = Instant::now();
-        let mut s = bound(cfg(), t0);
-        s.submit(t0, request("hello"), 7).unwrap();
+        let mut s = bound(
+            SessionConfig {
+                window: 10,
+                ..cfg()
+            },
+            t0,
+        );
+        for id in 0..5 {
+            s.submit(t0, request("hello"), id).unwrap();
+        }
         let first = sent(&mut s);
+        assert_eq!(
+            first.len(),
+            5,
+            "unlimited until throttled: the window sends them all"
+        );
         s.handle_frame(
             t0,
             &submit_resp(
@@ -1066,89 +1074,67 @@ mod tests {
                 "",
             ),
         );
-        let until1 = t0 + Duration::from_millis(200);
-        assert_eq!(
-            events(&mut s),
-            vec![SessionEvent::Throttled {
-                id: 7,
-                status: CommandStatus::EsmeRthrottled,
-                until: until1
-            }]
-        );
-        // Paused: a new submission waits too.
-        s.submit(t0, request("later"), 8).unwrap();
-        assert!(sent(&mut s).is_empty());
-        assert_eq!(s.poll_timeout(), Some(until1));
-        s.handle_timeout(until1);
-        let second = sent(&mut s);
-        assert_eq!(second.len(), 2);
-        assert_eq!(
-            second[0].pdu(),
-            first[0].pdu(),
-            "same PDU body, re-sent first"
-        );
-        assert_ne!(second[0].sequence_number(), first[0].sequence_number());
-        // Throttled again (MSGQFUL): the pause doubles.
-        s.handle_frame(
-            until1,
-            &submit_resp(second[0].sequence_number(), CommandStatus::EsmeRmsgqful, ""),
-        );
-        assert_eq!(
-            events(&mut s),
-            vec![SessionEvent::Throttled {
-                id: 7,
-                status: CommandStatus::EsmeRmsgqful,
-                until: until1 + Duration::from_millis(400)
-            }]
-        );
-        s.handle_frame(
-            until1,
-            &submit_resp(second[1].sequence_number(), CommandStatus::EsmeRok, "m8"),
-        );
-        s.handle_timeout(until1 + Duration::from_millis(400));
-        let third = sent(&mut s);
-        s.handle_frame(
-            until1,
-            &submit_resp(third[0].sequence_number(), CommandStatus::EsmeRok, "m7"),
-        );
         let ev = events(&mut s);
-        assert!(ev.contains(&SessionEvent::SubmitAccepted {
-            id: 7,
-            message_id: "m7".into()
-        }));
-        assert!(ev.contains(&SessionEvent::SubmitAccepted {
-            id: 8,
-            message_id: "m8".into()
-        }));
+        let [SessionEvent::Throttled { id: 0, until, .. }] = ev[..] else {
+            panic!("{ev:?}");
+        };
+        // The next token, not a pause of the whole bind: a few milliseconds.
+        assert!(
+            until > t0 && until - t0 <= Duration::from_millis(300),
+            "{:?}",
+            until - t0
+        );
+        assert!(sent(&mut s).is_empty(), "nothing before the token");
+        assert_eq!(s.poll_timeout().map(|t| t <= until), Some(true));
+        s.handle_timeout(until);
+        let again = sent(&mut s);
+        assert_eq!(again.len(), 1, "sent again exactly once");
+        assert_eq!(again[0].pdu(), first[0].pdu(), "the same PDU body");
+        assert_ne!(again[0].sequence_number(), first[0].sequence_number());
+        // The others' answers are unaffected.
+        for out in &first[1..] {
+            s.handle_frame(
+                until,
+                &submit_resp(out.sequence_number(), CommandStatus::EsmeRok, "m"),
+            );
+        }
+        s.handle_frame(
+            until,
+            &submit_resp(again[0].sequence_number(), CommandStatus::EsmeRok, "m0"),
+        );
+        let accepted = events(&mut s)
+            .into_iter()
+            .filter(|e| matches!(e, SessionEvent::SubmitAccepted { .. }))
+            .count();
+        assert_eq!(accepted, 5);
     }
 
     #[test]
-    fn throttle_backoff_is_capped() {
+    fn a_configured_ceiling_paces_the_submits() {
         let t0 = Instant::now();
         let mut s = bound(
             SessionConfig {
-                throttle_backoff_max: Duration::from_millis(500),
+                max_submits_per_sec: Some(100),
+                window: 50,
                 ..cfg()
             },
             t0,
         );
-        s.submit(t0, request("x"), 1).unwrap();
-        let mut now = t0;
-        let mut pauses = vec![];
-        for _ in 0..5 {
-            let out = sent(&mut s);
-            s.handle_frame(
-                now,
-                &submit_resp(out[0].sequence_number(), CommandStatus::EsmeRthrottled, ""),
-            );
-            if let [SessionEvent::Throttled { until, .. }] = events(&mut s)[..] {
-                pauses.push(until - now);
-                now = until;
-            }
-            s.handle_timeout(now);
+        for id in 0..30 {
+            s.submit(t0, request("x"), id).unwrap();
         }
-        let ms: Vec<u128> = pauses.iter().map(|d| d.as_millis()).collect();
-        assert_eq!(ms, vec![200, 400, 500, 500, 500]);
+        // A burst of 50 ms worth (5), then one every 10 ms.
+        assert_eq!(sent(&mut s).len(), 5);
+        let next = s.poll_timeout().unwrap();
+        assert!(next - t0 <= Duration::from_millis(11), "{:?}", next - t0);
+        // Driven as the shell drives it: at each instant the session asks for.
+        let end = t0 + Duration::from_millis(100);
+        let mut more = 0;
+        while let Some(at) = s.poll_timeout().filter(|at| *at <= end) {
+            s.handle_timeout(at);
+            more += sent(&mut s).len();
+        }
+        assert!((9..=11).contains(&more), "{more} in 100 ms");
     }
 
     #[test]
