@@ -320,7 +320,7 @@ async fn with_no_smsc_every_authorization_ends_with_a_definite_delivery_error() 
     for r in all {
         assert_eq!(
             r.unwrap(),
-            AuthResult::DeliveryError(SubmitFailure::DeadlineExpired)
+            AuthResult::DeliveryError(SubmitFailure::NoLinkByDeadline)
         );
     }
     auth.shutdown().await;

@@ -113,7 +113,11 @@ pub fn ending_of(result: AuthResult, requested: Loa, stk: bool, locked_now: bool
                 format!("smsc_error_0x{:02x}", u32::from(status)),
             ),
             SubmitFailure::ResponseTimeout => Ending::new(S::DeliveryError, "smsc_timeout"),
-            SubmitFailure::DeadlineExpired => Ending::new(S::DeliveryError, "binds_down"),
+            // Queued on a bound bind past its deadline: the SMSC takes fewer than are offered.
+            SubmitFailure::DeadlineExpired => {
+                Ending::new(S::DeliveryError, "submit_deadline_passed")
+            }
+            SubmitFailure::NoLinkByDeadline => Ending::new(S::DeliveryError, "binds_down"),
             SubmitFailure::LinkLostInFlight => Ending::new(S::DeliveryError, "link_lost"),
             SubmitFailure::ShuttingDown => Ending::new(S::DeliveryError, "gateway_shutdown"),
             SubmitFailure::QueueFull => Ending::new(S::DeliveryError, "bind_queue_full"),
@@ -324,6 +328,16 @@ mod tests {
     use super::*;
     use crate::channel::CardProof;
     use sim_applet_model::applet::protocol::Loa as AppletLoa;
+
+    #[test]
+    fn a_deadline_passed_in_the_queue_is_not_called_binds_down() {
+        let reason = |f| ending_of(AuthResult::DeliveryError(f), Loa::Loa2, false, false).reason;
+        assert_eq!(
+            reason(SubmitFailure::DeadlineExpired),
+            "submit_deadline_passed"
+        );
+        assert_eq!(reason(SubmitFailure::NoLinkByDeadline), "binds_down");
+    }
 
     fn record(state: AuthState) -> AuthorizationRecord {
         AuthorizationRecord {

@@ -453,7 +453,7 @@ mod tests {
         loop {
             match rx.recv().await.unwrap() {
                 BindEvent::Failed { id, reason } => {
-                    assert_eq!((id, reason), (1, SubmitFailure::DeadlineExpired));
+                    assert_eq!((id, reason), (1, SubmitFailure::NoLinkByDeadline));
                     break;
                 }
                 BindEvent::Disconnected { .. } => {}

@@ -398,7 +398,7 @@ impl BindMachine {
         let mut kept = VecDeque::with_capacity(self.carried.len());
         for (id, request) in std::mem::take(&mut self.carried) {
             if request.deadline.is_some_and(|d| now >= d) {
-                self.fail(id, SubmitFailure::DeadlineExpired);
+                self.fail(id, SubmitFailure::NoLinkByDeadline);
             } else {
                 kept.push_back((id, request));
             }
@@ -697,7 +697,7 @@ mod tests {
             }
             ended = endings(&events(&mut m));
         }
-        assert_eq!(ended, vec![(9, Err(SubmitFailure::DeadlineExpired))]);
+        assert_eq!(ended, vec![(9, Err(SubmitFailure::NoLinkByDeadline))]);
         assert_eq!(now, deadline, "failed at its deadline, not at a reconnect");
     }
 

@@ -135,8 +135,11 @@ pub enum SubmitFailure {
     Rejected(CommandStatus),
     /// No `submit_sm_resp` within `response_timeout`; the SMSC may or may not have it.
     ResponseTimeout,
-    /// Still unsent at the request's deadline.
+    /// Still unsent at the request's deadline while the bind was up (waiting for the window or
+    /// the paced rate: the SMSC takes fewer than are offered).
     DeadlineExpired,
+    /// Still unsent at the request's deadline because the bind had no link to send it on.
+    NoLinkByDeadline,
     /// Written on a link that then died, and the bind is set not to re-send such submissions
     /// (the SMSC may or may not have it).
     LinkLostInFlight,
