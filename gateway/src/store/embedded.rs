@@ -33,10 +33,10 @@ use serde::Serialize;
 use super::records::{apply_ending, apply_update, CasRefusal, IdempotencyEntry};
 use super::writer::{CommitObserver, Writer, WriterStats};
 use super::{
-    advance_high_water, check_key, check_record, exhausted, expiry, outbox_for, AuthState,
-    AuthorizationRecord, AuthorizationUpdate, Creation, Ended, LockState, LockoutPolicy,
-    OtaCounterKey, OutboxEntry, OutboxPolicy, PinAttempt, PinRecord, PurgeReport, Store,
-    StoreError, StoreOptions, OTA_COUNTER_FIRST, OTA_COUNTER_MAX,
+    advance_high_water, check_change, check_creation, check_key, exhausted, expiry, outbox_for,
+    sort_outbox, AuthState, AuthorizationRecord, AuthorizationUpdate, Creation, Ended, LockState,
+    LockoutPolicy, OtaCounterKey, OutboxEntry, OutboxPolicy, PinAttempt, PinRecord, PurgeReport,
+    Store, StoreError, StoreOptions, OTA_COUNTER_FIRST, OTA_COUNTER_MAX,
 };
 
 const OTA: TableDefinition<&str, u64> = TableDefinition::new("ota_high_water");
@@ -172,6 +172,17 @@ impl EmbeddedStore {
             Some(bytes) => Ok(Some(decode("authorizations", id, bytes.value())?)),
             None => Ok(None),
         }
+    }
+
+    /// [`EmbeddedStore::load_authorization`], with a missing record a [`StoreError::NotFound`].
+    fn load_existing(
+        table: &impl ReadableTable<&'static str, &'static [u8]>,
+        id: &str,
+    ) -> Result<AuthorizationRecord, StoreError> {
+        Self::load_authorization(table, id)?.ok_or_else(|| StoreError::NotFound {
+            table: "authorizations",
+            key: id.to_owned(),
+        })
     }
 
     fn load_many(
@@ -313,15 +324,7 @@ impl Store for EmbeddedStore {
         idempotency_ttl_ms: u64,
         ota: Option<&OtaCounterKey>,
     ) -> Result<Creation, StoreError> {
-        check_record(record)?;
-        if record.state.is_terminal() {
-            return Err(StoreError::Backend(
-                "an authorization is created in flight".into(),
-            ));
-        }
-        if let Some(key) = ota {
-            check_key("msisdn", &key.msisdn)?;
-        }
+        check_creation(record, ota)?;
         let mut record = record.clone();
         let ota = ota.cloned();
         self.write(Durability::Immediate, move |txn| {
@@ -396,21 +399,12 @@ impl Store for EmbeddedStore {
         expected: &AuthState,
         update: &AuthorizationUpdate,
     ) -> Result<AuthorizationRecord, StoreError> {
-        check_key("authorization id", id)?;
-        if update.state.is_terminal() {
-            return Err(StoreError::Backend(
-                "endings go through end_authorization".into(),
-            ));
-        }
+        check_change(id, update, false)?;
         let (id, expected, update) = (id.to_owned(), expected.clone(), update.clone());
         self.write(Durability::None, move |txn| {
             let id = id.as_str();
             let mut auth = txn.open_table(AUTH)?;
-            let mut record =
-                Self::load_authorization(&auth, id)?.ok_or_else(|| StoreError::NotFound {
-                    table: "authorizations",
-                    key: id.to_owned(),
-                })?;
+            let mut record = Self::load_existing(&auth, id)?;
             apply_update(&mut record, &expected, &update).map_err(
                 |CasRefusal::Conflict(actual)| StoreError::Conflict {
                     id: id.to_owned(),
@@ -429,20 +423,13 @@ impl Store for EmbeddedStore {
         update: &AuthorizationUpdate,
         outbox: &OutboxPolicy,
     ) -> Result<Ended, StoreError> {
-        check_key("authorization id", id)?;
-        if !update.state.is_terminal() {
-            return Err(StoreError::Backend("an ending must be terminal".into()));
-        }
+        check_change(id, update, true)?;
         let ttl = self.options.terminal_ttl_ms;
         let (id, update, policy) = (id.to_owned(), update.clone(), *outbox);
         self.write(Durability::Immediate, move |txn| {
             let id = id.as_str();
             let mut auth = txn.open_table(AUTH)?;
-            let mut record =
-                Self::load_authorization(&auth, id)?.ok_or_else(|| StoreError::NotFound {
-                    table: "authorizations",
-                    key: id.to_owned(),
-                })?;
+            let mut record = Self::load_existing(&auth, id)?;
             if !apply_ending(&mut record, &update) {
                 return Ok(Ended {
                     record,
@@ -511,7 +498,7 @@ impl Store for EmbeddedStore {
             let (key, value) = entry?;
             entries.push(decode::<OutboxEntry>("outbox", key.value(), value.value())?);
         }
-        entries.sort_by(|a, b| (a.created_ms, &a.event_id).cmp(&(b.created_ms, &b.event_id)));
+        sort_outbox(&mut entries);
         Ok(entries)
     }
 

@@ -10,10 +10,10 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::records::{apply_ending, apply_update, CasRefusal, IdempotencyEntry};
 use super::{
-    advance_high_water, check_key, check_record, exhausted, expiry, outbox_for, AuthState,
-    AuthorizationRecord, AuthorizationUpdate, Creation, Ended, LockState, LockoutPolicy,
-    OtaCounterKey, OutboxEntry, OutboxPolicy, PinAttempt, PinRecord, PurgeReport, Store,
-    StoreError, StoreOptions, OTA_COUNTER_FIRST, OTA_COUNTER_MAX,
+    advance_high_water, check_change, check_creation, check_key, exhausted, expiry, outbox_for,
+    sort_outbox, AuthState, AuthorizationRecord, AuthorizationUpdate, Creation, Ended, LockState,
+    LockoutPolicy, OtaCounterKey, OutboxEntry, OutboxPolicy, PinAttempt, PinRecord, PurgeReport,
+    Store, StoreError, StoreOptions, OTA_COUNTER_FIRST, OTA_COUNTER_MAX,
 };
 
 #[derive(Debug, Default)]
@@ -132,15 +132,7 @@ impl Store for InMemoryStore {
         idempotency_ttl_ms: u64,
         ota: Option<&OtaCounterKey>,
     ) -> Result<Creation, StoreError> {
-        check_record(record)?;
-        if let Some(key) = ota {
-            check_key("msisdn", &key.msisdn)?;
-        }
-        if record.state.is_terminal() {
-            return Err(StoreError::Backend(
-                "an authorization is created in flight".into(),
-            ));
-        }
+        check_creation(record, ota)?;
         let mut inner = self.lock();
         if inner.auth.contains_key(&record.id) {
             return Err(StoreError::AlreadyExists {
@@ -191,12 +183,7 @@ impl Store for InMemoryStore {
         expected: &AuthState,
         update: &AuthorizationUpdate,
     ) -> Result<AuthorizationRecord, StoreError> {
-        check_key("authorization id", id)?;
-        if update.state.is_terminal() {
-            return Err(StoreError::Backend(
-                "endings go through end_authorization".into(),
-            ));
-        }
+        check_change(id, update, false)?;
         let mut inner = self.lock();
         let record = inner.auth.get_mut(id).ok_or_else(|| StoreError::NotFound {
             table: "authorizations",
@@ -217,10 +204,7 @@ impl Store for InMemoryStore {
         update: &AuthorizationUpdate,
         outbox: &OutboxPolicy,
     ) -> Result<Ended, StoreError> {
-        check_key("authorization id", id)?;
-        if !update.state.is_terminal() {
-            return Err(StoreError::Backend("an ending must be terminal".into()));
-        }
+        check_change(id, update, true)?;
         let mut inner = self.lock();
         let record = inner.auth.get_mut(id).ok_or_else(|| StoreError::NotFound {
             table: "authorizations",
@@ -282,7 +266,7 @@ impl Store for InMemoryStore {
 
     async fn outbox_pending(&self) -> Result<Vec<OutboxEntry>, StoreError> {
         let mut entries: Vec<_> = self.lock().outbox.values().cloned().collect();
-        entries.sort_by(|a, b| (a.created_ms, &a.event_id).cmp(&(b.created_ms, &b.event_id)));
+        sort_outbox(&mut entries);
         Ok(entries)
     }
 

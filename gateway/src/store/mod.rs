@@ -313,6 +313,46 @@ pub(crate) fn check_record(record: &AuthorizationRecord) -> Result<(), StoreErro
     Ok(())
 }
 
+/// The arguments of [`Store::create_authorization`], checked the same way in every backend.
+pub(crate) fn check_creation(
+    record: &AuthorizationRecord,
+    ota: Option<&OtaCounterKey>,
+) -> Result<(), StoreError> {
+    check_record(record)?;
+    if record.state.is_terminal() {
+        return Err(StoreError::Backend(
+            "an authorization is created in flight".into(),
+        ));
+    }
+    if let Some(key) = ota {
+        check_key("msisdn", &key.msisdn)?;
+    }
+    Ok(())
+}
+
+/// The arguments of [`Store::update_authorization_state`] (`terminal == false`) or
+/// [`Store::end_authorization`] (`terminal == true`), checked the same way in every backend.
+pub(crate) fn check_change(
+    id: &str,
+    update: &AuthorizationUpdate,
+    terminal: bool,
+) -> Result<(), StoreError> {
+    check_key("authorization id", id)?;
+    match (terminal, update.state.is_terminal()) {
+        (false, true) => Err(StoreError::Backend(
+            "endings go through end_authorization".into(),
+        )),
+        (true, false) => Err(StoreError::Backend("an ending must be terminal".into())),
+        _ => Ok(()),
+    }
+}
+
+/// Outbox entries in the order [`Store::outbox_pending`] returns them: oldest first, then by
+/// event id.
+pub(crate) fn sort_outbox(entries: &mut [OutboxEntry]) {
+    entries.sort_by(|a, b| (a.created_ms, &a.event_id).cmp(&(b.created_ms, &b.event_id)));
+}
+
 /// The new high-water mark after reserving `n`, or the exhaustion error.
 pub(crate) fn advance_high_water(
     key: &OtaCounterKey,
