@@ -35,6 +35,7 @@ use crate::authorization::{
     system_clock, AuditLog, AuthorizationManager, ChannelPort, ManagerDeps, ManagerSettings,
     Operator, UssdPinCheck,
 };
+use crate::channel::admission::Admission;
 use crate::channel::{AuthRequest, AuthResult, Authorizer, AuthorizerConfig, PinVerifier};
 use crate::config::{GatewayConfig, LogConfig, LogFormat};
 use crate::metrics::smpp::{BindMetrics, BindState};
@@ -133,6 +134,10 @@ impl ChannelPort for OperatorChannel {
 
     fn ussd_key_range(&self) -> u32 {
         self.ussd_key_range
+    }
+
+    fn admit(&self, awaiting_prompts: usize, expiry: Duration) -> Admission {
+        self.authorizer.admit(awaiting_prompts, expiry)
     }
 
     fn binds_up(&self) -> (usize, usize) {
@@ -284,6 +289,7 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<ServeHandle> {
         ac.ota_originator = op.sms_source_address.clone();
         ac.max_in_flight = config.limits.max_in_flight.max(1) as usize;
         ac.submit_timeout = Duration::from_secs(config.policy.submit_timeout_secs.max(1));
+        ac.admission = op.admission_policy();
         let ussd_key_range = crate::channel::router::session_key_range(&ac.dialect);
         let (authorizer, join) = Authorizer::start(ac, Some(pin_check.clone()));
         operators.push(Operator {

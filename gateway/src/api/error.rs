@@ -116,6 +116,14 @@ impl From<StartError> for ApiError {
                 "an authorization is already in progress for this subscriber",
             ),
             StartError::RateLimited { retry_after } => ApiError::rate_limited(retry_after),
+            StartError::NoCapacity { retry_after } => ApiError {
+                retry_after: Some(retry_after),
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no_capacity",
+                    "the operator's SMSC cannot take this prompt in time now, retry later",
+                )
+            },
             StartError::Overloaded { retry_after } => ApiError {
                 retry_after: Some(retry_after),
                 ..ApiError::new(
@@ -215,6 +223,13 @@ mod tests {
                 },
                 503,
                 "overloaded",
+            ),
+            (
+                StartError::NoCapacity {
+                    retry_after: Duration::from_secs(3),
+                },
+                503,
+                "no_capacity",
             ),
             (StartError::Policy("loa3".into()), 403, "policy_refused"),
             (StartError::Internal("disk".into()), 500, "internal"),

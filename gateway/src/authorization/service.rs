@@ -164,6 +164,13 @@ pub enum StartError {
         /// When to retry.
         retry_after: Duration,
     },
+    /// The subscriber's operator cannot carry the prompt in time now: its binds are down, or
+    /// what waits for them would hold this prompt longer than its admission policy allows.
+    #[error("no capacity on the operator's binds")]
+    NoCapacity {
+        /// When to retry: the time the queue needs to drain, in whole seconds.
+        retry_after: Duration,
+    },
     /// The LoA cannot be reached for this subscriber under the policy (e.g. LoA3 over USSD).
     #[error("policy: {0}")]
     Policy(String),

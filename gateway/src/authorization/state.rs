@@ -113,10 +113,9 @@ pub fn ending_of(result: AuthResult, requested: Loa, stk: bool, locked_now: bool
                 format!("smsc_error_0x{:02x}", u32::from(status)),
             ),
             SubmitFailure::ResponseTimeout => Ending::new(S::DeliveryError, "smsc_timeout"),
-            // Queued on a bound bind past its deadline: the SMSC takes fewer than are offered.
-            SubmitFailure::DeadlineExpired => {
-                Ending::new(S::DeliveryError, "submit_deadline_passed")
-            }
+            // Still queued on a bound bind when too little time was left for the user to answer:
+            // it was not sent, and the authorization ran out of time, not the network.
+            SubmitFailure::DeadlineExpired => Ending::new(S::Expired, "prompt_not_sent_in_time"),
             SubmitFailure::NoLinkByDeadline => Ending::new(S::DeliveryError, "binds_down"),
             SubmitFailure::LinkLostInFlight => Ending::new(S::DeliveryError, "link_lost"),
             SubmitFailure::ShuttingDown => Ending::new(S::DeliveryError, "gateway_shutdown"),
@@ -131,7 +130,8 @@ pub fn ending_of(result: AuthResult, requested: Loa, stk: bool, locked_now: bool
 /// Whether a failed STK push may be retried over USSD: only when the push never reached the
 /// handset (nothing was shown, so a second prompt is not a second question).
 pub fn is_delivery_failure(result: &AuthResult) -> bool {
-    matches!(result, AuthResult::DeliveryError(_))
+    // A prompt held back for lack of time leaves no time for a second one either.
+    matches!(result, AuthResult::DeliveryError(f) if *f != SubmitFailure::DeadlineExpired)
 }
 
 pub fn from_applet_loa(loa: sim_applet_model::applet::protocol::Loa) -> Loa {
@@ -330,13 +330,17 @@ mod tests {
     use sim_applet_model::applet::protocol::Loa as AppletLoa;
 
     #[test]
-    fn a_deadline_passed_in_the_queue_is_not_called_binds_down() {
-        let reason = |f| ending_of(AuthResult::DeliveryError(f), Loa::Loa2, false, false).reason;
+    fn a_prompt_held_back_for_lack_of_time_expires_and_is_not_called_binds_down() {
+        let ending = |f| ending_of(AuthResult::DeliveryError(f), Loa::Loa2, false, false);
+        let held_back = ending(SubmitFailure::DeadlineExpired);
         assert_eq!(
-            reason(SubmitFailure::DeadlineExpired),
-            "submit_deadline_passed"
+            (held_back.status, held_back.reason.as_str()),
+            (TerminalStatus::Expired, "prompt_not_sent_in_time")
         );
-        assert_eq!(reason(SubmitFailure::NoLinkByDeadline), "binds_down");
+        assert!(!is_delivery_failure(&AuthResult::DeliveryError(
+            SubmitFailure::DeadlineExpired
+        )));
+        assert_eq!(ending(SubmitFailure::NoLinkByDeadline).reason, "binds_down");
     }
 
     fn record(state: AuthState) -> AuthorizationRecord {

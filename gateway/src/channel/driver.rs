@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 
+use super::admission::{self, Admission, AdmissionPolicy, OperatorLoad};
 pub use super::router::{AuthChannel, AuthRequest, AuthResult};
 use super::router::{AuthId, Router, RouterConfig, RouterOutput, StkNonce};
 use crate::smpp::bind::{self, BindConfig, BindEvent, BindHandle};
@@ -56,6 +57,8 @@ pub struct AuthorizerConfig {
     pub stk_grace: Duration,
     /// Most incomplete concatenated PoRs held.
     pub max_pending_por: usize,
+    /// When a start is admitted, and how late a prompt may still leave.
+    pub admission: AdmissionPolicy,
 }
 
 impl AuthorizerConfig {
@@ -71,6 +74,7 @@ impl AuthorizerConfig {
             submit_timeout: Duration::from_secs(10),
             stk_grace: Duration::from_secs(15),
             max_pending_por: 1024,
+            admission: AdmissionPolicy::default(),
         }
     }
 }
@@ -98,6 +102,11 @@ enum Command {
 pub struct Authorizer {
     commands: mpsc::Sender<Command>,
     slots: Arc<Semaphore>,
+    /// The binds' handles, for their load.
+    binds: Arc<[BindHandle]>,
+    /// What the binds' queues hold together.
+    queue_room: usize,
+    admission: AdmissionPolicy,
 }
 
 impl std::fmt::Debug for Authorizer {
@@ -126,6 +135,9 @@ impl Authorizer {
         }
         let (commands, commands_rx) = mpsc::channel(config.max_in_flight.clamp(1, 1024));
         let slots = Arc::new(Semaphore::new(config.max_in_flight.max(1)));
+        let shared_binds: Arc<[BindHandle]> = binds.clone().into();
+        let queue_room = config.binds.iter().map(|b| b.session.max_queued).sum();
+        let admission = config.admission;
         let driver = Driver::new(
             config,
             binds,
@@ -136,7 +148,48 @@ impl Authorizer {
             slots.clone(),
         );
         let join = tokio::spawn(driver.run(commands_rx, events_rx, verdicts_rx));
-        (Self { commands, slots }, join)
+        (
+            Self {
+                commands,
+                slots,
+                binds: shared_binds,
+                queue_room,
+                admission,
+            },
+            join,
+        )
+    }
+
+    /// What the operator's binds carry now and what waits for them.
+    pub fn load(&self) -> OperatorLoad {
+        let mut waiting_submits = 0;
+        let (mut known, mut unknown) = (0.0, false);
+        for bind in self.binds.iter() {
+            let load = bind.load();
+            waiting_submits += load.waiting;
+            match load.capacity {
+                Some(c) => known += c,
+                None => unknown = true,
+            }
+        }
+        OperatorLoad {
+            waiting_submits,
+            // A bind not measured yet adds nothing; only when no bind is measured is the whole
+            // unknown.
+            capacity: if known == 0.0 && unknown {
+                None
+            } else {
+                Some(known)
+            },
+            queue_room: self.queue_room,
+        }
+    }
+
+    /// Whether a start that expires after `expiry` may be admitted now, with
+    /// `awaiting_prompts` admitted prompts not yet accepted by the SMSC (see
+    /// [`super::admission`]).
+    pub fn admit(&self, awaiting_prompts: usize, expiry: Duration) -> Admission {
+        admission::judge(&self.admission, &self.load(), awaiting_prompts, expiry)
     }
 
     /// Runs one authorization to its end. Waits for a slot first when the limit is reached.
@@ -248,6 +301,7 @@ impl Driver {
             service_code: config.service_code.clone(),
             ota_originator: config.ota_originator.clone(),
             submit_timeout: config.submit_timeout,
+            min_answer_time: config.admission.min_answer_time,
             stk_grace: config.stk_grace,
             max_pending_por: config.max_pending_por,
             ussd_pin_check: pin_verifier.is_some(),

@@ -10,6 +10,7 @@
 //! exactly one [`AuthResult`]; the driver moves the submissions to the binds and the results to
 //! the callers.
 
+pub mod admission;
 pub mod driver;
 pub mod router;
 pub mod stk;

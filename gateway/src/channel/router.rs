@@ -129,6 +129,10 @@ pub struct RouterConfig {
     pub ota_originator: String,
     /// A submission still unsent this long after it was queued fails for good.
     pub submit_timeout: Duration,
+    /// A prompt still unsent when less than this is left of its authorization's time is not
+    /// sent at all: the user could not answer it (it fails as
+    /// [`SubmitFailure::DeadlineExpired`]).
+    pub min_answer_time: Duration,
     /// Wait for a PoR beyond the request's expiry.
     pub stk_grace: Duration,
     /// Most incomplete concatenated PoRs held.
@@ -195,6 +199,8 @@ struct Entry {
     msisdn: String,
     /// The USSD session key, or the STK push's OTA counter.
     key: u64,
+    /// When the user's time runs out.
+    expires_at: Instant,
     /// The deadline registered in `Router::timers`.
     timer: Option<Instant>,
     /// A PIN is being checked: the dialog waits for the verdict.
@@ -400,6 +406,7 @@ impl Router {
                 loa: request.loa,
                 msisdn: request.msisdn,
                 key,
+                expires_at: now + Duration::from_secs(u64::from(request.expiry_secs)),
                 timer: None,
                 pin_pending: false,
                 prompt_accepted: false,
@@ -789,6 +796,7 @@ impl Router {
         };
         let next_timer = entry.machine.poll_timeout();
         let old_timer = std::mem::replace(&mut entry.timer, next_timer);
+        let (prompt_unsent, expires_at) = (!entry.prompt_accepted, entry.expires_at);
         if let Some(result) = result {
             self.send_result(auth, result);
         }
@@ -800,7 +808,15 @@ impl Router {
                 self.timers.insert((at, auth));
             }
         }
-        let deadline = Some(now + self.config.submit_timeout);
+        let mut deadline = now + self.config.submit_timeout;
+        if prompt_unsent {
+            // The prompt itself: worth sending only while the user has time to answer it.
+            let latest = expires_at
+                .checked_sub(self.config.min_answer_time)
+                .unwrap_or(now);
+            deadline = deadline.min(latest.max(now));
+        }
+        let deadline = Some(deadline);
         for submit_sm in batch {
             self.next_submit += 1;
             let id = self.next_submit;
@@ -868,6 +884,7 @@ mod tests {
             service_code: "*123#".into(),
             ota_originator: "4860000".into(),
             submit_timeout: Duration::from_secs(10),
+            min_answer_time: Duration::from_secs(3),
             stk_grace: Duration::from_secs(15),
             max_pending_por: 16,
             ussd_pin_check: true,
@@ -980,6 +997,41 @@ mod tests {
     }
 
     const UNDELIVERED: AuthResult = AuthResult::DeliveryError(SubmitFailure::Undeliverable);
+
+    fn deadlines(outputs: &[RouterOutput]) -> Vec<Option<Instant>> {
+        outputs
+            .iter()
+            .filter_map(|o| match o {
+                RouterOutput::Submit { request, .. } => Some(request.deadline),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_prompt_must_leave_while_the_user_can_still_answer_and_later_screens_get_the_submit_time() {
+        let t0 = Instant::now();
+        let mut r = Router::new(config());
+        let short = AuthRequest {
+            expiry_secs: 5,
+            ..request(AuthChannel::Ussd, Loa::Loa2)
+        };
+        r.start(t0, 10, short, NONCE).unwrap();
+        let out = outputs(&mut r);
+        // 5 s to live, 3 s kept for the answer: the prompt must be out within 2 s.
+        assert_eq!(deadlines(&out), vec![Some(t0 + Duration::from_secs(2))]);
+        let (_, id, key) = submits(&out)[0];
+        let t1 = t0 + Duration::from_secs(1);
+        r.handle_event(t1, accepted(id, "a"));
+        outputs(&mut r);
+        r.handle_event(t1, ussd_answer(key.unwrap(), "1"));
+        let out = outputs(&mut r);
+        assert_eq!(
+            deadlines(&out),
+            vec![Some(t1 + Duration::from_secs(10))],
+            "the closing screen is not held to the prompt's limit"
+        );
+    }
 
     #[test]
     fn ussd_answer_is_routed_by_msisdn_and_session_key_and_ends_with_one_result() {

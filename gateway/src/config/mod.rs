@@ -230,6 +230,32 @@ pub struct OperatorConfig {
     pub service_code: String,
     /// `source_addr` of SMS-PP (OTA) messages.
     pub sms_source_address: String,
+    /// Admission: a start is refused (503, `Retry-After`) when its prompt is expected to wait
+    /// longer than this for the binds (queued submissions over what the binds carry per second).
+    #[serde(default = "default_max_prompt_wait_ms")]
+    pub max_prompt_wait_ms: u64,
+    /// A prompt is not sent (the authorization ends `expired`, `prompt_not_sent_in_time`) when
+    /// less than this is left of the user's time; admission keeps this much too.
+    #[serde(default = "default_min_answer_time_ms")]
+    pub min_answer_time_ms: u64,
+}
+
+fn default_max_prompt_wait_ms() -> u64 {
+    2_000
+}
+
+fn default_min_answer_time_ms() -> u64 {
+    3_000
+}
+
+impl OperatorConfig {
+    /// The operator's admission settings.
+    pub fn admission_policy(&self) -> crate::channel::admission::AdmissionPolicy {
+        crate::channel::admission::AdmissionPolicy {
+            max_prompt_wait: Duration::from_millis(self.max_prompt_wait_ms),
+            min_answer_time: Duration::from_millis(self.min_answer_time_ms),
+        }
+    }
 }
 
 /// `[[operators.binds]]`: one SMPP bind (exactly one of `password`, `password_env`).

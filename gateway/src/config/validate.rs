@@ -164,6 +164,7 @@ impl GatewayConfig {
                     "at least one bind is required",
                 ));
             }
+            nonzero(format!("{key}.max_prompt_wait_ms"), op.max_prompt_wait_ms)?;
             smpp_field(format!("{key}.service_code"), &op.service_code, 20)?;
             if op.service_code.is_empty() {
                 return Err(ConfigError::at(

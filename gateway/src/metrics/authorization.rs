@@ -24,6 +24,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::channel::admission::Refusal;
+
 use super::{label_enum, seconds, MACHINE_LATENCY_BUCKETS, USER_LATENCY_BUCKETS};
 
 label_enum! {
@@ -122,6 +124,19 @@ struct ChannelLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct RefusalLabels {
+    operator: String,
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct OperatorLabels {
+    operator: String,
+}
+
+const REFUSALS: [Refusal; 2] = [Refusal::NoBind, Refusal::QueueTooLong];
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct OtaLabels {
     operator: String,
     kind: OtaFailure,
@@ -138,6 +153,8 @@ pub struct AuthorizationMetrics {
     pin_lockouts: Family<OpChannelLabels, Counter>,
     ota_failures: Family<OtaLabels, Counter>,
     resumed: Family<OpChannelLabels, Counter>,
+    refusals: Family<RefusalLabels, Counter>,
+    awaiting_prompts: Family<OperatorLabels, Gauge>,
     duration: Family<ChannelOutcomeLabels, Histogram>,
     user_answer: Family<ChannelLabels, Histogram>,
     own: Family<ChannelLabels, Histogram>,
@@ -159,6 +176,9 @@ pub struct OperatorMetrics {
     ota_failures: Vec<Counter>,
     /// `[channel]`.
     resumed: Vec<Counter>,
+    /// `[refusal]`, in `REFUSALS` order.
+    refusals: Vec<Counter>,
+    awaiting_prompts: Gauge,
     /// `[channel][outcome]`.
     duration: Vec<Histogram>,
     user_answer: Vec<Histogram>,
@@ -180,6 +200,8 @@ impl AuthorizationMetrics {
             pin_lockouts: Family::default(),
             ota_failures: Family::default(),
             resumed: Family::default(),
+            refusals: Family::default(),
+            awaiting_prompts: Family::default(),
             duration: Family::new_with_constructor(|| Histogram::new(USER_LATENCY_BUCKETS)),
             user_answer: Family::new_with_constructor(|| Histogram::new(USER_LATENCY_BUCKETS)),
             own: Family::new_with_constructor(|| Histogram::new(MACHINE_LATENCY_BUCKETS)),
@@ -239,6 +261,16 @@ impl AuthorizationMetrics {
             "Authorizations taken over after a restart (their prompt was out, the answer is awaited), by operator and channel",
             m.resumed.clone(),
         );
+        registry.register(
+            "admission_refusals",
+            "Starts refused at the door because the operator's binds cannot carry the prompt in time, by operator and reason (no_bind, queue_too_long)",
+            m.refusals.clone(),
+        );
+        registry.register(
+            "admission_awaiting_prompts",
+            "Admitted prompts not yet taken by the SMSC, by operator (what admission counts as waiting)",
+            m.awaiting_prompts.clone(),
+        );
         // Operator-free series exist from the start, so dashboards show zeros, not gaps.
         for &channel in Channel::ALL {
             drop(m.user_answer.get_or_create(&ChannelLabels { channel }));
@@ -260,6 +292,18 @@ impl AuthorizationMetrics {
             pin_lockouts: Vec::new(),
             ota_failures: Vec::new(),
             resumed: Vec::new(),
+            refusals: REFUSALS
+                .iter()
+                .map(|r| {
+                    self.refusals.get_or_create_owned(&RefusalLabels {
+                        operator: op(),
+                        reason: r.as_str(),
+                    })
+                })
+                .collect(),
+            awaiting_prompts: self
+                .awaiting_prompts
+                .get_or_create_owned(&OperatorLabels { operator: op() }),
             duration: Vec::new(),
             user_answer: Vec::new(),
             own: Vec::new(),
@@ -318,6 +362,18 @@ impl AuthorizationMetrics {
 }
 
 impl OperatorMetrics {
+    /// A start was refused for lack of capacity.
+    pub fn refused(&self, why: Refusal) {
+        if let Some(i) = REFUSALS.iter().position(|r| *r == why) {
+            self.refusals[i].inc();
+        }
+    }
+
+    /// The gauge of admitted prompts not yet taken by the SMSC.
+    pub fn awaiting_prompts_gauge(&self) -> Gauge {
+        self.awaiting_prompts.clone()
+    }
+
     /// An authorization was admitted.
     pub fn started(&self, channel: Channel, loa: Loa) {
         self.started[channel as usize * LOAS + loa as usize].inc();

@@ -13,7 +13,8 @@
 //! is conventionally on port 3550; a failed handshake is a failed connect: `Disconnected`,
 //! back-off, retry.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -123,6 +124,41 @@ impl std::fmt::Debug for Command {
 pub struct BindHandle {
     tx: mpsc::Sender<Command>,
     pending: Arc<AtomicUsize>,
+    load: Arc<BindLoad>,
+}
+
+/// What a bind carries now, written by its task after every step, read by admission.
+#[derive(Debug)]
+struct BindLoad {
+    in_flight: AtomicUsize,
+    /// Submits per second x 1000; `u64::MAX`: not known yet (unpaced, no round trip yet).
+    capacity_milli: AtomicU64,
+}
+
+impl BindLoad {
+    fn new() -> Self {
+        Self {
+            in_flight: AtomicUsize::new(0),
+            capacity_milli: AtomicU64::new(0),
+        }
+    }
+
+    fn update(&self, machine: &BindMachine) {
+        self.in_flight.store(machine.in_flight(), Ordering::Relaxed);
+        let milli = machine.capacity().map_or(u64::MAX, |c| {
+            (c * 1000.0).clamp(0.0, (u64::MAX - 1) as f64) as u64
+        });
+        self.capacity_milli.store(milli, Ordering::Relaxed);
+    }
+}
+
+/// A bind's load as admission sees it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BindLoadView {
+    /// Submissions handed over and not yet written (command channel, carried, queued).
+    pub waiting: usize,
+    /// Submits per second it carries now (0 while down; `None`: bound, not measured yet).
+    pub capacity: Option<f64>,
 }
 
 /// The bind task is gone.
@@ -158,6 +194,16 @@ impl BindHandle {
     pub fn pending(&self) -> usize {
         self.pending.load(Ordering::Relaxed)
     }
+
+    /// What the bind carries now and what waits for it.
+    pub fn load(&self) -> BindLoadView {
+        let in_flight = self.load.in_flight.load(Ordering::Relaxed);
+        let milli = self.load.capacity_milli.load(Ordering::Relaxed);
+        BindLoadView {
+            waiting: self.pending().saturating_sub(in_flight),
+            capacity: (milli != u64::MAX).then(|| milli as f64 / 1000.0),
+        }
+    }
 }
 
 /// Starts the bind task; events go to `events`.
@@ -167,6 +213,7 @@ pub fn spawn(
 ) -> (BindHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(64);
     let pending = Arc::new(AtomicUsize::new(0));
+    let load = Arc::new(BindLoad::new());
     let machine = BindMachine::new(
         config.machine_config(),
         now_std(),
@@ -179,12 +226,14 @@ pub fn spawn(
         events,
         commands: rx,
         pending: pending.clone(),
+        load: load.clone(),
         link: None,
         connecting: None,
         attempts: 0,
+        held: VecDeque::new(),
     };
     let join = tokio::spawn(task.run());
-    (BindHandle { tx, pending }, join)
+    (BindHandle { tx, pending, load }, join)
 }
 
 type Reader = FramedRead<ReadHalf<Box<dyn LinkStream>>, LengthDelimitedCodec>;
@@ -195,13 +244,21 @@ struct BindTask {
     events: mpsc::Sender<BindEvent>,
     commands: mpsc::Receiver<Command>,
     pending: Arc<AtomicUsize>,
+    load: Arc<BindLoad>,
     /// The open connection, split.
     link: Option<(Reader, WriteHalf<Box<dyn LinkStream>>)>,
     /// The connect in progress.
     connecting: Option<BoxFuture<'static, Result<Box<dyn LinkStream>, ConnectError>>>,
     /// Connect attempts so far (every one after the first is a reconnect).
     attempts: u64,
+    /// Events the owner has not taken yet (its channel is full). The link is still read and
+    /// answered meanwhile, so keep-alive never waits for a busy owner; past
+    /// [`MAX_HELD_EVENTS`] reading pauses and TCP pushes back on the SMSC.
+    held: VecDeque<BindEvent>,
 }
+
+/// Most events held for a busy owner before the link stops being read.
+const MAX_HELD_EVENTS: usize = 8192;
 
 fn now_std() -> std::time::Instant {
     Instant::now().into_std()
@@ -245,13 +302,19 @@ impl BindTask {
             let wake = self.machine.poll_timeout().map(Instant::from_std);
             let link = &mut self.link;
             let connecting = &mut self.connecting;
+            let reading = self.held.len() < MAX_HELD_EVENTS;
+            let holding = !self.held.is_empty();
+            let events = &self.events;
+            // Biased: what the SMSC sent (keep-alive among it) is read and answered before
+            // anything else is taken on, and a late timer finds the answers already read.
             tokio::select! {
+                biased;
                 frame = async {
                     match link {
                         Some((reader, _)) => reader.next().await,
                         None => std::future::pending().await,
                     }
-                } => match frame {
+                }, if reading => match frame {
                     Some(Ok(frame)) => self.machine.handle_frame(now_std(), &frame),
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "SMPP framing error, closing the link");
@@ -259,6 +322,14 @@ impl BindTask {
                     }
                     None => self.machine.handle_link_lost(now_std()),
                 },
+                permit = events.reserve(), if holding => {
+                    if let (Ok(permit), Some(event)) = (permit, self.held.pop_front()) {
+                        permit.send(event);
+                    } else {
+                        // Nobody listens any more: the events have nowhere to go.
+                        self.held.clear();
+                    }
+                }
                 connected = async {
                     match connecting {
                         Some(attempt) => attempt.await,
@@ -300,15 +371,26 @@ impl BindTask {
                 let Some((_, writer)) = &mut self.link else {
                     break;
                 };
-                if let Err(e) = writer.write_all(&bytes).await {
-                    tracing::warn!(error = %e, "write to SMSC failed");
-                    self.machine.handle_link_lost(now_std());
-                    break;
+                // An SMSC that stops reading must not freeze the bind: the write gets as long
+                // as an enquire_link answer would, then the link counts as lost.
+                let limit = self.config.session.enquire_link_timeout;
+                match timeout(limit, writer.write_all(&bytes)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "write to SMSC failed");
+                        self.machine.handle_link_lost(now_std());
+                        break;
+                    }
+                    Err(_) => {
+                        tracing::warn!(?limit, "write to SMSC timed out: it stopped reading");
+                        self.machine.handle_link_lost(now_std());
+                        break;
+                    }
                 }
             }
             while let Some(event) = self.machine.poll_event() {
                 busy = true;
-                emit(&self.events, &self.pending, event).await;
+                self.hand_over(event);
             }
             let mut stopped = false;
             while let Some(action) = self.machine.poll_action() {
@@ -342,9 +424,16 @@ impl BindTask {
             if let Some(m) = &self.config.metrics {
                 m.set_state(self.machine.state());
             }
+            self.load.update(&self.machine);
             if stopped {
                 while let Some(event) = self.machine.poll_event() {
-                    emit(&self.events, &self.pending, event).await;
+                    self.hand_over(event);
+                }
+                // The last events (every submission's ending, `Stopped`) are owed: wait for room.
+                for event in self.held.drain(..) {
+                    if self.events.send(event).await.is_err() {
+                        break;
+                    }
                 }
                 if let Some(m) = &self.config.metrics {
                     m.set_state(BindState::Down);
@@ -358,21 +447,32 @@ impl BindTask {
     }
 }
 
-/// Forwards one event; a submission's ending leaves the pending count.
-async fn emit(events: &mpsc::Sender<BindEvent>, pending: &AtomicUsize, event: BindEvent) {
-    if let BindEvent::Disconnected { reason } = &event {
-        if matches!(
-            reason,
-            LinkDown::Closed(super::session::CloseReason::BindRejected(_))
-        ) {
-            tracing::warn!(%reason, "bind rejected");
+impl BindTask {
+    /// Passes one event to the owner at once, or holds it (in order) while the owner's channel
+    /// is full; a submission's ending leaves the pending count.
+    fn hand_over(&mut self, event: BindEvent) {
+        if let BindEvent::Disconnected { reason } = &event {
+            if matches!(
+                reason,
+                LinkDown::Closed(super::session::CloseReason::BindRejected(_))
+            ) {
+                tracing::warn!(%reason, "bind rejected");
+            }
+        }
+        if matches!(event, BindEvent::Accepted { .. } | BindEvent::Failed { .. }) {
+            self.pending.fetch_sub(1, Ordering::Relaxed);
+        }
+        if !self.held.is_empty() {
+            self.held.push_back(event);
+            return;
+        }
+        match self.events.try_send(event) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(event)) => self.held.push_back(event),
+            // A dropped receiver means nobody listens any more; the task winds down on its own.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
         }
     }
-    if matches!(event, BindEvent::Accepted { .. } | BindEvent::Failed { .. }) {
-        pending.fetch_sub(1, Ordering::Relaxed);
-    }
-    // A dropped receiver means nobody listens any more; the task winds down on its own.
-    let _ = events.send(event).await;
 }
 
 #[cfg(test)]
@@ -434,6 +534,78 @@ mod tests {
                 .build(),
             deadline,
         }
+    }
+
+    /// Real time: the keep-alive answer must leave while the submit queue is saturated, the
+    /// SMSC answers no submit, and the owner has stopped taking events.
+    #[tokio::test]
+    async fn keepalive_is_answered_in_time_with_a_saturated_queue_and_a_stalled_owner() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Room for one event: `Bound` fills it, and nobody reads it.
+        let (tx, _stalled_owner) = mpsc::channel(1);
+        let (handle, _join) = spawn(
+            BindConfig::new(addr.to_string(), SessionConfig::default()),
+            tx,
+        );
+        let (sock, _) = tokio::time::timeout(Duration::from_secs(5), listener.accept())
+            .await
+            .expect("the bind never connected")
+            .unwrap();
+        let (rd, mut wr) = sock.into_split();
+        let mut reader = FramedRead::new(rd, frame_codec());
+        let bind = next_command(&mut reader).await.unwrap();
+        let resp = BindTransceiverResp::builder()
+            .system_id(COctetString::from_str("SIM").unwrap())
+            .build();
+        wr.write_all(&encode_command(&rusmpp::Command::new(
+            CommandStatus::EsmeRok,
+            bind.sequence_number(),
+            resp,
+        )))
+        .await
+        .unwrap();
+        // 500 submissions: the window (10) fills and stays full, the rest queue.
+        for id in 0..500 {
+            handle.submit(id, request(None)).await.unwrap();
+        }
+        // 300 MO messages, each an event the owner does not take, then our keep-alive probe.
+        let mo = rusmpp::pdus::DeliverSm::builder()
+            .source_addr(COctetString::from_str("48600100200").unwrap())
+            .build();
+        for seq in 1..=300 {
+            wr.write_all(&encode_command(&rusmpp::Command::new(
+                CommandStatus::EsmeRok,
+                seq,
+                mo.clone(),
+            )))
+            .await
+            .unwrap();
+        }
+        wr.write_all(&encode_command(&rusmpp::Command::new(
+            CommandStatus::EsmeRok,
+            9_999,
+            Pdu::EnquireLink,
+        )))
+        .await
+        .unwrap();
+        let (mut submits, mut mo_answers) = (0, 0);
+        let answered = tokio::time::timeout(Duration::from_secs(2), async {
+            loop {
+                let c = next_command(&mut reader).await.expect("link closed");
+                match c.id() {
+                    CommandId::EnquireLinkResp => return c.sequence_number(),
+                    CommandId::SubmitSm => submits += 1,
+                    CommandId::DeliverSmResp => mo_answers += 1,
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        })
+        .await
+        .expect("no enquire_link_resp within 2 s: keep-alive waited behind the load");
+        assert_eq!(answered, 9_999);
+        assert_eq!(mo_answers, 300, "every MO answered before the keep-alive");
+        assert_eq!(submits, 10, "only the window's worth of submits written");
     }
 
     #[tokio::test(start_paused = true)]

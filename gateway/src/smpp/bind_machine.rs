@@ -166,6 +166,9 @@ enum Link {
 pub struct BindMachine {
     config: BindMachineConfig,
     link: Link,
+    /// Whether the first connection was decided (bound, or lost/failed): until then the bind's
+    /// capacity is unknown rather than zero.
+    settled: bool,
     /// Submissions waiting for a connection, in order.
     carried: VecDeque<(SubmitId, SubmitRequest)>,
     /// Failed connection attempts since the last bound connection.
@@ -189,6 +192,7 @@ impl BindMachine {
         BindMachine {
             config,
             link: Link::Down { retry_at: now },
+            settled: false,
             carried: VecDeque::new(),
             attempt: 0,
             stopping: false,
@@ -216,6 +220,34 @@ impl BindMachine {
     /// Submissions waiting for a connection.
     pub fn carried(&self) -> usize {
         self.carried.len()
+    }
+
+    /// Submissions waiting to be written: carried for a connection, or queued in the session.
+    pub fn queued(&self) -> usize {
+        let in_session = match &self.link {
+            Link::Up { session, .. } => session.queued(),
+            _ => 0,
+        };
+        self.carried.len() + in_session
+    }
+
+    /// Submissions written and not yet answered.
+    pub fn in_flight(&self) -> usize {
+        match &self.link {
+            Link::Up { session, .. } => session.in_flight(),
+            _ => 0,
+        }
+    }
+
+    /// Submits per second the bind can carry now: 0 while it is not bound (once its first
+    /// connection was decided); `None` while that first connection is under way, or bound,
+    /// unpaced, before a round trip was measured.
+    pub fn capacity(&self) -> Option<f64> {
+        match &self.link {
+            Link::Up { session, .. } if !self.stopping && session.is_bound() => session.capacity(),
+            _ if !self.settled && !self.stopping => None,
+            _ => Some(0.0),
+        }
     }
 
     /// Hands a submission to the bind; it ends in exactly one `Accepted` or `Failed` event.
@@ -416,6 +448,7 @@ impl BindMachine {
             match event {
                 SessionEvent::Bound { smsc_system_id } => {
                     *was_bound = true;
+                    self.settled = true;
                     self.events.push_back(BindEvent::Bound { smsc_system_id });
                 }
                 SessionEvent::SubmitAccepted { id, message_id } => self
@@ -458,6 +491,7 @@ impl BindMachine {
     }
 
     fn link_down(&mut self, now: Instant, reason: LinkDown, was_bound: bool) {
+        self.settled = true;
         if was_bound {
             self.attempt = 0;
         }

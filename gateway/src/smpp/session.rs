@@ -6,20 +6,24 @@
 //! [`Session::submit`] and read outcomes from [`Session::poll_event`].
 //!
 //! Inside: a bind state machine (`Binding -> Bound -> Unbinding -> Closed`), sequence numbers
-//! 1..=0x7FFF_FFFF with wrap, a queue of submissions waiting for a window slot (at most
+//! 1..=0x7FFF_FFFF with wrap, a queue of submissions waiting for a window slot, ordered by
+//! deadline (the submission that must leave soonest goes first; equal deadlines keep their
+//! submission order), at most
 //! `window` unacknowledged `submit_sm`, each with a response timer), `enquire_link` after
 //! `enquire_link_interval` of silence and a dead-link verdict when its answer does not come
 //! within `enquire_link_timeout`, and pacing: submits go out at the rate of the bind's
 //! [`Pacer`] (the configured `max_submits_per_sec`, cut on `ESME_RTHROTTLED` /
-//! `ESME_RMSGQFUL` and grown back while submits wait); a throttled submission goes back to the
-//! head of the queue and waits for the next token, not for a pause of the whole bind.
+//! `ESME_RMSGQFUL` and grown back while submits wait); a throttled submission goes back to its
+//! place in the queue and waits for the next token, not for a pause of the whole bind. A queued
+//! submission whose deadline has passed is never written: it fails as
+//! [`SubmitFailure::DeadlineExpired`].
 //!
 //! Guarantee: every submission the session accepted ends with exactly one
 //! [`SessionEvent::SubmitAccepted`] or [`SessionEvent::SubmitFailed`], or (when the session
 //! closes before it could be answered) is handed back in [`SessionEvent::Closed::unsent`] so
 //! that the bind machine can re-send it on the next connection or fail it at its deadline.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,6 +39,13 @@ use rusmpp::{
 use super::pacer::Pacer;
 use crate::metrics::smpp::{BindMetrics, Direction};
 use sim_applet_model::smpp::pdu::{decode_frame, encode_command, generic_nack, Decoded};
+
+/// A timer that fires this late says the process, not the link, was slow.
+const LATE_TIMER: Duration = Duration::from_millis(200);
+/// How long a late keep-alive verdict is put off to read what may be waiting.
+const KEEPALIVE_GRACE: Duration = Duration::from_millis(500);
+/// A link silent for this many `enquire_link_timeout`s is dead, however busy the process.
+const MAX_KEEPALIVE_GRACES: u32 = 2;
 
 /// Identifier the caller gives a submission; echoed in its final event.
 pub type SubmitId = u64;
@@ -248,7 +259,8 @@ pub enum SessionEvent {
     Closed {
         /// Why.
         reason: CloseReason,
-        /// Submissions not answered, in submission order, for the shell to re-send or fail.
+        /// Submissions not answered, those written first (in send order), then the queued ones
+        /// (in queue order), for the shell to re-send or fail.
         unsent: Vec<Unsent>,
     },
 }
@@ -274,10 +286,20 @@ struct Queued {
     request: SubmitRequest,
 }
 
+/// Queue order: earliest deadline first, submissions without one last, then submission order
+/// (the counter), so a throttled submission goes back exactly where it was.
+type QueueKey = (bool, Option<Instant>, u64);
+
+fn queue_key(request: &SubmitRequest, order: u64) -> QueueKey {
+    (request.deadline.is_none(), request.deadline, order)
+}
+
 #[derive(Debug)]
 struct InFlight {
     id: SubmitId,
     request: SubmitRequest,
+    /// Its place in the queue, kept for a throttled resend.
+    order: u64,
     deadline: Instant,
     /// When it was written, for the round-trip histogram.
     sent_at: Instant,
@@ -289,12 +311,18 @@ pub struct Session {
     config: SessionConfig,
     state: State,
     next_seq: u32,
-    queue: VecDeque<Queued>,
+    queue: BTreeMap<QueueKey, Queued>,
+    /// Submission counter, the tie-break of equal deadlines.
+    next_order: u64,
     in_flight: HashMap<u32, InFlight>,
     /// Sequence number and deadline of the outstanding `enquire_link`.
     enquire_link: Option<(u32, Instant)>,
+    /// When the outstanding `enquire_link` was sent.
+    enquire_link_sent: Instant,
     last_rx: Instant,
     pacer: Pacer,
+    /// Smoothed `submit_sm` round trip (1/8 of each new sample, as TCP's SRTT).
+    round_trip: Option<Duration>,
     transmit: VecDeque<Bytes>,
     events: VecDeque<SessionEvent>,
     /// Instrumentation (atomics only: no clock, no I/O), when the bind has it.
@@ -369,11 +397,14 @@ impl Session {
             config,
             state: State::Closed,
             next_seq: 1,
-            queue: VecDeque::new(),
+            queue: BTreeMap::new(),
+            next_order: 0,
             in_flight: HashMap::new(),
             enquire_link: None,
+            enquire_link_sent: now,
             last_rx: now,
             pacer,
+            round_trip: None,
             transmit: VecDeque::new(),
             events: VecDeque::new(),
             metrics,
@@ -410,6 +441,26 @@ impl Session {
         self.in_flight.len()
     }
 
+    /// Submissions waiting for a window slot or a token.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Submits per second this bind can carry now: the paced rate, or the window over the
+    /// smoothed round trip when that is lower (`None`: unpaced and no round trip measured yet).
+    pub fn capacity(&self) -> Option<f64> {
+        if !self.is_bound() {
+            return Some(0.0);
+        }
+        let by_window = self
+            .round_trip
+            .map(|rtt| self.config.window as f64 / rtt.as_secs_f64().max(1e-4));
+        match (self.pacer.rate(), by_window) {
+            (Some(rate), Some(window)) => Some(rate.min(window)),
+            (rate, window) => rate.or(window),
+        }
+    }
+
     /// Queue a submission; it is sent once bound, a window slot is free and no throttle pause
     /// runs. On `Err` the request is handed back and no event will follow.
     pub fn submit(
@@ -427,7 +478,9 @@ impl Session {
         if self.queue.len() >= self.config.max_queued {
             return Err((SubmitRejected::QueueFull, Box::new(request)));
         }
-        self.queue.push_back(Queued { id, request });
+        self.next_order += 1;
+        self.queue
+            .insert(queue_key(&request, self.next_order), Queued { id, request });
         self.pump(now);
         Ok(())
     }
@@ -593,8 +646,13 @@ impl Session {
             tracing::warn!(seq, ?status, "submit_sm_resp for no submission in flight");
             return;
         };
+        let sample = now.saturating_duration_since(entry.sent_at);
+        self.round_trip = Some(match self.round_trip {
+            Some(srtt) => srtt.mul_f64(0.875) + sample.mul_f64(0.125),
+            None => sample,
+        });
         if let Some(m) = &self.metrics {
-            m.round_trip(now.saturating_duration_since(entry.sent_at));
+            m.round_trip(sample);
             if matches!(
                 status,
                 CommandStatus::EsmeRthrottled | CommandStatus::EsmeRmsgqful
@@ -617,11 +675,14 @@ impl Session {
                     status,
                     until,
                 });
-                // Back at the head: throttling must not reorder a user's prompts.
-                self.queue.push_front(Queued {
-                    id: entry.id,
-                    request: entry.request,
-                });
+                // Back in its place: throttling must not reorder a user's prompts.
+                self.queue.insert(
+                    queue_key(&entry.request, entry.order),
+                    Queued {
+                        id: entry.id,
+                        request: entry.request,
+                    },
+                );
             }
             other => self.events.push_back(SessionEvent::SubmitFailed {
                 id: entry.id,
@@ -644,10 +705,26 @@ impl Session {
             }
             _ => {}
         }
-        if let Some((_, deadline)) = self.enquire_link {
+        if let Some((seq, deadline)) = self.enquire_link {
             if now >= deadline {
-                self.close(CloseReason::DeadLink);
-                return;
+                let late = now.saturating_duration_since(deadline);
+                let sent = self.enquire_link_sent;
+                if self.last_rx > sent {
+                    // The SMSC kept talking after our enquire_link: the link lives, its answer
+                    // is only behind. The next one goes out after the usual silence.
+                    self.enquire_link = None;
+                } else if late >= LATE_TIMER
+                    && now < sent + self.config.enquire_link_timeout * MAX_KEEPALIVE_GRACES
+                {
+                    // Our own timer fired late: this process was too busy to read, so the
+                    // answer may be waiting unread. Look again shortly instead of dropping a
+                    // live bind; a dead SMSC still loses it within a bounded time.
+                    tracing::debug!(?late, "enquire_link timer fired late, granting a grace");
+                    self.enquire_link = Some((seq, now + KEEPALIVE_GRACE));
+                } else {
+                    self.close(CloseReason::DeadLink);
+                    return;
+                }
             }
         }
         let mut expired: Vec<u32> = self
@@ -672,23 +749,23 @@ impl Session {
         {
             let seq = self.send_request(Pdu::EnquireLink);
             self.enquire_link = Some((seq, now + self.config.enquire_link_timeout));
+            self.enquire_link_sent = now;
         }
         self.pump(now);
     }
 
+    /// Fails the queued submissions whose deadline has passed: they sit at the head.
     fn expire_queued(&mut self, now: Instant) {
-        let mut kept = VecDeque::with_capacity(self.queue.len());
-        for q in self.queue.drain(..) {
-            if q.request.deadline.is_some_and(|d| now >= d) {
-                self.events.push_back(SessionEvent::SubmitFailed {
-                    id: q.id,
-                    reason: SubmitFailure::DeadlineExpired,
-                });
-            } else {
-                kept.push_back(q);
+        while let Some(entry) = self.queue.first_entry() {
+            if !entry.key().1.is_some_and(|d| now >= d) {
+                break;
             }
+            let q = entry.remove();
+            self.events.push_back(SessionEvent::SubmitFailed {
+                id: q.id,
+                reason: SubmitFailure::DeadlineExpired,
+            });
         }
-        self.queue = kept;
     }
 
     /// The next instant [`Session::handle_timeout`] must be called at.
@@ -712,10 +789,8 @@ impl Session {
         for f in self.in_flight.values() {
             consider(f.deadline);
         }
-        for q in &self.queue {
-            if let Some(d) = q.request.deadline {
-                consider(d);
-            }
+        if let Some(Some(d)) = self.queue.keys().next().map(|k| k.1) {
+            consider(d);
         }
         if !self.queue.is_empty() && self.in_flight.len() < self.config.window {
             if let Some(at) = self.pacer.next_send_at() {
@@ -742,7 +817,7 @@ impl Session {
                 if !self.pacer.may_send(now) {
                     break;
                 }
-                let Some(q) = self.queue.pop_front() else {
+                let Some(((_, _, order), q)) = self.queue.pop_first() else {
                     break;
                 };
                 if q.request.deadline.is_some_and(|d| now >= d) {
@@ -759,6 +834,7 @@ impl Session {
                     InFlight {
                         id: q.id,
                         request: q.request,
+                        order,
                         deadline: now + self.config.response_timeout,
                         sent_at: now,
                     },
@@ -828,11 +904,15 @@ impl Session {
                 was_in_flight: true,
             })
             .collect();
-        unsent.extend(self.queue.drain(..).map(|q| Unsent {
-            id: q.id,
-            request: q.request,
-            was_in_flight: false,
-        }));
+        unsent.extend(
+            std::mem::take(&mut self.queue)
+                .into_values()
+                .map(|q| Unsent {
+                    id: q.id,
+                    request: q.request,
+                    was_in_flight: false,
+                }),
+        );
         self.events
             .push_back(SessionEvent::Closed { reason, unsent });
     }
@@ -1461,5 +1541,143 @@ mod tests {
         );
         s.handle_disconnect(t1);
         assert_eq!(m.window_occupancy(), 0);
+    }
+
+    fn with_deadline(text: &str, deadline: Option<Instant>) -> SubmitRequest {
+        SubmitRequest {
+            deadline,
+            ..request(text)
+        }
+    }
+
+    fn texts(commands: &[Command]) -> Vec<String> {
+        commands
+            .iter()
+            .map(|c| match c.pdu() {
+                Some(Pdu::SubmitSm(sm)) => {
+                    String::from_utf8_lossy(sm.short_message().as_ref()).into_owned()
+                }
+                other => panic!("not a submit_sm: {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_queue_sends_the_earliest_deadline_first_and_keeps_order_among_equals() {
+        let t0 = Instant::now();
+        let mut s = bound(SessionConfig { window: 1, ..cfg() }, t0);
+        let at = |secs| Some(t0 + Duration::from_secs(secs));
+        s.submit(t0, with_deadline("first", at(20)), 1).unwrap();
+        s.submit(t0, with_deadline("none", None), 2).unwrap();
+        s.submit(t0, with_deadline("late", at(15)), 3).unwrap();
+        s.submit(t0, with_deadline("soon-a", at(5)), 4).unwrap();
+        s.submit(t0, with_deadline("soon-b", at(5)), 5).unwrap();
+        let mut order = Vec::new();
+        for _ in 0..5 {
+            let out = sent(&mut s);
+            assert_eq!(out.len(), 1, "window 1: one submit at a time");
+            order.extend(texts(&out));
+            s.handle_frame(
+                t0,
+                &submit_resp(out[0].sequence_number(), CommandStatus::EsmeRok, "m"),
+            );
+        }
+        assert_eq!(order, ["first", "soon-a", "soon-b", "late", "none"]);
+    }
+
+    #[test]
+    fn a_queued_submission_whose_deadline_passed_is_never_written() {
+        let t0 = Instant::now();
+        let mut s = bound(SessionConfig { window: 1, ..cfg() }, t0);
+        s.submit(t0, with_deadline("blocker", None), 1).unwrap();
+        let blocker = sent(&mut s);
+        s.submit(
+            t0,
+            with_deadline("doomed", Some(t0 + Duration::from_secs(2))),
+            2,
+        )
+        .unwrap();
+        s.submit(t0, with_deadline("fine", None), 3).unwrap();
+        // The blocker's answer comes after the doomed one's deadline.
+        let t3 = t0 + Duration::from_secs(3);
+        s.handle_frame(
+            t3,
+            &submit_resp(blocker[0].sequence_number(), CommandStatus::EsmeRok, "m"),
+        );
+        assert_eq!(texts(&sent(&mut s)), ["fine"]);
+        assert!(events(&mut s).contains(&SessionEvent::SubmitFailed {
+            id: 2,
+            reason: SubmitFailure::DeadlineExpired
+        }));
+    }
+
+    #[test]
+    fn a_keepalive_timer_that_fires_late_gets_a_grace_and_the_late_answer_keeps_the_link() {
+        let t0 = Instant::now();
+        let mut s = bound(cfg(), t0);
+        let t30 = t0 + Duration::from_secs(30);
+        s.handle_timeout(t30);
+        let el = sent(&mut s);
+        assert_eq!(el[0].id(), CommandId::EnquireLink);
+        // The process was stalled: the timer due at t40 runs at t43.
+        let t43 = t30 + Duration::from_secs(13);
+        s.handle_timeout(t43);
+        assert!(s.is_bound(), "a late timer is not a dead SMSC");
+        assert_eq!(s.poll_timeout(), Some(t43 + KEEPALIVE_GRACE));
+        s.handle_frame(
+            t43,
+            &frame(Command::new(
+                CommandStatus::EsmeRok,
+                el[0].sequence_number(),
+                Pdu::EnquireLinkResp,
+            )),
+        );
+        s.handle_timeout(t43 + KEEPALIVE_GRACE);
+        assert!(s.is_bound());
+    }
+
+    #[test]
+    fn a_silent_smsc_is_declared_dead_even_when_every_timer_fires_late() {
+        let t0 = Instant::now();
+        let mut s = bound(cfg(), t0);
+        let t30 = t0 + Duration::from_secs(30);
+        s.handle_timeout(t30);
+        sent(&mut s);
+        let mut now = t30 + Duration::from_secs(11);
+        while s.is_bound() {
+            assert!(
+                now < t30 + Duration::from_secs(25),
+                "a silent SMSC must lose the bind within two keep-alive timeouts"
+            );
+            s.handle_timeout(now);
+            now = s.poll_timeout().unwrap_or(now) + Duration::from_secs(1);
+        }
+        let closed = events(&mut s);
+        assert!(matches!(
+            closed.last(),
+            Some(SessionEvent::Closed {
+                reason: CloseReason::DeadLink,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn traffic_after_an_enquire_link_proves_the_link_alive() {
+        let t0 = Instant::now();
+        let mut s = bound(cfg(), t0);
+        let t30 = t0 + Duration::from_secs(30);
+        s.handle_timeout(t30);
+        sent(&mut s);
+        let deliver = DeliverSm::builder()
+            .source_addr(COctetString::from_str("48600100200").unwrap())
+            .short_message(OctetString::from_str("1").unwrap())
+            .build();
+        s.handle_frame(
+            t30 + Duration::from_secs(1),
+            &frame(Command::new(CommandStatus::EsmeRok, 77, deliver)),
+        );
+        s.handle_timeout(t30 + Duration::from_secs(10));
+        assert!(s.is_bound());
     }
 }

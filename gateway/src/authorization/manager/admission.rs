@@ -249,6 +249,23 @@ impl AuthorizationManager {
         if same >= settings.per_msisdn {
             return Err(StartError::AlreadyInProgress);
         }
+        // Under the lock, so that concurrent starts each see the prompts admitted before them.
+        let awaiting = &self.inner.awaiting_prompts[operator];
+        let port = &self.inner.operators[operator];
+        match port
+            .channel
+            .admit(awaiting.load(Ordering::Relaxed), req.expiry)
+        {
+            Admission::Admit { .. } => {}
+            Admission::Refuse { why, retry_after } => {
+                if let Some(om) = &port.metrics {
+                    om.refused(why);
+                }
+                return Err(StartError::NoCapacity {
+                    retry_after: retry_after.unwrap_or(settings.retry_after),
+                });
+            }
+        }
         let id = view.id.clone();
         let channel = view.channel.unwrap_or(ChannelKind::Ussd);
         let (tx, _) = watch::channel(view);
@@ -264,6 +281,10 @@ impl AuthorizationManager {
             cancel: self.inner.shutdown.child_token(),
             started: Instant::now(),
             deadline: Instant::now() + req.expiry,
+            prompt_ticket: Mutex::new(Some(PromptTicket::new(
+                awaiting,
+                port.metrics.as_ref().map(|m| m.awaiting_prompts_gauge()),
+            ))),
         });
         live.per_msisdn.insert(flight.msisdn.clone(), same + 1);
         if let Some(key) = &flight.idempotency_key {

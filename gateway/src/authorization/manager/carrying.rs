@@ -212,6 +212,7 @@ impl Inner {
                     }, if accepted_rx.is_some() =>
                     {
                         accepted_rx = None;
+                        flight.prompt_left();
                         if taken.is_ok()
                             && !self.mark_prompted(flight, counter, &mut prompted).await
                         {
@@ -220,6 +221,7 @@ impl Inner {
                     }
                 }
             };
+            flight.prompt_left();
             // The result can overtake the acceptance notice; an answer from the user also
             // proves the prompt arrived.
             let taken = accepted_rx.as_mut().is_some_and(|rx| rx.try_recv().is_ok());

@@ -37,7 +37,7 @@
 //! [`AuthorizationService`] the API calls.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -66,6 +66,7 @@ use super::service::{
 };
 use super::state::{self, Ending};
 use crate::callback::{CallbackClient, RetryPolicy};
+use crate::channel::admission::Admission;
 use crate::channel::router::StkNonce;
 use crate::channel::{AuthChannel, AuthRequest, AuthResult};
 use crate::metrics::authorization as m;
@@ -104,6 +105,14 @@ pub trait ChannelPort: Send + Sync + 'static {
     }
     /// Binds (bound, configured).
     fn binds_up(&self) -> (usize, usize);
+    /// Whether a start that expires after `expiry` can be carried now, with
+    /// `awaiting_prompts` admitted prompts of this operator not yet taken by the network (see
+    /// [`crate::channel::admission`]). A channel that cannot tell admits.
+    fn admit(&self, _awaiting_prompts: usize, _expiry: Duration) -> Admission {
+        Admission::Admit {
+            expected_wait: None,
+        }
+    }
 }
 
 /// One operator: its configured name, channel and metrics handles.
@@ -194,6 +203,8 @@ struct Inner {
     outbox: Arc<Outbox>,
     /// USSD session keys per operator (index = operator).
     dialog_keys: Vec<keys::DialogKeys>,
+    /// Admitted prompts not yet taken by the network, per operator (index = operator).
+    awaiting_prompts: Vec<Arc<AtomicUsize>>,
     live: Mutex<Live>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
@@ -223,6 +234,52 @@ struct Flight {
     started: Instant,
     /// When the user's time runs out.
     deadline: Instant,
+    /// Held while the prompt waits to be taken by the network; counts in admission.
+    prompt_ticket: Mutex<Option<PromptTicket>>,
+}
+
+impl Flight {
+    /// The prompt has left the queue (taken by the network, or the attempt ended).
+    fn prompt_left(&self) {
+        drop(
+            self.prompt_ticket
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
+    }
+}
+
+/// One admitted prompt waiting for the network: counted (and shown on its gauge) while it
+/// lives.
+struct PromptTicket {
+    counter: Arc<AtomicUsize>,
+    gauge: Option<prometheus_client::metrics::gauge::Gauge>,
+}
+
+impl PromptTicket {
+    fn new(
+        counter: &Arc<AtomicUsize>,
+        gauge: Option<prometheus_client::metrics::gauge::Gauge>,
+    ) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        if let Some(g) = &gauge {
+            g.inc();
+        }
+        Self {
+            counter: counter.clone(),
+            gauge,
+        }
+    }
+}
+
+impl Drop for PromptTicket {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(1, Ordering::Relaxed);
+        if let Some(g) = &self.gauge {
+            g.dec();
+        }
+    }
 }
 
 /// What the task needs to carry one authorization out.
@@ -306,9 +363,15 @@ impl AuthorizationManager {
             .iter()
             .map(|o| keys::DialogKeys::new(o.channel.ussd_key_range()))
             .collect();
+        let awaiting_prompts = deps
+            .operators
+            .iter()
+            .map(|_| Arc::new(AtomicUsize::new(0)))
+            .collect();
         Self {
             inner: Arc::new(Inner {
                 dialog_keys,
+                awaiting_prompts,
                 store: deps.store,
                 router: deps.router,
                 subscribers: deps.subscribers,

@@ -129,6 +129,7 @@ impl AuthorizationManager {
         let deadline = Instant::now() + left;
         let (tx, _) = watch::channel(view);
         let flight = Arc::new(Flight {
+            prompt_ticket: Mutex::new(None),
             id: record.id.clone(),
             client_id: record.client_id.clone(),
             msisdn: record.msisdn.clone(),
