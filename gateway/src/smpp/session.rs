@@ -757,7 +757,7 @@ impl Session {
     /// Fails the queued submissions whose deadline has passed: they sit at the head.
     fn expire_queued(&mut self, now: Instant) {
         while let Some(entry) = self.queue.first_entry() {
-            if !entry.key().1.is_some_and(|d| now >= d) {
+            if entry.key().1.is_none_or(|d| now < d) {
                 break;
             }
             let q = entry.remove();
