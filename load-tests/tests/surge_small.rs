@@ -117,3 +117,71 @@ fn surge_peak_hour_at_one_percent_loses_nothing_and_accounts_for_every_arrival()
     assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Overload at the door: ~300 starts/s offered for ~6 s to one bind the simulated SMSC throttles
+/// to 20 submits/s. The excess must be refused (503 `no_capacity`), and what was accepted must
+/// not fail for lack of capacity: no `delivery_error` at all, nothing lost.
+#[test]
+fn surge_against_a_throttled_smsc_refuses_the_excess_and_fails_none_it_accepted() {
+    let dir = std::env::temp_dir().join(format!("surge-throttled-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("report.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_surge"))
+        .args([
+            "--scale",
+            "0.0101",
+            "--compress",
+            "1800",
+            "--window-hours",
+            "19-22",
+            "--seed",
+            "11",
+            "--compress-think",
+            "--smsc-throttle-tps",
+            "20",
+            "--binds",
+            "1",
+            "--expiry-secs",
+            "20",
+            "--population",
+            "20000",
+            "--drain-secs",
+            "60",
+            "--progress",
+            "off",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // The run breaks its default SLOs on purpose (most starts are refused), so the exit code
+    // is not the verdict: the report is.
+    let text = std::fs::read_to_string(&json)
+        .unwrap_or_else(|e| panic!("no report ({e})\nstdout:\n{stdout}\nstderr:\n{stderr}"));
+    let r: Value = serde_json::from_str(&text).unwrap();
+    let offered = r["offered"].as_u64().unwrap();
+    let started = r["started"].as_u64().unwrap();
+    let refused = &r["refused"];
+    let no_capacity = refused["no_capacity"].as_u64().unwrap_or(0);
+    assert!(offered > 1000, "offered {offered}");
+    assert_eq!(r["lost"], 0, "{r:#}");
+    assert!(
+        no_capacity * 2 > offered,
+        "most of the overload must be refused at the door: {r:#}"
+    );
+    assert_eq!(
+        r["completed"]["delivery_error"].as_u64().unwrap_or(0),
+        0,
+        "an accepted authorization failed for lack of capacity: {r:#}"
+    );
+    let approved = r["completed"]["approved"].as_u64().unwrap_or(0);
+    assert!(approved > 0 && started > 0, "{r:#}");
+    assert_eq!(
+        started,
+        count(&r["completed"]),
+        "every start reaches a terminal status"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
