@@ -176,6 +176,11 @@ fn surge_against_a_throttled_smsc_refuses_the_excess_and_fails_none_it_accepted(
         0,
         "an accepted authorization failed for lack of capacity: {r:#}"
     );
+    assert_eq!(
+        r["smpp"]["gateway_reconnects"].as_u64(),
+        Some(0),
+        "a bind was lost under load: {r:#}"
+    );
     let approved = r["completed"]["approved"].as_u64().unwrap_or(0);
     assert!(approved > 0 && started > 0, "{r:#}");
     assert_eq!(

@@ -113,15 +113,19 @@ pub fn ending_of(result: AuthResult, requested: Loa, stk: bool, locked_now: bool
                 format!("smsc_error_0x{:02x}", u32::from(status)),
             ),
             SubmitFailure::ResponseTimeout => Ending::new(S::DeliveryError, "smsc_timeout"),
-            // Still queued on a bound bind when too little time was left for the user to answer:
-            // it was not sent, and the authorization ran out of time, not the network.
-            SubmitFailure::DeadlineExpired => Ending::new(S::Expired, "prompt_not_sent_in_time"),
+            // Queued on a bound bind past its deadline: the SMSC takes fewer than are offered.
+            SubmitFailure::DeadlineExpired => {
+                Ending::new(S::DeliveryError, "submit_deadline_passed")
+            }
             SubmitFailure::NoLinkByDeadline => Ending::new(S::DeliveryError, "binds_down"),
             SubmitFailure::LinkLostInFlight => Ending::new(S::DeliveryError, "link_lost"),
             SubmitFailure::ShuttingDown => Ending::new(S::DeliveryError, "gateway_shutdown"),
             SubmitFailure::QueueFull => Ending::new(S::DeliveryError, "bind_queue_full"),
             SubmitFailure::Undeliverable => Ending::new(S::DeliveryError, "handset_undeliverable"),
         },
+        // Not sent for lack of the user's time: the authorization ran out of time, not the
+        // network (and no fallback: there is no time for a second prompt either).
+        AuthResult::NotSentInTime => Ending::new(S::Expired, "prompt_not_sent_in_time"),
         AuthResult::Invalid(_) => Ending::new(S::Rejected, "not_sendable"),
         AuthResult::Unavailable => Ending::new(S::DeliveryError, "channel_unavailable"),
     }
@@ -130,8 +134,7 @@ pub fn ending_of(result: AuthResult, requested: Loa, stk: bool, locked_now: bool
 /// Whether a failed STK push may be retried over USSD: only when the push never reached the
 /// handset (nothing was shown, so a second prompt is not a second question).
 pub fn is_delivery_failure(result: &AuthResult) -> bool {
-    // A prompt held back for lack of time leaves no time for a second one either.
-    matches!(result, AuthResult::DeliveryError(f) if *f != SubmitFailure::DeadlineExpired)
+    matches!(result, AuthResult::DeliveryError(_))
 }
 
 pub fn from_applet_loa(loa: sim_applet_model::applet::protocol::Loa) -> Loa {
@@ -331,16 +334,19 @@ mod tests {
 
     #[test]
     fn a_prompt_held_back_for_lack_of_time_expires_and_is_not_called_binds_down() {
-        let ending = |f| ending_of(AuthResult::DeliveryError(f), Loa::Loa2, false, false);
-        let held_back = ending(SubmitFailure::DeadlineExpired);
+        let ending = |r| ending_of(r, Loa::Loa2, false, false);
+        let held_back = ending(AuthResult::NotSentInTime);
         assert_eq!(
             (held_back.status, held_back.reason.as_str()),
             (TerminalStatus::Expired, "prompt_not_sent_in_time")
         );
-        assert!(!is_delivery_failure(&AuthResult::DeliveryError(
-            SubmitFailure::DeadlineExpired
-        )));
-        assert_eq!(ending(SubmitFailure::NoLinkByDeadline).reason, "binds_down");
+        assert!(!is_delivery_failure(&AuthResult::NotSentInTime));
+        let queued_too_long = ending(AuthResult::DeliveryError(SubmitFailure::DeadlineExpired));
+        assert_eq!(queued_too_long.reason, "submit_deadline_passed");
+        assert_eq!(
+            ending(AuthResult::DeliveryError(SubmitFailure::NoLinkByDeadline)).reason,
+            "binds_down"
+        );
     }
 
     fn record(state: AuthState) -> AuthorizationRecord {

@@ -90,6 +90,9 @@ pub enum AuthResult {
     WrongPin,
     /// No answer in time.
     Expired,
+    /// The prompt was still queued for the binds when less than `min_answer_time` was left of
+    /// the user's time, so it was not sent.
+    NotSentInTime,
     /// The user or the network aborted the USSD dialog.
     Aborted,
     /// The card's PIN is blocked.
@@ -797,6 +800,15 @@ impl Router {
         let next_timer = entry.machine.poll_timeout();
         let old_timer = std::mem::replace(&mut entry.timer, next_timer);
         let (prompt_unsent, expires_at) = (!entry.prompt_accepted, entry.expires_at);
+        let result = result.map(|r| match r {
+            // Held back by the queue for lack of the user's time, not failed by the network.
+            AuthResult::DeliveryError(SubmitFailure::DeadlineExpired)
+                if prompt_unsent && now + self.config.min_answer_time >= expires_at =>
+            {
+                AuthResult::NotSentInTime
+            }
+            r => r,
+        });
         if let Some(result) = result {
             self.send_result(auth, result);
         }
@@ -1030,6 +1042,39 @@ mod tests {
             deadlines(&out),
             vec![Some(t1 + Duration::from_secs(10))],
             "the closing screen is not held to the prompt's limit"
+        );
+    }
+
+    #[test]
+    fn a_prompt_held_back_past_the_answer_time_is_not_sent_in_time_and_an_early_one_a_delivery_error(
+    ) {
+        let t0 = Instant::now();
+        let mut r = Router::new(config());
+        let short = AuthRequest {
+            expiry_secs: 5,
+            ..request(AuthChannel::Ussd, Loa::Loa2)
+        };
+        r.start(t0, 10, short, NONCE).unwrap();
+        r.start(t0, 11, request(AuthChannel::Ussd, Loa::Loa2), NONCE)
+            .unwrap();
+        let out = submits(&outputs(&mut r));
+        let failed = |id| BindEvent::Failed {
+            id,
+            reason: SubmitFailure::DeadlineExpired,
+        };
+        r.handle_event(t0 + Duration::from_secs(2), failed(out[0].1));
+        assert_eq!(
+            results(&outputs(&mut r)),
+            vec![(10, AuthResult::NotSentInTime)]
+        );
+        // 50 s of the user's time left: the submit timeout passed, the network took too few.
+        r.handle_event(t0 + Duration::from_secs(10), failed(out[1].1));
+        assert_eq!(
+            results(&outputs(&mut r)),
+            vec![(
+                11,
+                AuthResult::DeliveryError(SubmitFailure::DeadlineExpired)
+            )]
         );
     }
 

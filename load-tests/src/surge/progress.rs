@@ -20,6 +20,8 @@ pub(super) struct WindowSamples {
     pub(super) samples: u64,
     pub(super) size: Option<u64>,
     pub(super) throttles: Option<u64>,
+    /// Reconnects of the gateway's binds (a bind lost and made again).
+    pub(super) reconnects: Option<u64>,
     /// The store's group commits and fsyncs so far (embedded store).
     pub(super) store_commits: Option<u64>,
     pub(super) store_fsyncs: Option<u64>,
@@ -68,6 +70,9 @@ fn sample(text: &str, out: &Mutex<WindowSamples>) {
     }
     if let Some(size) = metric("smpp_window_size") {
         w.size = Some(size as u64);
+    }
+    if let Some(r) = metric("smpp_reconnects_total") {
+        w.reconnects = Some(r as u64);
     }
     if let Some(t) = metric("smpp_throttles_total") {
         w.throttles = Some(t as u64);

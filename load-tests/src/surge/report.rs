@@ -238,6 +238,9 @@ pub struct SmppFigures {
     pub generic_nacks: Option<u64>,
     /// Throttled submits the gateway re-sent after a pause (`smpp_throttles`).
     pub gateway_throttles: Option<u64>,
+    /// Reconnects of the gateway's binds over the run (`smpp_reconnects`): a bind lost.
+    #[serde(default)]
+    pub gateway_reconnects: Option<u64>,
     /// Highest sum over binds of unanswered submit_sm seen, and the summed window size.
     pub window_occupancy_peak: Option<u64>,
     pub window_occupancy_mean: Option<f64>,
@@ -521,7 +524,7 @@ impl Report {
         let _ = writeln!(s, "  peak in flight {}", self.peak_in_flight);
         let _ = writeln!(
             s,
-            "  smpp         submits {} throttles {} (gateway {}) retries {} window peak {}/{} mean {}",
+            "  smpp         submits {} throttles {} (gateway {}) retries {} window peak {}/{} mean {} reconnects {}",
             opt(self.smpp.submits),
             opt(self.smpp.throttles),
             opt(self.smpp.gateway_throttles),
@@ -531,6 +534,7 @@ impl Report {
             self.smpp
                 .window_occupancy_mean
                 .map_or("-".to_owned(), |m| format!("{m:.2}")),
+            opt(self.smpp.gateway_reconnects),
         );
         if let (Some(commits), Some(fsyncs)) = (self.store.commits, self.store.fsyncs) {
             let _ = writeln!(

@@ -166,6 +166,7 @@ async fn drive(
     report.smpp.window_occupancy_mean = (w.samples > 0).then(|| w.sum / w.samples as f64);
     report.smpp.window_size = w.size;
     report.smpp.gateway_throttles = w.throttles;
+    report.smpp.gateway_reconnects = w.reconnects;
     report.store.commits = w.store_commits;
     report.store.fsyncs = w.store_fsyncs;
     let completed: u64 = report.completed.values().sum();
