@@ -164,6 +164,7 @@ pub struct SmppMetrics {
     round_trip: Family<BindLabels, Histogram>,
     throttles: Family<BindLabels, Counter>,
     reconnects: Family<BindLabels, Counter>,
+    keepalive_graces: Family<BindLabels, Counter>,
     nacks: Family<NackLabels, Counter>,
 }
 
@@ -181,6 +182,7 @@ pub struct BindMetrics {
     round_trip: Histogram,
     throttles: Counter,
     reconnects: Counter,
+    keepalive_graces: Counter,
     nacks: Vec<Counter>,
 }
 
@@ -197,6 +199,7 @@ impl SmppMetrics {
             round_trip: Family::new_with_constructor(|| Histogram::new(MACHINE_LATENCY_BUCKETS)),
             throttles: Family::default(),
             reconnects: Family::default(),
+            keepalive_graces: Family::default(),
             nacks: Family::default(),
         };
         registry.register(
@@ -236,13 +239,18 @@ impl SmppMetrics {
         );
         registry.register(
             "smpp_throttles",
-            "submit_sm answered ESME_RTHROTTLED or ESME_RMSGQFUL (re-sent after a pause)",
+            "submit_sm answered ESME_RTHROTTLED or ESME_RMSGQFUL (re-sent at the bind's next token)",
             m.throttles.clone(),
         );
         registry.register(
             "smpp_reconnects",
             "Connection attempts after the first one of a bind",
             m.reconnects.clone(),
+        );
+        registry.register(
+            "smpp_keepalive_graces",
+            "Dead-link verdicts put off because the keep-alive timer fired late (this process was busy, the answer may be unread)",
+            m.keepalive_graces.clone(),
         );
         registry.register(
             "smpp_generic_nacks",
@@ -313,6 +321,7 @@ impl SmppMetrics {
             round_trip: self.round_trip.get_or_create_owned(&labels),
             throttles: self.throttles.get_or_create_owned(&labels),
             reconnects: self.reconnects.get_or_create_owned(&labels),
+            keepalive_graces: self.keepalive_graces.get_or_create_owned(&labels),
             nacks,
         };
         m.set_state(BindState::Down);
@@ -400,6 +409,11 @@ impl BindMetrics {
     /// A reconnect attempt started.
     pub fn reconnect(&self) {
         self.reconnects.inc();
+    }
+
+    /// A dead-link verdict was put off: the keep-alive timer fired late.
+    pub fn keepalive_grace(&self) {
+        self.keepalive_graces.inc();
     }
 
     /// Reconnect attempts so far (tests).

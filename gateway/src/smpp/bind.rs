@@ -139,7 +139,9 @@ impl BindLoad {
     fn new() -> Self {
         Self {
             in_flight: AtomicUsize::new(0),
-            capacity_milli: AtomicU64::new(0),
+            // Unknown until the task's first step: a start racing the bind's spawn is not told
+            // that no bind is up.
+            capacity_milli: AtomicU64::new(u64::MAX),
         }
     }
 

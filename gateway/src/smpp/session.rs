@@ -244,7 +244,8 @@ pub enum SessionEvent {
         /// Why.
         reason: SubmitFailure,
     },
-    /// The SMSC throttled a submission; it is queued again and sends pause until `until`.
+    /// The SMSC throttled a submission; it is back in its place in the queue and leaves at the
+    /// bind's next token (`until`).
     Throttled {
         /// Caller's id.
         id: SubmitId,
@@ -720,6 +721,9 @@ impl Session {
                     // answer may be waiting unread. Look again shortly instead of dropping a
                     // live bind; a dead SMSC still loses it within a bounded time.
                     tracing::debug!(?late, "enquire_link timer fired late, granting a grace");
+                    if let Some(m) = &self.metrics {
+                        m.keepalive_grace();
+                    }
                     self.enquire_link = Some((seq, now + KEEPALIVE_GRACE));
                 } else {
                     self.close(CloseReason::DeadLink);
