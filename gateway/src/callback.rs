@@ -9,18 +9,19 @@
 //!
 //! The decisions are plain functions so they are tested without sockets: [`classify`] says
 //! whether an HTTP status is success, worth retrying, or final; [`RetryPolicy::backoff`] gives
-//! the wait before attempt `n`. Only `http://` is spoken for now (TLS is a follow-up: add a
-//! rustls connector here and every caller gains it).
+//! the wait before attempt `n`. The connection is HTTPS (rustls, the system's roots plus the
+//! configured CA files: [`crate::outbound`]); plain `http://` only where `[outbound]
+//! allow_http` allows it.
 
 use std::time::Duration;
 
 use axum::http::{header, HeaderValue, Method, Request, StatusCode, Uri};
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
+
+use crate::outbound::{self, OutboundClient, OutboundSettings};
+use crate::tls::TlsSetupError;
 
 /// How hard to try.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,7 +87,8 @@ pub fn classify(status: StatusCode) -> StatusClass {
 /// Why a delivery was abandoned.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GiveUpReason {
-    /// The request cannot be built: not an absolute `http://` URL, or a bearer that is no valid header.
+    /// The request cannot be built: not an absolute `https://` URL (or `http://` where allowed),
+    /// or a bearer that is no valid header.
     #[error("cannot send the callback: {0}")]
     Unsendable(String),
     /// The receiver answered with a final refusal (e.g. 403).
@@ -141,20 +143,40 @@ impl Delivery {
 pub const EVENT_ID_HEADER: &str = "event-id";
 
 /// A pooled HTTP/1.1 client that delivers JSON callbacks under a [`RetryPolicy`].
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct CallbackClient {
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: OutboundClient<Full<Bytes>>,
     policy: RetryPolicy,
+    allow_http: bool,
+}
+
+impl std::fmt::Debug for CallbackClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallbackClient")
+            .field("policy", &self.policy)
+            .field("allow_http", &self.allow_http)
+            .finish_non_exhaustive()
+    }
 }
 
 impl CallbackClient {
-    /// A client with its own connection pool.
-    pub fn new(policy: RetryPolicy) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(policy.attempt_timeout));
-        connector.set_nodelay(true);
-        let http = Client::builder(TokioExecutor::new()).build(connector);
-        Self { http, policy }
+    /// A client with its own connection pool, trusting what `outbound` says.
+    pub fn new(policy: RetryPolicy, outbound: &OutboundSettings) -> Result<Self, TlsSetupError> {
+        let http = outbound::client(outbound, policy.attempt_timeout)?;
+        Ok(Self {
+            http,
+            policy,
+            allow_http: outbound.allow_http,
+        })
+    }
+
+    /// The same connections and trust under another policy.
+    pub fn with_policy(&self, policy: RetryPolicy) -> Self {
+        Self {
+            http: self.http.clone(),
+            policy,
+            allow_http: self.allow_http,
+        }
     }
 
     /// The policy in force.
@@ -194,7 +216,7 @@ impl CallbackClient {
                 }
             }
         };
-        let uri = match parse_http_uri(url) {
+        let uri = match parse_uri(url, self.allow_http) {
             Ok(uri) => uri,
             Err(reason) => return Delivery::GaveUp { reason },
         };
@@ -264,7 +286,7 @@ impl CallbackClient {
                         StatusClass::Retry => last = format!("HTTP {}", status.as_u16()),
                     }
                 }
-                Ok(Err(e)) => last = format!("transport: {e}"),
+                Ok(Err(e)) => last = format!("transport: {}", outbound::error_chain(&e)),
                 Err(_) => last = format!("no answer within {budget:?}"),
             }
             if attempts >= max_attempts {
@@ -286,20 +308,13 @@ impl CallbackClient {
     }
 }
 
-/// Parse an absolute `http://` URL; `https://` is refused until a TLS connector is added.
-fn parse_http_uri(url: &str) -> Result<Uri, GiveUpReason> {
+/// Parse an absolute `https://` URL (`http://` when allowed).
+fn parse_uri(url: &str, allow_http: bool) -> Result<Uri, GiveUpReason> {
     let uri: Uri = url
         .parse()
         .map_err(|e| GiveUpReason::Unsendable(format!("{e}")))?;
-    match (uri.scheme_str(), uri.host()) {
-        (Some("http"), Some(_)) => Ok(uri),
-        (Some("https"), _) => Err(GiveUpReason::Unsendable(
-            "https callbacks are not supported yet (no TLS connector)".into(),
-        )),
-        _ => Err(GiveUpReason::Unsendable(
-            "the callback URL must be absolute http://".into(),
-        )),
-    }
+    outbound::check_scheme(&uri, allow_http).map_err(GiveUpReason::Unsendable)?;
+    Ok(uri)
 }
 
 #[cfg(test)]
@@ -342,22 +357,24 @@ mod tests {
     }
 
     #[test]
-    fn only_absolute_http_urls_are_accepted() {
-        assert!(parse_http_uri("http://127.0.0.1:8080/cb").is_ok());
+    fn https_urls_are_accepted_and_http_only_where_allowed() {
+        assert!(parse_uri("https://kc.example/cb", false).is_ok());
         assert!(matches!(
-            parse_http_uri("https://kc.example/cb"),
+            parse_uri("http://127.0.0.1:8080/cb", false),
             Err(GiveUpReason::Unsendable(_))
         ));
-        assert!(parse_http_uri("/relative").is_err());
-        assert!(parse_http_uri("not a url").is_err());
+        assert!(parse_uri("http://127.0.0.1:8080/cb", true).is_ok());
+        assert!(parse_uri("/relative", true).is_err());
+        assert!(parse_uri("not a url", true).is_err());
     }
 
     #[tokio::test]
     async fn an_expired_deadline_gives_up_without_trying() {
-        let client = CallbackClient::new(RetryPolicy::default());
+        let client =
+            CallbackClient::new(RetryPolicy::default(), &OutboundSettings::default()).unwrap();
         let out = client
             .post_json(
-                "http://127.0.0.1:9/cb",
+                "https://127.0.0.1:9/cb",
                 None,
                 Bytes::from_static(b"{}"),
                 Some(Instant::now()),

@@ -30,6 +30,7 @@ pub mod callback;
 pub mod channel;
 pub mod config;
 pub mod metrics;
+pub mod outbound;
 pub mod routing;
 pub mod secret;
 pub mod serve;

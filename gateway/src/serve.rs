@@ -35,6 +35,7 @@ use crate::authorization::{
     system_clock, AuditLog, AuthorizationManager, ChannelPort, ManagerDeps, ManagerSettings,
     Operator, UssdPinCheck,
 };
+use crate::callback::CallbackClient;
 use crate::channel::admission::Admission;
 use crate::channel::{AuthRequest, AuthResult, Authorizer, AuthorizerConfig, PinVerifier};
 use crate::config::{GatewayConfig, LogConfig, LogFormat};
@@ -307,18 +308,23 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<ServeHandle> {
     let audit_path = AuditLog::beside_store(&config.store.path);
     let audit = AuditLog::open(&audit_path)
         .with_context(|| format!("opening the audit log {}", audit_path.display()))?;
+    let settings = manager_settings(&config);
+    let callbacks =
+        CallbackClient::new(settings.callback_retry.clone(), &config.outbound.settings())
+            .context("outbound HTTPS client ([outbound] ca_files)")?;
     let manager = AuthorizationManager::new(ManagerDeps {
         store,
         router,
         subscribers,
         operators,
-        settings: manager_settings(&config),
+        settings,
         audit: Some(audit),
         clock,
         outbox_observers: Some(crate::authorization::OutboxObservers {
             outbox: metrics.outbox.clone(),
             callbacks: metrics.callback.clone(),
         }),
+        callbacks,
     });
     manager
         .recover()
@@ -339,16 +345,20 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<ServeHandle> {
             token,
             rate_per_sec: c.rate_limit_per_sec,
             burst: c.rate_limit_burst,
+            callback_allow: c.callback_allow.clone(),
         });
     }
     let options = ApiOptions {
         clients,
         default_expiry: Duration::from_secs(config.policy.default_expiry_secs.max(1)),
+        allow_http_callbacks: config.outbound.allow_http,
         ..ApiOptions::default()
     };
     let state = ApiState::new(service.clone(), options);
     let keycloak = match &config.keycloak {
-        Some(kc) => Some(Arc::new(keycloak_channel(kc, service.clone()).await?)),
+        Some(kc) => Some(Arc::new(
+            keycloak_channel(kc, service.clone(), &config.outbound.settings()).await?,
+        )),
         None => None,
     };
     let extra = keycloak.map(keycloak::routes::<ApiState>);
@@ -554,6 +564,7 @@ fn serve_http<L: axum::serve::Listener<Addr = SocketAddr>>(
 async fn keycloak_channel(
     kc: &crate::config::KeycloakConfig,
     service: Arc<dyn AuthorizationService>,
+    outbound: &crate::outbound::OutboundSettings,
 ) -> anyhow::Result<KeycloakChannel> {
     let mut jwt = JwtConfig::for_realm(&kc.realm_url);
     jwt.audience = vec![kc.audience.clone()];
@@ -562,7 +573,7 @@ async fn keycloak_channel(
         (None, Some(url)) => JwksSource::Url(url.clone()),
         (None, None) => bail!("[keycloak]: give jwks_file or jwks_url"),
     };
-    let verifier = JwtVerifier::load(jwt, source)
+    let verifier = JwtVerifier::load(jwt, source, outbound)
         .await
         .context("[keycloak]: loading the realm keys")?;
     let map = match &kc.username_map_file {

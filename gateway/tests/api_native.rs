@@ -206,12 +206,14 @@ async fn server_with(ready: bool) -> Server {
                 token: Secret::new(TOKEN),
                 rate_per_sec: 1,
                 burst: 1000,
+                callback_allow: vec!["https://rp.example/cb".into()],
             },
             ClientCredential {
                 id: "limited".into(),
                 token: Secret::new(LIMITED_TOKEN),
                 rate_per_sec: 1,
                 burst: 2,
+                callback_allow: vec!["rp.example".into()],
             },
         ],
         ..ApiOptions::default()
@@ -366,6 +368,35 @@ fn good_body() -> Value {
         "expiry_secs": 90,
         "callback_url": "https://rp.example/cb"
     })
+}
+
+#[tokio::test]
+async fn a_callback_outside_the_clients_allow_list_or_over_plain_http_is_refused_before_anything_starts(
+) {
+    let s = server().await;
+    for (url, code) in [
+        // Internal addresses an authenticated client might aim the gateway at.
+        (
+            "https://169.254.169.254/latest/meta-data",
+            "callback_not_allowed",
+        ),
+        ("https://rp.example.evil/cb", "callback_not_allowed"),
+        ("https://rp.example/admin", "callback_not_allowed"),
+        // The right place, but in clear: refused without `[outbound] allow_http`.
+        ("http://rp.example/cb", "invalid_callback_url"),
+    ] {
+        let mut body = good_body();
+        body["callback_url"] = json!(url);
+        let r = start(&s, body, &[]).await;
+        assert_eq!(r.status, 400, "{url}");
+        assert_eq!(r.json()["error"], code, "{url}");
+    }
+    assert!(
+        s.fake.inner.lock().unwrap().starts.is_empty(),
+        "a refused callback target must not start an authorization"
+    );
+    let r = start(&s, good_body(), &[]).await;
+    assert_eq!(r.status, 201, "the allowed target is accepted");
 }
 
 #[tokio::test]
@@ -787,6 +818,7 @@ async fn extra_routes_are_merged_and_share_the_state() {
                 token: Secret::new(TOKEN),
                 rate_per_sec: 10,
                 burst: 10,
+                callback_allow: Vec::new(),
             }],
             ..ApiOptions::default()
         },

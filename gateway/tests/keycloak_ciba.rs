@@ -205,6 +205,15 @@ fn manager(outcome: Option<TerminalStatus>) -> AuthorizationManager {
         audit: None,
         clock: system_clock(),
         outbox_observers: None,
+        // Test receivers listen on plain http on loopback.
+        callbacks: gateway::callback::CallbackClient::new(
+            Default::default(),
+            &gateway::outbound::OutboundSettings {
+                allow_http: true,
+                ..Default::default()
+            },
+        )
+        .unwrap(),
     })
 }
 
@@ -286,7 +295,11 @@ async fn harness(opts: Options) -> Harness {
 
     let mut jwt = JwtConfig::for_realm(&realm);
     jwt.min_reload_interval = opts.min_reload_interval;
-    let verifier = Arc::new(JwtVerifier::load(jwt, opts.jwks).await.unwrap());
+    let verifier = Arc::new(
+        JwtVerifier::load(jwt, opts.jwks, &Default::default())
+            .await
+            .unwrap(),
+    );
 
     let mut config = KeycloakConfig::for_realm(&realm);
     config.client_names.insert("portal".into(), "ePUAP".into());

@@ -19,6 +19,8 @@ use super::{ApiState, ClientCredential};
 /// The configured clients, by token digest.
 pub struct ClientRegistry {
     clients: Vec<([u8; 32], String)>,
+    /// Each client's callback allow-list, by id.
+    callback_allow: std::collections::HashMap<String, Vec<String>>,
 }
 
 impl std::fmt::Debug for ClientRegistry {
@@ -40,7 +42,16 @@ impl ClientRegistry {
                 .iter()
                 .map(|c| (digest(c.token.expose().as_bytes()), c.id.clone()))
                 .collect(),
+            callback_allow: clients
+                .iter()
+                .map(|c| (c.id.clone(), c.callback_allow.clone()))
+                .collect(),
         }
+    }
+
+    /// Where client `id`'s callbacks may point (empty: nowhere).
+    pub fn callback_allow(&self, id: &str) -> &[String] {
+        self.callback_allow.get(id).map_or(&[], Vec::as_slice)
     }
 
     /// The id of the client whose token this is. Every client is compared, whatever matched.
@@ -114,6 +125,7 @@ mod tests {
             token: Secret::new(token),
             rate_per_sec: 1,
             burst: 1,
+            callback_allow: Vec::new(),
         };
         ClientRegistry::new(&[client("rp-a", "token-a"), client("rp-b", "token-b")])
     }

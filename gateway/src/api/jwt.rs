@@ -20,9 +20,6 @@ use std::time::{Duration, Instant};
 use axum::http::{Method, Request, Uri};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -72,7 +69,7 @@ impl JwtConfig {
 pub enum JwksSource {
     /// A JWKS JSON file (re-read on rotation).
     File(PathBuf),
-    /// An `http://` URL serving the JWKS (TLS is a follow-up, as for callbacks).
+    /// An `https://` URL serving the JWKS (`http://` only where `[outbound] allow_http`).
     Url(String),
     /// A fixed JWKS document (tests, or keys pinned in the configuration); never reloaded.
     Inline(String),
@@ -97,6 +94,9 @@ pub enum JwksError {
         /// What went wrong.
         reason: String,
     },
+    /// The HTTPS client could not be set up (a configured CA file).
+    #[error("outbound TLS: {0}")]
+    Tls(String),
     /// The document is not a JWKS (`{"keys": [...]}`) or is too large.
     #[error("malformed JWKS: {0}")]
     Malformed(String),
@@ -202,7 +202,8 @@ pub struct JwtVerifier {
     keys: RwLock<Arc<KeySet>>,
     /// When the last reload ran; the lock also makes concurrent reloads one.
     last_reload: tokio::sync::Mutex<Instant>,
-    http: Client<HttpConnector, Empty<Bytes>>,
+    http: crate::outbound::OutboundClient<Empty<Bytes>>,
+    allow_http: bool,
 }
 
 impl std::fmt::Debug for JwtVerifier {
@@ -217,17 +218,21 @@ impl std::fmt::Debug for JwtVerifier {
 
 impl JwtVerifier {
     /// Load the key set once; fails if it cannot be read or holds no signing key.
-    pub async fn load(config: JwtConfig, source: JwksSource) -> Result<Self, JwksError> {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(JWKS_FETCH_TIMEOUT));
-        let http = Client::builder(TokioExecutor::new()).build(connector);
-        let keys = fetch_keys(&source, &http).await?;
+    pub async fn load(
+        config: JwtConfig,
+        source: JwksSource,
+        outbound: &crate::outbound::OutboundSettings,
+    ) -> Result<Self, JwksError> {
+        let http = crate::outbound::client(outbound, JWKS_FETCH_TIMEOUT)
+            .map_err(|e| JwksError::Tls(e.to_string()))?;
+        let keys = fetch_keys(&source, &http, outbound.allow_http).await?;
         Ok(Self {
             config,
             source,
             keys: RwLock::new(Arc::new(keys)),
             last_reload: tokio::sync::Mutex::new(Instant::now()),
             http,
+            allow_http: outbound.allow_http,
         })
     }
 
@@ -258,7 +263,7 @@ impl JwtVerifier {
 
     async fn reload_locked(&self, last: &mut Instant) -> Result<usize, JwksError> {
         *last = Instant::now();
-        let keys = fetch_keys(&self.source, &self.http).await?;
+        let keys = fetch_keys(&self.source, &self.http, self.allow_http).await?;
         let n = keys.len();
         *self
             .keys
@@ -400,7 +405,8 @@ fn map_error(kind: &ErrorKind) -> JwtError {
 
 async fn fetch_keys(
     source: &JwksSource,
-    http: &Client<HttpConnector, Empty<Bytes>>,
+    http: &crate::outbound::OutboundClient<Empty<Bytes>>,
+    allow_http: bool,
 ) -> Result<KeySet, JwksError> {
     let bytes = match source {
         JwksSource::Inline(doc) => Bytes::from(doc.clone().into_bytes()),
@@ -416,23 +422,22 @@ async fn fetch_keys(
             }
             Bytes::from(data)
         }
-        JwksSource::Url(url) => fetch_url(url, http).await?,
+        JwksSource::Url(url) => fetch_url(url, http, allow_http).await?,
     };
     parse_jwks(&bytes)
 }
 
 async fn fetch_url(
     url: &str,
-    http: &Client<HttpConnector, Empty<Bytes>>,
+    http: &crate::outbound::OutboundClient<Empty<Bytes>>,
+    allow_http: bool,
 ) -> Result<Bytes, JwksError> {
     let fail = |reason: String| JwksError::Fetch {
         url: url.to_string(),
         reason,
     };
     let uri: Uri = url.parse().map_err(|e| fail(format!("{e}")))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(fail("only http:// is supported for now".into()));
-    }
+    crate::outbound::check_scheme(&uri, allow_http).map_err(fail)?;
     let req = Request::builder()
         .method(Method::GET)
         .uri(uri)
@@ -440,7 +445,10 @@ async fn fetch_url(
         .body(Empty::new())
         .map_err(|e| fail(e.to_string()))?;
     let work = async {
-        let resp = http.request(req).await.map_err(|e| fail(e.to_string()))?;
+        let resp = http
+            .request(req)
+            .await
+            .map_err(|e| fail(crate::outbound::error_chain(&e)))?;
         if !resp.status().is_success() {
             return Err(fail(format!("HTTP {}", resp.status().as_u16())));
         }
@@ -536,6 +544,7 @@ mod tests {
         let v = JwtVerifier::load(
             JwtConfig::for_realm("http://kc/realms/r"),
             JwksSource::Inline(doc),
+            &crate::outbound::OutboundSettings::default(),
         )
         .await
         .unwrap();
@@ -565,6 +574,7 @@ mod tests {
         let v = JwtVerifier::load(
             JwtConfig::for_realm("http://kc/realms/r"),
             JwksSource::Inline(doc),
+            &crate::outbound::OutboundSettings::default(),
         )
         .await
         .unwrap();

@@ -157,12 +157,14 @@ mod tests {
                 token: crate::secret::Secret::new("ta"),
                 rate_per_sec: 0,
                 burst: 1,
+                callback_allow: Vec::new(),
             },
             ClientCredential {
                 id: "b".into(),
                 token: crate::secret::Secret::new("tb"),
                 rate_per_sec: 0,
                 burst: 1,
+                callback_allow: Vec::new(),
             },
         ];
         let limiter = ClientRateLimiter::new(&clients, std::sync::Arc::new(move || t0));

@@ -55,6 +55,9 @@ pub struct ClientCredential {
     pub rate_per_sec: u32,
     /// Bucket capacity: requests allowed at once after a quiet period.
     pub burst: u32,
+    /// Where its `callback_url`s may point: URL prefixes (`https://rp.example/cb/`) or host
+    /// names (`rp.example`). Empty: the client cannot ask for callbacks.
+    pub callback_allow: Vec<String>,
 }
 
 /// Settings of the north API (the serve wiring maps `[api]` and `[policy]` onto them).
@@ -75,6 +78,8 @@ pub struct ApiOptions {
     /// How many `(client, Idempotency-Key)` pairs are remembered to answer a retry with 200
     /// instead of 201 (the service itself owns the idempotency; this only picks the status).
     pub idempotency_memory: usize,
+    /// Whether `callback_url` may be plain `http://` (`[outbound] allow_http`).
+    pub allow_http_callbacks: bool,
 }
 
 impl Default for ApiOptions {
@@ -87,6 +92,7 @@ impl Default for ApiOptions {
             min_expiry: Duration::from_secs(10),
             max_expiry: Duration::from_secs(600),
             idempotency_memory: 100_000,
+            allow_http_callbacks: false,
         }
     }
 }

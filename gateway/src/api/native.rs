@@ -282,6 +282,24 @@ fn parse_callback_url(raw: &str) -> Result<String, ApiError> {
     }
 }
 
+/// A `callback_url` must be one the gateway may call (https, or http where allowed) and within
+/// the client's allow-list: an authenticated client cannot make the gateway POST to internal
+/// addresses.
+fn check_callback_target(url: &str, client: &str, state: &ApiState) -> Result<(), ApiError> {
+    let uri: axum::http::Uri = url.parse().map_err(|_| {
+        ApiError::bad_request("invalid_callback_url", "field `callback_url` is not a URL")
+    })?;
+    crate::outbound::check_scheme(&uri, state.options.allow_http_callbacks)
+        .map_err(|why| ApiError::bad_request("invalid_callback_url", why))?;
+    if !crate::outbound::callback_allowed(&uri, state.clients.callback_allow(client)) {
+        return Err(ApiError::bad_request(
+            "callback_not_allowed",
+            "field `callback_url` is outside this client's allow-list (api.clients.callback_allow)",
+        ));
+    }
+    Ok(())
+}
+
 /// Validate a start body: a JSON object with only known fields, each of the right type and
 /// within its range.
 pub fn parse_start(body: &[u8], options: &ApiOptions) -> Result<StartBody, ApiError> {
@@ -476,6 +494,9 @@ async fn start(
     let key = idempotency_key(&headers)?;
     let body = body_bytes(body, &state.options)?;
     let valid = parse_start(&body, &state.options)?;
+    if let Some(url) = &valid.callback_url {
+        check_callback_target(url, &client.id, &state)?;
+    }
     let msisdn_log = masked(&valid.msisdn);
     let request = StartRequest {
         client_id: client.id.clone(),

@@ -137,7 +137,7 @@ impl Outbox {
         let (reports, _) = broadcast::channel(1024);
         // An entry is owed until its deadline: it is retried (with the policy's back-off)
         // until then, however many attempts that takes.
-        let callbacks = CallbackClient::new(RetryPolicy {
+        let callbacks = callbacks.with_policy(RetryPolicy {
             max_attempts: u32::MAX,
             ..callbacks.policy().clone()
         });

@@ -143,6 +143,15 @@ fn rig_with(settings: ManagerSettings, store: Arc<dyn Store>) -> Rig {
         audit: Some(AuditLog::open(&audit_path).unwrap()),
         clock: Arc::new(move || c.load(Ordering::SeqCst)),
         outbox_observers: None,
+        // Test receivers listen on plain http on loopback.
+        callbacks: crate::callback::CallbackClient::new(
+            Default::default(),
+            &crate::outbound::OutboundSettings {
+                allow_http: true,
+                ..Default::default()
+            },
+        )
+        .unwrap(),
     });
     Rig {
         manager,

@@ -66,6 +66,9 @@ pub struct GatewayConfig {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// Outgoing HTTP (callbacks, Keycloak, JWKS): trust and schemes.
+    #[serde(default)]
+    pub outbound: OutboundConfig,
 }
 
 pub use crate::secret::Secret;
@@ -175,6 +178,10 @@ pub struct ApiClientConfig {
     /// Burst above the sustained rate.
     #[serde(default = "default_burst")]
     pub rate_limit_burst: u32,
+    /// Where this client's `callback_url`s may point: URL prefixes (`"https://rp.example/cb/"`)
+    /// or host names (`"rp.example"`). Absent or empty: it cannot ask for callbacks.
+    #[serde(default)]
+    pub callback_allow: Vec<String>,
 }
 
 fn default_rate() -> u32 {
@@ -502,6 +509,29 @@ impl Default for PolicyConfig {
             stk_answer_timeout_secs: 90,
             ussd_step_timeout_secs: None,
             submit_timeout_secs: 10,
+        }
+    }
+}
+
+/// `[outbound]`: every outgoing HTTP call (native callbacks, Keycloak callbacks, the JWKS)
+/// is HTTPS trusting the system's roots plus `ca_files`; plain `http://` only with
+/// `allow_http = true` (tests, a sidecar on loopback).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundConfig {
+    /// PEM files of CA certificates trusted beside the system's roots.
+    pub ca_files: Vec<PathBuf>,
+    /// Allow plain `http://` targets.
+    pub allow_http: bool,
+}
+
+impl OutboundConfig {
+    /// The client settings.
+    pub fn settings(&self) -> crate::outbound::OutboundSettings {
+        crate::outbound::OutboundSettings {
+            ca_files: self.ca_files.clone(),
+            allow_http: self.allow_http,
+            without_system_roots: false,
         }
     }
 }

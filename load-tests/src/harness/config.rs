@@ -109,7 +109,7 @@ impl GatewayConfigBuilder {
         line(
             &mut t,
             format!(
-                "[[api.clients]]\nid = \"{}\"\ntoken = \"{}\"\nrate_limit_per_sec = {}\nrate_limit_burst = {}",
+                "[[api.clients]]\nid = \"{}\"\ntoken = \"{}\"\nrate_limit_per_sec = {}\nrate_limit_burst = {}\n# The tests' callback receivers listen on loopback.\ncallback_allow = [\"127.0.0.1\", \"localhost\"]",
                 self.client_id, self.token, self.rate_limit_per_sec, self.rate_limit_per_sec
             ),
         );
@@ -181,6 +181,8 @@ impl GatewayConfigBuilder {
         if self.metrics {
             line(&mut t, "[metrics]\nlisten = \"127.0.0.1:0\"".into());
         }
+        // The tests' callback receivers and realms listen on plain http on loopback.
+        line(&mut t, "[outbound]\nallow_http = true".into());
         if let Some((format, filter)) = &self.log {
             line(
                 &mut t,

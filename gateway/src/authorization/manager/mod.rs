@@ -177,6 +177,9 @@ pub struct ManagerDeps {
     pub clock: UnixClock,
     /// Metrics of the outbox and its callbacks.
     pub outbox_observers: Option<OutboxObservers>,
+    /// The HTTP client of callbacks (its trust and scheme rule; the retry policy is
+    /// `settings.callback_retry`).
+    pub callbacks: CallbackClient,
 }
 
 /// The authorization manager; cheap to clone.
@@ -350,7 +353,9 @@ fn metric_outcome(s: TerminalStatus) -> m::Outcome {
 impl AuthorizationManager {
     /// A manager over its dependencies. Call [`recover`](Self::recover) before serving.
     pub fn new(deps: ManagerDeps) -> Self {
-        let callbacks = CallbackClient::new(deps.settings.callback_retry.clone());
+        let callbacks = deps
+            .callbacks
+            .with_policy(deps.settings.callback_retry.clone());
         let outbox = Arc::new(Outbox::new(
             deps.store.clone(),
             callbacks,
