@@ -613,6 +613,28 @@ async fn a_repeated_jti_starts_one_authorization_and_calls_back_once() {
 }
 
 #[tokio::test]
+async fn a_token_whose_exp_is_ages_away_gets_an_authorization_of_the_longest_allowed_expiry() {
+    let h = harness(Options {
+        outcome: None,
+        ..Options::default()
+    })
+    .await;
+    let mut c = claims(&h.realm, "jti-far");
+    // A validly signed token valid for half of u64 seconds: its exp must not reach the clock.
+    c["exp"] = json!(u64::MAX / 2);
+    let token = sign(&c, Algorithm::RS256, "rsa-1", "realm-rsa.key.pem");
+    let (status, body) = h.request(Some(&token), BODY).await;
+    assert_eq!(status, 201, "{body}");
+    let starts = h.service.starts();
+    assert_eq!(starts.len(), 1);
+    assert!(
+        starts[0].expiry <= Duration::from_secs(600),
+        "expiry {:?} beyond the channel's max_expiry",
+        starts[0].expiry
+    );
+}
+
+#[tokio::test]
 async fn a_callback_refused_until_the_tokens_exp_is_given_up_there() {
     let mut h = harness(Options {
         outcome: Some(TerminalStatus::Denied),

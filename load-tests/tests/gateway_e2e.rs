@@ -275,6 +275,26 @@ async fn a_start_retried_with_the_same_idempotency_key_is_one_authorization_and_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_of_the_apis_longest_length_is_kept_by_the_store() {
+    let env = Env::start(user(0.0, 0.0, 0.0), |_| {}).await;
+    let m = msisdn(index_with(false, 8));
+    within(20, async {
+        // The API accepts up to 255 characters; the store once refused over 128 with a 500.
+        for len in [200, 255] {
+            let key = "k".repeat(len - 3) + &format!("{len:03}");
+            let body = auth_body(&m, 2, 60);
+            let a = start_auth(env.api, &body, Some(&key)).await;
+            assert_eq!(a.status, 201, "{len}: {a:?}");
+            let b = start_auth(env.api, &body, Some(&key)).await;
+            assert_eq!((b.status, &b.body["id"]), (200, &a.body["id"]), "{len}");
+            terminal(env.api, a.body["id"].as_str().unwrap()).await;
+        }
+    })
+    .await;
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_in_flight_cap_a_start_is_refused_at_once_with_retry_after() {
     let env = Env::start(user(1.0, 0.0, 0.0), |c| {
         c.limits.max_in_flight = 1;

@@ -66,6 +66,9 @@ pub struct KeycloakConfig {
     /// Earliest callback after the 201: Keycloak stores the request only once our 201 has
     /// returned, so a result POSTed sooner can find nothing and be refused with 403.
     pub callback_min_delay: Duration,
+    /// Longest authorization a token may ask for through its `exp` (a signed token with an
+    /// `exp` years away must not make a prompt, or the gateway's clock arithmetic, run on).
+    pub max_expiry: Duration,
 }
 
 impl KeycloakConfig {
@@ -82,6 +85,7 @@ impl KeycloakConfig {
             consent_template_no_binding: "{client}: potwierdź logowanie.".into(),
             callback_margin: Duration::from_secs(5),
             callback_min_delay: Duration::from_secs(1),
+            max_expiry: Duration::from_secs(600),
         }
     }
 
@@ -353,7 +357,10 @@ impl KeycloakChannel {
             })?;
 
         let now_unix = unix_now();
-        let left = Duration::from_secs(token.exp.saturating_sub(now_unix));
+        // Clamped: the callback is owed until `exp`, but no authorization runs longer than
+        // `max_expiry` (plus the margin for its callback).
+        let longest = self.config.max_expiry + self.config.callback_margin;
+        let left = Duration::from_secs(token.exp.saturating_sub(now_unix)).min(longest);
         let expiry = left
             .saturating_sub(self.config.callback_margin)
             .max(left / 2);

@@ -610,6 +610,74 @@ mod tests {
         assert_eq!(submits, 10, "only the window's worth of submits written");
     }
 
+    /// Real time: an SMSC that binds, then stops reading. The writes fill the socket buffers;
+    /// without a time limit the bind task would block in `write_all` for ever, its keep-alive
+    /// and its reconnect with it.
+    #[tokio::test]
+    async fn an_smsc_that_stops_reading_loses_the_link_and_the_bind_reconnects() {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        // A small receive buffer, so the gateway's writes block soon.
+        socket.set_recv_buffer_size(4096).unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(4).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, mut rx) = mpsc::channel(1024);
+        tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        let session = SessionConfig {
+            window: 100_000,
+            max_queued: 100_000,
+            enquire_link_timeout: Duration::from_secs(1),
+            ..SessionConfig::default()
+        };
+        let (handle, _join) = spawn(BindConfig::new(addr.to_string(), session), tx);
+        let accept = || async {
+            tokio::time::timeout(Duration::from_secs(10), listener.accept())
+                .await
+                .expect("no connection from the bind")
+                .unwrap()
+                .0
+        };
+        let sock = accept().await;
+        let (rd, mut wr) = sock.into_split();
+        let mut reader = FramedRead::new(rd, frame_codec());
+        let bind = next_command(&mut reader).await.unwrap();
+        let resp = BindTransceiverResp::builder()
+            .system_id(COctetString::from_str("SIM").unwrap())
+            .build();
+        wr.write_all(&encode_command(&rusmpp::Command::new(
+            CommandStatus::EsmeRok,
+            bind.sequence_number(),
+            resp,
+        )))
+        .await
+        .unwrap();
+        // From now on nothing is read: 20 000 submits of ~200 bytes cannot all be written.
+        let text = rusmpp::types::OctetString::from_str(&"x".repeat(140)).unwrap();
+        let started = std::time::Instant::now();
+        let submitter = handle.clone();
+        tokio::spawn(async move {
+            for id in 0..20_000 {
+                let request = SubmitRequest {
+                    submit_sm: SubmitSm::builder()
+                        .destination_addr(COctetString::from_str("48600").unwrap())
+                        .short_message(text.clone())
+                        .build(),
+                    deadline: None,
+                };
+                if submitter.submit(id, request).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let _second = accept().await;
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "reconnected only after {:?}",
+            started.elapsed()
+        );
+        drop((reader, wr));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn submission_fails_at_its_deadline_while_the_smsc_is_unreachable() {
         // A listener that is dropped at once: every connect is refused.

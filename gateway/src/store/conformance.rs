@@ -503,7 +503,7 @@ pub(crate) async fn purge_removes_only_expired_terminal_records_and_claims(store
 }
 
 pub(crate) async fn invalid_keys_are_refused(store: Arc<dyn Store>) {
-    for bad in ["", "a\nb", &"9".repeat(129)] {
+    for bad in ["", "a\nb", &"9".repeat(256)] {
         assert!(matches!(
             store.lock_state(bad, 0).await,
             Err(StoreError::InvalidKey { .. })

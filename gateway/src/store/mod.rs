@@ -291,7 +291,7 @@ pub(crate) fn check_key(field: &'static str, value: &str) -> Result<(), StoreErr
     if value.len() > records::MAX_KEY_COMPONENT_LEN {
         return Err(StoreError::InvalidKey {
             field,
-            reason: "longer than 128 bytes",
+            reason: "longer than 255 bytes",
         });
     }
     if value.chars().any(char::is_control) {

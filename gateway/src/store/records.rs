@@ -16,7 +16,7 @@ pub const OTA_COUNTER_FIRST: u64 = 1;
 pub const OTA_COUNTER_MAX: u64 = 0xFF_FFFF_FFFF;
 
 /// Longest MSISDN, client id, authorization id or idempotency key accepted as part of a key.
-pub const MAX_KEY_COMPONENT_LEN: usize = 128;
+pub const MAX_KEY_COMPONENT_LEN: usize = 255;
 
 /// Which OTA counter: one per subscriber card, applet (TAR) and key set (KIc/KID version).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

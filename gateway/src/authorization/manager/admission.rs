@@ -4,6 +4,10 @@
 
 use super::*;
 
+/// Longest authorization the manager runs, whatever a channel asks: deadlines stay far from
+/// any overflow of the clock arithmetic.
+pub const MAX_EXPIRY: Duration = Duration::from_secs(24 * 60 * 60);
+
 pub(super) fn internal(e: impl std::fmt::Display) -> StartError {
     StartError::Internal(e.to_string())
 }
@@ -27,8 +31,11 @@ impl AuthorizationManager {
             return Err(StartError::Overloaded { retry_after });
         }
         let msisdn = Msisdn::parse(&req.msisdn).map_err(|e| StartError::Invalid(e.to_string()))?;
-        if req.expiry.is_zero() {
-            return Err(StartError::Invalid("expiry must be above zero".into()));
+        if req.expiry.is_zero() || req.expiry > MAX_EXPIRY {
+            return Err(StartError::Invalid(format!(
+                "expiry must be above zero and at most {} s",
+                MAX_EXPIRY.as_secs()
+            )));
         }
         let op = inner
             .router
