@@ -275,6 +275,37 @@ async fn a_start_retried_with_the_same_idempotency_key_is_one_authorization_and_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_ussd_dialog_is_released_on_the_handset_with_a_cancelled_screen() {
+    // A user who never answers: the dialog is open on the handset when the relying party
+    // cancels.
+    let env = Env::start(user(1.0, 0.0, 0.0), |_| {}).await;
+    let m = msisdn(index_with(false, 9));
+    within(20, async {
+        let id = start_ok(env.api, &m, 2, 60).await;
+        env.log.wait_prompts(&m, 1).await;
+        assert_eq!(cancel(env.api, &id).await.status, 200);
+        let texts = || -> Vec<String> {
+            env.log
+                .mt()
+                .iter()
+                .filter(|x| x.sm.destination.addr == m)
+                .map(|x| String::from_utf8_lossy(&x.sm.short_message).into_owned())
+                .collect()
+        };
+        while texts().len() < 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let texts = texts();
+        assert_eq!(texts.len(), 2, "{texts:?}");
+        assert_eq!(texts[1], "Cancelled", "{texts:?}");
+        let v = terminal(env.api, &id).await;
+        assert_eq!(v["status"], "cancelled", "{v}");
+    })
+    .await;
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idempotency_key_of_the_apis_longest_length_is_kept_by_the_store() {
     let env = Env::start(user(0.0, 0.0, 0.0), |_| {}).await;
     let m = msisdn(index_with(false, 8));

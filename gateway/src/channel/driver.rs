@@ -15,6 +15,7 @@
 //! with [`AuthResult::Unavailable`].
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -81,6 +82,7 @@ impl AuthorizerConfig {
 
 enum Command {
     Start {
+        auth: AuthId,
         request: Box<AuthRequest>,
         permit: OwnedSemaphorePermit,
         reply: oneshot::Sender<AuthResult>,
@@ -88,6 +90,7 @@ enum Command {
     },
     /// Take over an authorization whose prompt an earlier run sent.
     Resume {
+        auth: AuthId,
         request: Box<AuthRequest>,
         permit: OwnedSemaphorePermit,
         reply: oneshot::Sender<AuthResult>,
@@ -95,6 +98,36 @@ enum Command {
     Shutdown {
         done: oneshot::Sender<()>,
     },
+    /// The caller stopped waiting (cancelled, or its own deadline passed): end the dialog.
+    EndEarly {
+        auth: AuthId,
+    },
+}
+
+/// Tells the driver when a caller stops waiting before its authorization's result: dropped
+/// armed (the caller's future was dropped), it sends [`Command::EndEarly`].
+struct EndEarlyOnDrop {
+    commands: mpsc::Sender<Command>,
+    auth: AuthId,
+    armed: bool,
+}
+
+impl Drop for EndEarlyOnDrop {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let end = Command::EndEarly { auth: self.auth };
+        if let Err(mpsc::error::TrySendError::Full(end)) = self.commands.try_send(end) {
+            // The driver is busy: deliver it without holding the dropping caller up.
+            let commands = self.commands.clone();
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    let _ = commands.send(end).await;
+                });
+            }
+        }
+    }
 }
 
 /// The caller's side of the channel driver. Cheap to clone.
@@ -102,6 +135,9 @@ enum Command {
 pub struct Authorizer {
     commands: mpsc::Sender<Command>,
     slots: Arc<Semaphore>,
+    /// Ids of the authorizations handed to the driver (its callers name them when they stop
+    /// waiting).
+    next_auth: Arc<AtomicU64>,
     /// The binds' handles, for their load.
     binds: Arc<[BindHandle]>,
     /// What the binds' queues hold together.
@@ -152,6 +188,7 @@ impl Authorizer {
             Self {
                 commands,
                 slots,
+                next_auth: Arc::new(AtomicU64::new(0)),
                 binds: shared_binds,
                 queue_room,
                 admission,
@@ -208,8 +245,10 @@ impl Authorizer {
         let Ok(permit) = self.slots.clone().acquire_owned().await else {
             return AuthResult::Unavailable;
         };
+        let auth = self.next_auth.fetch_add(1, Ordering::Relaxed) + 1;
         let (reply, result) = oneshot::channel();
         let start = Command::Start {
+            auth,
             request: Box::new(request),
             permit,
             reply,
@@ -218,7 +257,14 @@ impl Authorizer {
         if self.commands.send(start).await.is_err() {
             return AuthResult::Unavailable;
         }
-        result.await.unwrap_or(AuthResult::Unavailable)
+        let mut guard = EndEarlyOnDrop {
+            commands: self.commands.clone(),
+            auth,
+            armed: true,
+        };
+        let result = result.await.unwrap_or(AuthResult::Unavailable);
+        guard.armed = false;
+        result
     }
 
     /// Takes over an authorization whose prompt an earlier run of the gateway sent (after a
@@ -229,8 +275,10 @@ impl Authorizer {
         let Ok(permit) = self.slots.clone().acquire_owned().await else {
             return AuthResult::Unavailable;
         };
+        let auth = self.next_auth.fetch_add(1, Ordering::Relaxed) + 1;
         let (reply, result) = oneshot::channel();
         let resume = Command::Resume {
+            auth,
             request: Box::new(request),
             permit,
             reply,
@@ -238,7 +286,14 @@ impl Authorizer {
         if self.commands.send(resume).await.is_err() {
             return AuthResult::Unavailable;
         }
-        result.await.unwrap_or(AuthResult::Unavailable)
+        let mut guard = EndEarlyOnDrop {
+            commands: self.commands.clone(),
+            auth,
+            armed: true,
+        };
+        let result = result.await.unwrap_or(AuthResult::Unavailable);
+        guard.armed = false;
+        result
     }
 
     /// Authorizations running now.
@@ -273,7 +328,6 @@ struct Driver {
     bind_tasks: Vec<JoinHandle<()>>,
     events_tx: mpsc::Sender<BindEvent>,
     waiters: HashMap<AuthId, Waiter>,
-    next_auth: AuthId,
     pin_verifier: Option<Arc<dyn PinVerifier>>,
     /// PIN verdicts of the checks under way (one task each; bounded by the dialogs waiting for
     /// one, at most one per authorization).
@@ -313,7 +367,6 @@ impl Driver {
             bind_tasks,
             events_tx,
             waiters: HashMap::new(),
-            next_auth: 0,
             pin_verifier,
             verdicts_tx,
             tracker: TaskTracker::new(),
@@ -337,11 +390,19 @@ impl Driver {
             };
             tokio::select! {
                 command = commands.recv() => match command {
-                    Some(Command::Start { request, permit, reply, accepted }) => {
-                        self.start(now_std(), *request, permit, reply, accepted);
+                    Some(Command::Start { auth, request, permit, reply, accepted }) => {
+                        self.start(now_std(), auth, *request, permit, reply, accepted);
                     }
-                    Some(Command::Resume { request, permit, reply }) => {
-                        self.resume(now_std(), *request, permit, reply);
+                    Some(Command::Resume { auth, request, permit, reply }) => {
+                        self.resume(now_std(), auth, *request, permit, reply);
+                    }
+                    Some(Command::EndEarly { auth }) => {
+                        self.router.end_early(now_std(), auth);
+                        // Its caller is gone; the slot frees when the router releases it.
+                        if let Some(w) = self.waiters.get_mut(&auth) {
+                            w.reply = None;
+                            w.accepted = None;
+                        }
                     }
                     Some(Command::Shutdown { done }) => {
                         self.stop().await;
@@ -366,12 +427,11 @@ impl Driver {
     fn resume(
         &mut self,
         now: Instant,
+        auth: AuthId,
         request: AuthRequest,
         permit: OwnedSemaphorePermit,
         reply: oneshot::Sender<AuthResult>,
     ) {
-        self.next_auth += 1;
-        let auth = self.next_auth;
         match self.router.resume(now, auth, request) {
             Ok(()) => {
                 self.waiters.insert(
@@ -392,13 +452,12 @@ impl Driver {
     fn start(
         &mut self,
         now: Instant,
+        auth: AuthId,
         request: AuthRequest,
         permit: OwnedSemaphorePermit,
         reply: oneshot::Sender<AuthResult>,
         accepted: Option<oneshot::Sender<()>>,
     ) {
-        self.next_auth += 1;
-        let auth = self.next_auth;
         let nonce = StkNonce {
             txid: rand::random(),
             challenge: rand::random(),

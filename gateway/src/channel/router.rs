@@ -214,6 +214,15 @@ struct Entry {
     message_ids: Vec<String>,
 }
 
+/// An SMSC's `source_addr` in the form the gateway keeps numbers in (E.164 digits, no `+`):
+/// SMSCs send `+48...`, `0048...` or `48...` for the same handset. A number that is not
+/// international (a national form) is kept as it came, and matches nothing.
+fn normalized_msisdn(source: &str) -> String {
+    crate::routing::Msisdn::parse(source)
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|_| source.to_owned())
+}
+
 /// How many USSD session keys `dialect` carries (keys are `0..range`).
 pub fn session_key_range(dialect: &Dialect) -> u32 {
     match dialect.session_key {
@@ -469,6 +478,31 @@ impl Router {
         }
     }
 
+    /// The caller has ended authorization `auth` itself (the relying party cancelled it, or its
+    /// time ran out in the gateway) and awaits nothing more: a USSD dialog is released with a
+    /// short "Cancelled" or "Expired" screen (the latter when its time is up, give or take a
+    /// second) and nothing it receives afterwards is confirmed, checked or counted; an STK push
+    /// is forgotten (its late proof matches nothing). No result is output for it.
+    pub fn end_early(&mut self, now: Instant, auth: AuthId) {
+        let Some(entry) = self.entries.get_mut(&auth) else {
+            return;
+        };
+        entry.result_sent = true;
+        entry.pin_pending = false;
+        match &mut entry.machine {
+            Machine::Ussd(d) => {
+                let screen = if now + Duration::from_secs(1) >= entry.expires_at {
+                    super::ussd::SCREEN_EXPIRED
+                } else {
+                    super::ussd::SCREEN_CANCELLED
+                };
+                d.end(now, screen);
+                self.drive(now, auth);
+            }
+            Machine::Stk(_) => self.remove(auth),
+        }
+    }
+
     /// The verdict on the PIN of [`RouterOutput::VerifyPin`].
     pub fn handle_pin_verdict(&mut self, now: Instant, auth: AuthId, right: bool) {
         let Some(entry) = self.entries.get_mut(&auth) else {
@@ -585,7 +619,8 @@ impl Router {
 
     fn handle_ussd(&mut self, now: Instant, deliver: &DeliverSm) {
         match self.config.dialect.parse_mo(deliver) {
-            Ok(mo) => {
+            Ok(mut mo) => {
+                mo.msisdn = normalized_msisdn(&mo.msisdn);
                 let Some(&auth) = self.ussd.get(&(mo.msisdn.clone(), mo.session_key)) else {
                     tracing::debug!("USSD MO for no open dialog");
                     return;
@@ -691,7 +726,7 @@ impl Router {
                 return;
             }
         };
-        let msisdn = deliver.source_addr.to_string();
+        let msisdn = normalized_msisdn(&deliver.source_addr.to_string());
         let candidates = self.stk.get(&msisdn).cloned().unwrap_or_default();
         for auth in candidates {
             if let Some(Entry {
@@ -1076,6 +1111,101 @@ mod tests {
                 AuthResult::DeliveryError(SubmitFailure::DeadlineExpired)
             )]
         );
+    }
+
+    #[test]
+    fn an_answer_from_plus_or_double_zero_forms_of_the_number_matches_its_dialog() {
+        for form in [
+            format!("+{MSISDN}"),
+            format!("00{MSISDN}"),
+            "+48 600-100-200".to_owned(),
+        ] {
+            let t0 = Instant::now();
+            let mut r = Router::new(config());
+            r.start(t0, 10, request(AuthChannel::Ussd, Loa::Loa2), NONCE)
+                .unwrap();
+            let out = submits(&outputs(&mut r));
+            r.handle_event(t0, accepted(out[0].1, "a"));
+            outputs(&mut r);
+            let answer = BindEvent::Mo(Box::new(
+                DeliverSm::builder()
+                    .source_addr(COctetString::from_str(&form).unwrap())
+                    .data_coding(DataCoding::from(0x00))
+                    .short_message(OctetString::from_slice(b"1").unwrap())
+                    .tlvs(vec![
+                        MessageDeliveryRequestTlvValue::UssdServiceOp(UssdServiceOp::from(18)),
+                        MessageDeliveryRequestTlvValue::ItsSessionInfo(ItsSessionInfo::new(
+                            out[0].2.unwrap(),
+                            0,
+                        )),
+                    ])
+                    .build(),
+            ));
+            r.handle_event(t0, answer);
+            assert_eq!(
+                results(&outputs(&mut r)),
+                vec![(
+                    10,
+                    AuthResult::Approved {
+                        loa: Loa::Loa2,
+                        proof: None
+                    }
+                )],
+                "{form}"
+            );
+        }
+    }
+
+    fn texts_of(outputs: &[RouterOutput]) -> Vec<String> {
+        outputs
+            .iter()
+            .filter_map(|o| match o {
+                RouterOutput::Submit { request, .. } => Some(
+                    String::from_utf8_lossy(request.submit_sm.short_message().as_ref())
+                        .into_owned(),
+                ),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_dialog_ended_by_its_caller_is_released_and_a_late_answer_changes_nothing() {
+        let t0 = Instant::now();
+        let mut r = Router::new(config());
+        r.start(t0, 10, request(AuthChannel::Ussd, Loa::Loa2), NONCE)
+            .unwrap();
+        r.start(t0, 11, request(AuthChannel::Ussd, Loa::Loa3), NONCE)
+            .unwrap();
+        let out = submits(&outputs(&mut r));
+        for (_, id, _) in &out {
+            r.handle_event(t0, accepted(*id, "m"));
+        }
+        outputs(&mut r);
+        // The relying party cancels the first 5 s in; the second runs out of time (60 s).
+        let t5 = t0 + Duration::from_secs(5);
+        r.end_early(t5, 10);
+        let released = outputs(&mut r);
+        assert_eq!(texts_of(&released), ["Cancelled"]);
+        assert!(results(&released).is_empty(), "its caller is gone");
+        r.handle_event(t5, ussd_answer(out[0].2.unwrap(), "1"));
+        let after = outputs(&mut r);
+        assert!(
+            after.is_empty(),
+            "a \"1\" after the cancel confirmed or decided something: {after:?}"
+        );
+        let t60 = t0 + Duration::from_secs(60);
+        r.end_early(t60, 11);
+        assert_eq!(texts_of(&outputs(&mut r)), ["Expired"]);
+        r.handle_event(t60, ussd_answer(out[1].2.unwrap(), "1234"));
+        let after = outputs(&mut r);
+        assert!(
+            !after
+                .iter()
+                .any(|o| matches!(o, RouterOutput::VerifyPin { .. })),
+            "a PIN after the end must not be checked (nor counted): {after:?}"
+        );
+        assert!(after.is_empty(), "{after:?}");
     }
 
     #[test]

@@ -25,8 +25,10 @@ use sim_applet_model::smpp::dialect::{Dialect, DialectError, Step, UssdMo};
 
 /// Final screen after an approval.
 pub const SCREEN_CONFIRMED: &str = "Confirmed";
-/// Final screen after a refusal, a wrong PIN or a bad answer.
+/// Final screen after a refusal, a wrong PIN or a bad answer, or a cancel by the relying party.
 pub const SCREEN_CANCELLED: &str = "Cancelled";
+/// Final screen when the authorization's time ran out.
+pub const SCREEN_EXPIRED: &str = "Expired";
 
 /// What to ask one subscriber.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,6 +210,18 @@ impl UssdDialog {
             SCREEN_CANCELLED
         };
         self.queue(Step::End, text);
+    }
+
+    /// The authorization ended outside the dialog (cancelled by the relying party, or its time
+    /// ran out in the gateway): release the network's dialog with `screen`, and take nothing
+    /// more: a later answer is neither confirmed nor checked. No outcome follows.
+    pub fn end(&mut self, _now: Instant, screen: &str) {
+        if self.state == State::Done {
+            return;
+        }
+        self.state = State::Done;
+        self.result = None;
+        self.queue(Step::Abort, screen);
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) is next due (`None`: never).
