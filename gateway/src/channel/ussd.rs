@@ -85,6 +85,9 @@ pub struct UssdDialog {
     session_deadline: Instant,
     outbox: VecDeque<SubmitSm>,
     result: Option<UssdOutcome>,
+    /// An answer that came before the prompt's `submit_sm_resp` (possible across binds): held
+    /// until that response decides whether the prompt is ours to be answered.
+    held: Option<UssdMo>,
 }
 
 fn prompt_text(prompt: &UssdPrompt) -> String {
@@ -118,6 +121,7 @@ impl UssdDialog {
             session_deadline,
             outbox: VecDeque::from([first]),
             result: None,
+            held: None,
         })
     }
 
@@ -134,6 +138,7 @@ impl UssdDialog {
             session_deadline: deadline,
             outbox: VecDeque::new(),
             result: None,
+            held: None,
         }
     }
 
@@ -154,11 +159,18 @@ impl UssdDialog {
 
     /// The bind's verdict on this dialog's submissions, in the order they were taken. Only a
     /// failure of the prompt before any answer matters: the final screen is best effort.
-    pub fn handle_submit_result(&mut self, _now: Instant, result: Result<(), SubmitFailure>) {
+    pub fn handle_submit_result(&mut self, now: Instant, result: Result<(), SubmitFailure>) {
         match result {
-            Ok(()) => self.prompt_accepted = true,
+            Ok(()) => {
+                self.prompt_accepted = true;
+                if let Some(mo) = self.held.take() {
+                    self.handle_mo(now, &mo);
+                }
+            }
             Err(failure) => {
                 if self.state == State::AwaitAnswer && !self.prompt_accepted {
+                    // Refused by the SMSC: an answer that came first cannot be to it.
+                    self.held = None;
                     self.finish(UssdOutcome::DeliveryError(failure), None);
                 }
             }
@@ -174,8 +186,14 @@ impl UssdDialog {
         {
             return false;
         }
-        // An answer proves the prompt arrived, whatever its submit_sm_resp says later.
-        self.prompt_accepted = true;
+        if !self.prompt_accepted {
+            // Not taken blindly: the prompt's own response decides (the first answer held).
+            if self.held.is_some() {
+                return false;
+            }
+            self.held = Some(mo.clone());
+            return true;
+        }
         if mo.aborted || (mo.op != self.dialect.ops.mo_answer && mo.end) {
             // The network's dialog is already closed: no final screen.
             self.state = State::Done;
@@ -400,6 +418,7 @@ mod tests {
         let t0 = Instant::now();
         let mut d = dialog(Loa::Loa2, t0);
         d.poll_transmit().unwrap();
+        d.handle_submit_result(t0, Ok(()));
         assert!(d.handle_mo(t0, &answer(7, "2")));
         assert_eq!(d.poll_result(), Some(UssdOutcome::Denied));
         assert_eq!(op_and_text(&d.poll_transmit().unwrap()).1, "Cancelled");
@@ -467,6 +486,7 @@ mod tests {
         )
         .unwrap();
         d.poll_transmit().unwrap();
+        d.handle_submit_result(t0, Ok(()));
         let abort = UssdMo {
             op: 0x81,
             end: true,
@@ -522,6 +542,7 @@ mod tests {
         let t0 = Instant::now();
         let mut d = dialog(Loa::Loa2, t0);
         d.poll_transmit().unwrap();
+        d.handle_submit_result(t0, Ok(()));
         assert!(d.handle_mo(t0, &answer(7, "1")));
         assert!(!d.handle_mo(t0, &answer(7, "2")));
         assert_eq!(d.poll_result(), Some(UssdOutcome::Approved));
@@ -531,13 +552,24 @@ mod tests {
     }
 
     #[test]
-    fn failure_after_the_answer_does_not_change_the_outcome() {
+    fn an_answer_that_overtakes_the_prompts_response_counts_only_if_it_accepts_the_prompt() {
         let t0 = Instant::now();
+        // Accepted: the held "1" approves.
+        let mut d = dialog(Loa::Loa2, t0);
+        d.poll_transmit().unwrap();
+        assert!(d.handle_mo(t0, &answer(7, "1")));
+        assert_eq!(d.poll_result(), None, "held, not taken blindly");
+        d.handle_submit_result(t0, Ok(()));
+        assert_eq!(d.poll_result(), Some(UssdOutcome::Approved));
+        // Refused: the held "1" cannot be an answer to a prompt the SMSC never took.
         let mut d = dialog(Loa::Loa2, t0);
         d.poll_transmit().unwrap();
         assert!(d.handle_mo(t0, &answer(7, "1")));
         d.handle_submit_result(t0, Err(SubmitFailure::ResponseTimeout));
-        assert_eq!(d.poll_result(), Some(UssdOutcome::Approved));
+        assert_eq!(
+            d.poll_result(),
+            Some(UssdOutcome::DeliveryError(SubmitFailure::ResponseTimeout))
+        );
     }
 
     #[test]
@@ -545,6 +577,7 @@ mod tests {
         let t0 = Instant::now();
         let mut d = dialog(Loa::Loa3, t0);
         let (_, text) = op_and_text(&d.poll_transmit().unwrap());
+        d.handle_submit_result(t0, Ok(()));
         assert!(text.contains("PIN"));
         assert!(d.handle_mo(t0, &answer(7, "4821")));
         assert_eq!(
