@@ -291,6 +291,11 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<ServeHandle> {
         ac.max_in_flight = config.limits.max_in_flight.max(1) as usize;
         ac.submit_timeout = Duration::from_secs(config.policy.submit_timeout_secs.max(1));
         ac.admission = op.admission_policy();
+        let operator_metrics = metrics.authorization.operator(&op.name);
+        ac.ignored_answers = Some((
+            operator_metrics.answers_ignored_counter(crate::metrics::authorization::Channel::Ussd),
+            operator_metrics.answers_ignored_counter(crate::metrics::authorization::Channel::Stk),
+        ));
         let ussd_key_range = crate::channel::router::session_key_range(&ac.dialect);
         let (authorizer, join) = Authorizer::start(ac, Some(pin_check.clone()));
         operators.push(Operator {
@@ -300,7 +305,7 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<ServeHandle> {
                 binds: bind_metrics,
                 ussd_key_range,
             }),
-            metrics: Some(metrics.authorization.operator(&op.name)),
+            metrics: Some(operator_metrics),
         });
         authorizers.push((authorizer, join));
     }

@@ -25,9 +25,10 @@ use tokio_util::task::TaskTracker;
 
 use super::admission::{self, Admission, AdmissionPolicy, OperatorLoad};
 pub use super::router::{AuthChannel, AuthRequest, AuthResult};
-use super::router::{AuthId, Router, RouterConfig, RouterOutput, StkNonce};
+use super::router::{AuthId, IgnoredAnswers, Router, RouterConfig, RouterOutput, StkNonce};
 use crate::smpp::bind::{self, BindConfig, BindEvent, BindHandle};
 use crate::smpp::session::{SubmitFailure, SubmitId, SubmitRequest};
+use prometheus_client::metrics::counter::Counter;
 use sim_applet_model::smpp::dialect::Dialect;
 
 /// Checks a PIN typed over USSD (LoA3). The gateway's verifier store, with its lockout, lives
@@ -60,6 +61,8 @@ pub struct AuthorizerConfig {
     pub max_pending_por: usize,
     /// When a start is admitted, and how late a prompt may still leave.
     pub admission: AdmissionPolicy,
+    /// Counters of ignored answers (USSD, STK), when measured.
+    pub ignored_answers: Option<(Counter, Counter)>,
 }
 
 impl AuthorizerConfig {
@@ -76,6 +79,7 @@ impl AuthorizerConfig {
             stk_grace: Duration::from_secs(15),
             max_pending_por: 1024,
             admission: AdmissionPolicy::default(),
+            ignored_answers: None,
         }
     }
 }
@@ -328,6 +332,8 @@ struct Driver {
     bind_tasks: Vec<JoinHandle<()>>,
     events_tx: mpsc::Sender<BindEvent>,
     waiters: HashMap<AuthId, Waiter>,
+    /// The router's ignored answers already counted.
+    ignored_seen: IgnoredAnswers,
     pin_verifier: Option<Arc<dyn PinVerifier>>,
     /// PIN verdicts of the checks under way (one task each; bounded by the dialogs waiting for
     /// one, at most one per authorization).
@@ -367,6 +373,7 @@ impl Driver {
             bind_tasks,
             events_tx,
             waiters: HashMap::new(),
+            ignored_seen: IgnoredAnswers::default(),
             pin_verifier,
             verdicts_tx,
             tracker: TaskTracker::new(),
@@ -414,7 +421,10 @@ impl Driver {
                         return;
                     }
                 },
-                Some(event) = events.recv() => self.router.handle_event(now_std(), event),
+                Some(event) = events.recv() => {
+                    self.router.handle_event(now_std(), event);
+                    self.count_ignored();
+                }
                 Some((auth, right)) = verdicts.recv() => {
                     self.router.handle_pin_verdict(now_std(), auth, right);
                 }
@@ -477,6 +487,16 @@ impl Driver {
                 let _ = reply.send(AuthResult::Invalid(why));
             }
         }
+    }
+
+    /// Moves the router's count of ignored answers to the counters.
+    fn count_ignored(&mut self) {
+        let now = self.router.ignored_answers();
+        if let Some((ussd, stk)) = &self.config.ignored_answers {
+            ussd.inc_by(now.ussd.saturating_sub(self.ignored_seen.ussd));
+            stk.inc_by(now.stk.saturating_sub(self.ignored_seen.stk));
+        }
+        self.ignored_seen = now;
     }
 
     /// Does what the router asks until it asks nothing more.

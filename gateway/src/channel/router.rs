@@ -251,6 +251,17 @@ pub struct Router {
     next_submit: SubmitId,
     next_key: u32,
     outputs: VecDeque<RouterOutput>,
+    ignored: IgnoredAnswers,
+}
+
+/// Answers that changed nothing, since the router started: no open dialog or push for them,
+/// late (after the end), duplicated, or another prompt's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IgnoredAnswers {
+    /// USSD MOs.
+    pub ussd: u64,
+    /// SMS-PP proofs of receipt.
+    pub stk: u64,
 }
 
 impl std::fmt::Debug for Router {
@@ -280,6 +291,7 @@ impl Router {
             next_submit: 0,
             next_key: 0,
             outputs: VecDeque::new(),
+            ignored: IgnoredAnswers::default(),
         }
     }
 
@@ -547,6 +559,11 @@ impl Router {
         }
     }
 
+    /// Answers ignored so far.
+    pub fn ignored_answers(&self) -> IgnoredAnswers {
+        self.ignored
+    }
+
     /// The earliest machine deadline.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.timers.first().map(|(at, _)| *at)
@@ -623,6 +640,7 @@ impl Router {
                 mo.msisdn = normalized_msisdn(&mo.msisdn);
                 let Some(&auth) = self.ussd.get(&(mo.msisdn.clone(), mo.session_key)) else {
                     tracing::debug!("USSD MO for no open dialog");
+                    self.ignored.ussd += 1;
                     return;
                 };
                 if let Some(Entry {
@@ -630,7 +648,10 @@ impl Router {
                     ..
                 }) = self.entries.get_mut(&auth)
                 {
-                    d.handle_mo(now, &mo);
+                    if !d.handle_mo(now, &mo) {
+                        // Late (after the end) or a duplicate: it changes nothing.
+                        self.ignored.ussd += 1;
+                    }
                     self.drive(now, auth);
                 }
             }
@@ -741,6 +762,7 @@ impl Router {
             }
         }
         tracing::debug!("PoR for no open push");
+        self.ignored.stk += 1;
     }
 
     fn submit_result(&mut self, now: Instant, auth: AuthId, result: Result<(), SubmitFailure>) {
@@ -1206,6 +1228,11 @@ mod tests {
             "a PIN after the end must not be checked (nor counted): {after:?}"
         );
         assert!(after.is_empty(), "{after:?}");
+        assert_eq!(
+            r.ignored_answers(),
+            IgnoredAnswers { ussd: 2, stk: 0 },
+            "both late answers counted"
+        );
     }
 
     #[test]

@@ -155,6 +155,7 @@ pub struct AuthorizationMetrics {
     resumed: Family<OpChannelLabels, Counter>,
     refusals: Family<RefusalLabels, Counter>,
     awaiting_prompts: Family<OperatorLabels, Gauge>,
+    answers_ignored: Family<OpChannelLabels, Counter>,
     duration: Family<ChannelOutcomeLabels, Histogram>,
     user_answer: Family<ChannelLabels, Histogram>,
     own: Family<ChannelLabels, Histogram>,
@@ -179,6 +180,8 @@ pub struct OperatorMetrics {
     /// `[refusal]`, in `REFUSALS` order.
     refusals: Vec<Counter>,
     awaiting_prompts: Gauge,
+    /// `[channel]`.
+    answers_ignored: Vec<Counter>,
     /// `[channel][outcome]`.
     duration: Vec<Histogram>,
     user_answer: Vec<Histogram>,
@@ -202,6 +205,7 @@ impl AuthorizationMetrics {
             resumed: Family::default(),
             refusals: Family::default(),
             awaiting_prompts: Family::default(),
+            answers_ignored: Family::default(),
             duration: Family::new_with_constructor(|| Histogram::new(USER_LATENCY_BUCKETS)),
             user_answer: Family::new_with_constructor(|| Histogram::new(USER_LATENCY_BUCKETS)),
             own: Family::new_with_constructor(|| Histogram::new(MACHINE_LATENCY_BUCKETS)),
@@ -267,6 +271,11 @@ impl AuthorizationMetrics {
             m.refusals.clone(),
         );
         registry.register(
+            "answers_ignored",
+            "Answers that changed nothing, by operator and channel: no open dialog or push for them, late (after the end), duplicated, or another prompt's",
+            m.answers_ignored.clone(),
+        );
+        registry.register(
             "admission_awaiting_prompts",
             "Admitted prompts not yet taken by the SMSC, by operator (what admission counts as waiting)",
             m.awaiting_prompts.clone(),
@@ -304,6 +313,15 @@ impl AuthorizationMetrics {
             awaiting_prompts: self
                 .awaiting_prompts
                 .get_or_create_owned(&OperatorLabels { operator: op() }),
+            answers_ignored: Channel::ALL
+                .iter()
+                .map(|&channel| {
+                    self.answers_ignored.get_or_create_owned(&OpChannelLabels {
+                        operator: op(),
+                        channel,
+                    })
+                })
+                .collect(),
             duration: Vec::new(),
             user_answer: Vec::new(),
             own: Vec::new(),
@@ -367,6 +385,11 @@ impl OperatorMetrics {
         if let Some(i) = REFUSALS.iter().position(|r| *r == why) {
             self.refusals[i].inc();
         }
+    }
+
+    /// The counter of ignored answers on `channel`.
+    pub fn answers_ignored_counter(&self, channel: Channel) -> Counter {
+        self.answers_ignored[channel as usize].clone()
     }
 
     /// The gauge of admitted prompts not yet taken by the SMSC.
