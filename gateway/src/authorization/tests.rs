@@ -991,3 +991,50 @@ async fn a_restart_resumes_a_fallback_prompt_over_ussd_not_the_failed_push() {
     assert_eq!(resumed[0].channel, AuthChannel::Ussd);
     assert_eq!(resumed[0].ussd_key, Some(fallback_key));
 }
+
+#[tokio::test]
+async fn a_card_that_reports_our_counter_low_gets_one_more_push_above_a_raised_floor() {
+    use sim_applet_model::ota::ResponseStatus;
+    let r = rig(ManagerSettings::default());
+    let m = msisdn(true, 0);
+    let low = || {
+        Script::Reply(AuthResult::SimError(crate::channel::SimFailure::Por(
+            ResponseStatus::CounterLow,
+        )))
+    };
+    let stk_counters = |r: &Rig| -> Vec<u64> {
+        r.channel
+            .seen()
+            .iter()
+            .filter_map(|s| match s.channel {
+                AuthChannel::Stk { counter, .. } => Some(counter),
+                AuthChannel::Ussd => None,
+            })
+            .collect()
+    };
+    r.channel.push(low());
+    r.channel.push(Script::Reply(AuthResult::Denied));
+    let v = r.manager.start(request(&m, Loa::Loa2)).await.unwrap();
+    let done = wait_end(&r, &v.id).await;
+    assert_eq!(status(&done).unwrap().0, TerminalStatus::Denied, "{done:?}");
+    let counters = stk_counters(&r);
+    assert_eq!(counters.len(), 2, "one more push, with a new counter");
+    // The floor jumped by 65 536: past whatever the card may have seen.
+    assert!(counters[1] >= counters[0] + 65_535, "{counters:?}");
+    // Once per authorization: a card still reporting it low ends it.
+    r.channel.push(low());
+    r.channel.push(low());
+    let v = r.manager.start(request(&m, Loa::Loa2)).await.unwrap();
+    let done = wait_end(&r, &v.id).await;
+    let (s, reason) = status(&done).unwrap();
+    assert_eq!(
+        (s, reason.as_str()),
+        (TerminalStatus::SimError, "ota_refused")
+    );
+    let counters = stk_counters(&r);
+    assert_eq!(counters.len(), 4);
+    assert!(
+        counters[2] > counters[1],
+        "counters keep rising: {counters:?}"
+    );
+}

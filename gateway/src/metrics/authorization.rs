@@ -156,6 +156,7 @@ pub struct AuthorizationMetrics {
     refusals: Family<RefusalLabels, Counter>,
     awaiting_prompts: Family<OperatorLabels, Gauge>,
     answers_ignored: Family<OpChannelLabels, Counter>,
+    ota_counter_raises: Family<OperatorLabels, Counter>,
     duration: Family<ChannelOutcomeLabels, Histogram>,
     user_answer: Family<ChannelLabels, Histogram>,
     own: Family<ChannelLabels, Histogram>,
@@ -182,6 +183,7 @@ pub struct OperatorMetrics {
     awaiting_prompts: Gauge,
     /// `[channel]`.
     answers_ignored: Vec<Counter>,
+    ota_counter_raises: Counter,
     /// `[channel][outcome]`.
     duration: Vec<Histogram>,
     user_answer: Vec<Histogram>,
@@ -206,6 +208,7 @@ impl AuthorizationMetrics {
             refusals: Family::default(),
             awaiting_prompts: Family::default(),
             answers_ignored: Family::default(),
+            ota_counter_raises: Family::default(),
             duration: Family::new_with_constructor(|| Histogram::new(USER_LATENCY_BUCKETS)),
             user_answer: Family::new_with_constructor(|| Histogram::new(USER_LATENCY_BUCKETS)),
             own: Family::new_with_constructor(|| Histogram::new(MACHINE_LATENCY_BUCKETS)),
@@ -276,6 +279,11 @@ impl AuthorizationMetrics {
             m.answers_ignored.clone(),
         );
         registry.register(
+            "ota_floor_raises",
+            "Cards that reported our OTA counter too low: the floor was raised (by 65 536, durably) and the push sent again, by operator",
+            m.ota_counter_raises.clone(),
+        );
+        registry.register(
             "admission_awaiting_prompts",
             "Admitted prompts not yet taken by the SMSC, by operator (what admission counts as waiting)",
             m.awaiting_prompts.clone(),
@@ -312,6 +320,9 @@ impl AuthorizationMetrics {
                 .collect(),
             awaiting_prompts: self
                 .awaiting_prompts
+                .get_or_create_owned(&OperatorLabels { operator: op() }),
+            ota_counter_raises: self
+                .ota_counter_raises
                 .get_or_create_owned(&OperatorLabels { operator: op() }),
             answers_ignored: Channel::ALL
                 .iter()
@@ -385,6 +396,11 @@ impl OperatorMetrics {
         if let Some(i) = REFUSALS.iter().position(|r| *r == why) {
             self.refusals[i].inc();
         }
+    }
+
+    /// A card reported our OTA counter low; the floor was raised.
+    pub fn ota_counter_raised(&self) {
+        self.ota_counter_raises.inc();
     }
 
     /// The counter of ignored answers on `channel`.

@@ -189,6 +189,7 @@ impl AuthorizationManager {
             channel,
             keys,
             stk_counter,
+            ota_key: (channel == ChannelKind::Stk).then(|| counter_key.clone()),
             stk_nonce,
             ussd_key,
             resumed_from: None,

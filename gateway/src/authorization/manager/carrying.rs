@@ -2,6 +2,8 @@
 //! the fallback from the SIM applet to USSD; every step a compare-and-set in the store.
 
 use super::*;
+use crate::channel::SimFailure;
+use sim_applet_model::ota::ResponseStatus;
 
 /// Seconds the user is given, rounded up so a request with the API's minimum expiry is not cut
 /// below it by the milliseconds already spent; for the applet, inside the range its protocol
@@ -14,6 +16,22 @@ fn user_expiry_secs(remaining: Duration, channel: ChannelKind) -> u16 {
             sim_applet_model::applet::protocol::MAX_EXPIRY_SECS,
         ),
         ChannelKind::Ussd => secs.max(1),
+    }
+}
+
+/// Counters skipped at once when a card reports ours too low.
+pub const OTA_COUNTER_RAISE: u64 = 1 << 16;
+
+fn ota_failure_kind(failure: &SimFailure) -> m::OtaFailure {
+    match failure {
+        SimFailure::Por(ResponseStatus::ChecksumFailed) => m::OtaFailure::CcFailed,
+        SimFailure::Por(
+            ResponseStatus::CounterLow
+            | ResponseStatus::CounterHigh
+            | ResponseStatus::CounterBlocked,
+        ) => m::OtaFailure::CounterRejected,
+        SimFailure::BadAnswer(_) => m::OtaFailure::BadAnswer,
+        _ => m::OtaFailure::Other,
     }
 }
 
@@ -135,6 +153,8 @@ impl Inner {
         let mut resumed = plan.resumed_from.is_some();
         let mut prompted = plan.resumed_from == Some(AuthState::Prompted);
         let mut ussd_key = plan.ussd_key;
+        let mut stk_counter = plan.stk_counter;
+        let mut counter_raised = false;
         let Some(operator) = self.operators.get(flight.operator) else {
             return (Ending::new(TerminalStatus::Rejected, "no_operator"), None);
         };
@@ -144,7 +164,7 @@ impl Inner {
                     let Some(secrets) = card_secrets(keys) else {
                         return (Ending::new(TerminalStatus::SimError, "card_keys"), via);
                     };
-                    let Some(counter) = plan.stk_counter else {
+                    let Some(counter) = stk_counter else {
                         tracing::error!("no OTA counter was reserved with the record");
                         return (
                             Ending::new(TerminalStatus::SimError, "ota_counter_unavailable"),
@@ -230,6 +250,27 @@ impl Inner {
             {
                 return (interrupted(), via);
             }
+            if let (Some(om), AuthResult::SimError(failure)) = (&operator.metrics, &result) {
+                om.ota_failure(ota_failure_kind(failure));
+            }
+            let counter_low = matches!(
+                result,
+                AuthResult::SimError(SimFailure::Por(ResponseStatus::CounterLow))
+            );
+            if counter_low && channel == ChannelKind::Stk && !counter_raised {
+                // The card has seen a higher counter than our store knows (a restored store,
+                // another system): raise the floor once, durably, and push again. The card
+                // refused the packet, so the user saw nothing yet.
+                counter_raised = true;
+                if let Some(raised) = self.raise_ota_floor(flight, plan, prompted).await {
+                    if let Some(om) = &operator.metrics {
+                        om.ota_counter_raised();
+                    }
+                    tracing::warn!(id = %flight.id, "card reported the OTA counter low: floor raised, pushing again");
+                    stk_counter = Some(raised);
+                    continue;
+                }
+            }
             let can_fall_back = channel == ChannelKind::Stk
                 && self.settings.fallback_stk_to_ussd
                 && (plan.loa == Loa::Loa2 || self.settings.loa3_over_ussd)
@@ -293,6 +334,40 @@ impl Inner {
                 state::ending_of(result, plan.loa, channel == ChannelKind::Stk, locked_now);
             return (ending, via);
         }
+    }
+
+    /// Reserves [`OTA_COUNTER_RAISE`] counters of the card at once (durable) and returns the
+    /// highest: the floor jumps past what the card may have seen. The record keeps the new
+    /// counter (with the next commit) so a restart matches the card's answer to it.
+    async fn raise_ota_floor(&self, flight: &Flight, plan: &Plan, prompted: bool) -> Option<u64> {
+        let key = plan.ota_key.as_ref()?;
+        let range = match self
+            .store
+            .reserve_ota_counters(key, OTA_COUNTER_RAISE)
+            .await
+        {
+            Ok(range) => range,
+            Err(e) => {
+                tracing::error!(error = %e, "OTA counter floor not raised");
+                return None;
+            }
+        };
+        let counter = range.end.checked_sub(1)?;
+        let from = if prompted {
+            AuthState::Prompted
+        } else {
+            AuthState::Routed
+        };
+        let update =
+            AuthorizationUpdate::to(from.clone(), (self.clock)()).with_stk_counter(counter);
+        if let Err(e) = self
+            .store
+            .update_authorization_state(&flight.id, &from, &update)
+            .await
+        {
+            tracing::warn!(error = %e, "raised OTA counter not stored with the record");
+        }
+        Some(counter)
     }
 
     pub(super) async fn is_locked(&self, msisdn: &str) -> bool {

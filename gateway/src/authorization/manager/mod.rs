@@ -293,6 +293,9 @@ struct Plan {
     keys: Option<CardKeys>,
     /// The OTA counter reserved with the record (STK only).
     stk_counter: Option<u64>,
+    /// The card's counter key (STK only), to raise the floor when the card reports our counter
+    /// too low.
+    ota_key: Option<OtaCounterKey>,
     /// The STK transaction id and challenge, stored with the record.
     stk_nonce: Option<StkNonce>,
     /// The USSD session key, stored with the record.

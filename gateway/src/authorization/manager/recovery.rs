@@ -160,6 +160,8 @@ impl AuthorizationManager {
             channel,
             keys,
             stk_counter: record.stk_counter,
+            // A resumed push's counter was accepted by nobody yet or by the card: no raise.
+            ota_key: None,
             stk_nonce,
             ussd_key: record.ussd_key,
             resumed_from: Some(record.state.clone()),
