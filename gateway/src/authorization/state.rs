@@ -126,6 +126,7 @@ pub fn ending_of(result: AuthResult, requested: Loa, stk: bool, locked_now: bool
         // Not sent for lack of the user's time: the authorization ran out of time, not the
         // network (and no fallback: there is no time for a second prompt either).
         AuthResult::NotSentInTime => Ending::new(S::Expired, "prompt_not_sent_in_time"),
+        AuthResult::HandsetTimeout => Ending::new(S::Expired, "handset_timeout"),
         AuthResult::Invalid(_) => Ending::new(S::Rejected, "not_sendable"),
         AuthResult::Unavailable => Ending::new(S::DeliveryError, "channel_unavailable"),
     }
@@ -341,6 +342,11 @@ mod tests {
             (TerminalStatus::Expired, "prompt_not_sent_in_time")
         );
         assert!(!is_delivery_failure(&AuthResult::NotSentInTime));
+        let dismissed = ending(AuthResult::HandsetTimeout);
+        assert_eq!(
+            (dismissed.status, dismissed.reason.as_str()),
+            (TerminalStatus::Expired, "handset_timeout")
+        );
         let queued_too_long = ending(AuthResult::DeliveryError(SubmitFailure::DeadlineExpired));
         assert_eq!(queued_too_long.reason, "submit_deadline_passed");
         assert_eq!(

@@ -90,6 +90,9 @@ pub enum AuthResult {
     WrongPin,
     /// No answer in time.
     Expired,
+    /// The card reported that the handset dismissed the prompt before the user acted (its
+    /// screen timer ran out).
+    HandsetTimeout,
     /// The prompt was still queued for the binds when less than `min_answer_time` was left of
     /// the user's time, so it was not sent.
     NotSentInTime,
@@ -837,6 +840,7 @@ impl Router {
                         },
                         StkOutcome::Denied => AuthResult::Denied,
                         StkOutcome::Expired => AuthResult::Expired,
+                        StkOutcome::HandsetTimeout => AuthResult::HandsetTimeout,
                         StkOutcome::PinBlocked => AuthResult::PinBlocked,
                         StkOutcome::SimError(e) => AuthResult::SimError(e),
                         StkOutcome::DeliveryError(f) => AuthResult::DeliveryError(f),

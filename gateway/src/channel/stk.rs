@@ -120,8 +120,10 @@ pub enum StkOutcome {
     Approved { loa: Loa, proof: CardProof },
     /// The user said No or ended the session on the handset.
     Denied,
-    /// No answer from the user (the card said so) or no PoR in time.
+    /// The request's time ran out (the card said so) or no PoR came in time.
     Expired,
+    /// The handset's screen timer ran out before the user acted (the card said so).
+    HandsetTimeout,
     /// The card's PIN is blocked.
     PinBlocked,
     /// The card or its answer failed.
@@ -294,7 +296,11 @@ impl StkPush {
                 }
             }
             Ok(Outcome::Denied { .. }) => StkOutcome::Denied,
-            Ok(Outcome::NoResponse { .. }) => StkOutcome::Expired,
+            // The handset's own screen timer (a display or Yes/No screen lasts ~25 s on a phone)
+            // ran out before the user acted: the card says so, and it is told apart from an
+            // answer that never came.
+            Ok(Outcome::NoResponse { expired: false }) => StkOutcome::HandsetTimeout,
+            Ok(Outcome::NoResponse { expired: true }) => StkOutcome::Expired,
             Ok(Outcome::PinBlocked { .. }) => StkOutcome::PinBlocked,
             Ok(Outcome::Error(code)) => StkOutcome::SimError(SimFailure::Applet(code)),
             Err(GatewayError::Rejected { status }) => StkOutcome::SimError(SimFailure::Por(status)),
@@ -498,6 +504,20 @@ mod tests {
                 ResponseStatus::CounterLow
             )))
         );
+    }
+
+    #[test]
+    fn a_handset_that_dismissed_the_prompt_is_told_apart_from_an_expired_request() {
+        let t0 = Instant::now();
+        let p = params(Loa::Loa2);
+        let mut s = started(Loa::Loa2, t0);
+        let dismissed = Outcome::NoResponse { expired: false };
+        assert!(s.handle_por(t0, MSISDN, &por(&p, 42, dismissed)));
+        assert_eq!(s.poll_result(), Some(StkOutcome::HandsetTimeout));
+        let mut s = started(Loa::Loa2, t0);
+        let expired = Outcome::NoResponse { expired: true };
+        assert!(s.handle_por(t0, MSISDN, &por(&p, 42, expired)));
+        assert_eq!(s.poll_result(), Some(StkOutcome::Expired));
     }
 
     #[test]
