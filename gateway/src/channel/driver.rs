@@ -10,6 +10,10 @@
 //! PIN typed over USSD goes to the [`PinVerifier`]. Bind events and the router's deadlines go
 //! back into the router.
 //!
+//! A caller that stops waiting (the relying party cancelled, or the gateway's own deadline
+//! passed) is noticed when its future is dropped: the driver ends the authorization early
+//! ([`Router::end_early`]: the USSD dialog is released, nothing after it counts).
+//!
 //! Definite endings: the router gives every authorization exactly one result; each submission
 //! carries a deadline, so a bind that stays down fails it; a stopped driver ends every caller
 //! with [`AuthResult::Unavailable`].

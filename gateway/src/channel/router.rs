@@ -13,9 +13,10 @@
 //! never scans every entry. A PIN typed over USSD comes out as [`RouterOutput::VerifyPin`], and
 //! the verdict goes back in with [`Router::handle_pin_verdict`].
 //!
-//! Guarantee: every authorization started ends with exactly one [`RouterOutput::Result`],
-//! then one [`RouterOutput::Released`] once the router holds nothing more of it (a USSD dialog
-//! may still send its final screen after its result); the shell frees the authorization's slot
+//! Guarantee: every authorization started ends with exactly one [`RouterOutput::Result`]
+//! (none when its caller ended it first with [`Router::end_early`]: nobody waits for it), then
+//! one [`RouterOutput::Released`] once the router holds nothing more of it (a USSD dialog may
+//! still send its final screen after its result); the shell frees the authorization's slot
 //! at `Released`, which bounds the router's maps by the shell's limit on authorizations in
 //! flight.
 
