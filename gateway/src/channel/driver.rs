@@ -262,7 +262,18 @@ impl Authorizer {
             reply,
             accepted,
         };
-        if self.commands.send(start).await.is_err() {
+        self.hand_over(auth, start, result).await
+    }
+
+    /// Sends `command` (which carries `auth`) and waits for its result; a caller that stops
+    /// waiting meanwhile (its future dropped) makes the driver end the authorization early.
+    async fn hand_over(
+        &self,
+        auth: AuthId,
+        command: Command,
+        result: oneshot::Receiver<AuthResult>,
+    ) -> AuthResult {
+        if self.commands.send(command).await.is_err() {
             return AuthResult::Unavailable;
         }
         let mut guard = EndEarlyOnDrop {
@@ -291,17 +302,7 @@ impl Authorizer {
             permit,
             reply,
         };
-        if self.commands.send(resume).await.is_err() {
-            return AuthResult::Unavailable;
-        }
-        let mut guard = EndEarlyOnDrop {
-            commands: self.commands.clone(),
-            auth,
-            armed: true,
-        };
-        let result = result.await.unwrap_or(AuthResult::Unavailable);
-        guard.armed = false;
-        result
+        self.hand_over(auth, resume, result).await
     }
 
     /// Authorizations running now.
