@@ -1034,9 +1034,14 @@ mod tests {
     }
 
     fn ussd_answer(key: u8, text: &str) -> BindEvent {
+        ussd_answer_from(MSISDN, key, text)
+    }
+
+    /// A USSD answer whose `source_addr` is `source` as the SMSC wrote it.
+    fn ussd_answer_from(source: &str, key: u8, text: &str) -> BindEvent {
         BindEvent::Mo(Box::new(
             DeliverSm::builder()
-                .source_addr(COctetString::from_str(MSISDN).unwrap())
+                .source_addr(COctetString::from_str(source).unwrap())
                 .data_coding(DataCoding::from(0x00))
                 .short_message(OctetString::from_slice(text.as_bytes()).unwrap())
                 .tlvs(vec![
@@ -1072,14 +1077,15 @@ mod tests {
 
     const UNDELIVERED: AuthResult = AuthResult::DeliveryError(SubmitFailure::Undeliverable);
 
+    fn submitted(outputs: &[RouterOutput]) -> impl Iterator<Item = &SubmitRequest> {
+        outputs.iter().filter_map(|o| match o {
+            RouterOutput::Submit { request, .. } => Some(request.as_ref()),
+            _ => None,
+        })
+    }
+
     fn deadlines(outputs: &[RouterOutput]) -> Vec<Option<Instant>> {
-        outputs
-            .iter()
-            .filter_map(|o| match o {
-                RouterOutput::Submit { request, .. } => Some(request.deadline),
-                _ => None,
-            })
-            .collect()
+        submitted(outputs).map(|r| r.deadline).collect()
     }
 
     #[test]
@@ -1154,21 +1160,7 @@ mod tests {
             let out = submits(&outputs(&mut r));
             r.handle_event(t0, accepted(out[0].1, "a"));
             outputs(&mut r);
-            let answer = BindEvent::Mo(Box::new(
-                DeliverSm::builder()
-                    .source_addr(COctetString::from_str(&form).unwrap())
-                    .data_coding(DataCoding::from(0x00))
-                    .short_message(OctetString::from_slice(b"1").unwrap())
-                    .tlvs(vec![
-                        MessageDeliveryRequestTlvValue::UssdServiceOp(UssdServiceOp::from(18)),
-                        MessageDeliveryRequestTlvValue::ItsSessionInfo(ItsSessionInfo::new(
-                            out[0].2.unwrap(),
-                            0,
-                        )),
-                    ])
-                    .build(),
-            ));
-            r.handle_event(t0, answer);
+            r.handle_event(t0, ussd_answer_from(&form, out[0].2.unwrap(), "1"));
             assert_eq!(
                 results(&outputs(&mut r)),
                 vec![(
@@ -1184,15 +1176,8 @@ mod tests {
     }
 
     fn texts_of(outputs: &[RouterOutput]) -> Vec<String> {
-        outputs
-            .iter()
-            .filter_map(|o| match o {
-                RouterOutput::Submit { request, .. } => Some(
-                    String::from_utf8_lossy(request.submit_sm.short_message().as_ref())
-                        .into_owned(),
-                ),
-                _ => None,
-            })
+        submitted(outputs)
+            .map(|r| String::from_utf8_lossy(r.submit_sm.short_message().as_ref()).into_owned())
             .collect()
     }
 

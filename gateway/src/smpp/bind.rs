@@ -507,6 +507,31 @@ mod tests {
         }
     }
 
+    /// Answers the bind PDU the gateway sends first on `sock` (bound as transceiver "SIM");
+    /// returns the link's halves for the test to go on with.
+    async fn accept_bind(
+        sock: tokio::net::TcpStream,
+    ) -> (
+        FramedRead<tokio::net::tcp::OwnedReadHalf, tokio_util::codec::LengthDelimitedCodec>,
+        tokio::net::tcp::OwnedWriteHalf,
+    ) {
+        let (rd, mut wr) = sock.into_split();
+        let mut reader = FramedRead::new(rd, frame_codec());
+        let bind = next_command(&mut reader).await.unwrap();
+        assert_eq!(bind.id(), CommandId::BindTransceiver);
+        let resp = BindTransceiverResp::builder()
+            .system_id(COctetString::from_str("SIM").unwrap())
+            .build();
+        wr.write_all(&encode_command(&rusmpp::Command::new(
+            CommandStatus::EsmeRok,
+            bind.sequence_number(),
+            resp,
+        )))
+        .await
+        .unwrap();
+        (reader, wr)
+    }
+
     async fn next_answering_keepalive(
         reader: &mut FramedRead<
             tokio::net::tcp::OwnedReadHalf,
@@ -554,19 +579,7 @@ mod tests {
             .await
             .expect("the bind never connected")
             .unwrap();
-        let (rd, mut wr) = sock.into_split();
-        let mut reader = FramedRead::new(rd, frame_codec());
-        let bind = next_command(&mut reader).await.unwrap();
-        let resp = BindTransceiverResp::builder()
-            .system_id(COctetString::from_str("SIM").unwrap())
-            .build();
-        wr.write_all(&encode_command(&rusmpp::Command::new(
-            CommandStatus::EsmeRok,
-            bind.sequence_number(),
-            resp,
-        )))
-        .await
-        .unwrap();
+        let (mut reader, mut wr) = accept_bind(sock).await;
         // 500 submissions: the window (10) fills and stays full, the rest queue.
         for id in 0..500 {
             handle.submit(id, request(None)).await.unwrap();
@@ -638,19 +651,7 @@ mod tests {
                 .0
         };
         let sock = accept().await;
-        let (rd, mut wr) = sock.into_split();
-        let mut reader = FramedRead::new(rd, frame_codec());
-        let bind = next_command(&mut reader).await.unwrap();
-        let resp = BindTransceiverResp::builder()
-            .system_id(COctetString::from_str("SIM").unwrap())
-            .build();
-        wr.write_all(&encode_command(&rusmpp::Command::new(
-            CommandStatus::EsmeRok,
-            bind.sequence_number(),
-            resp,
-        )))
-        .await
-        .unwrap();
+        let (reader, wr) = accept_bind(sock).await;
         // From now on nothing is read: 20 000 submits of ~200 bytes cannot all be written.
         let text = rusmpp::types::OctetString::from_str(&"x".repeat(140)).unwrap();
         let started = std::time::Instant::now();
@@ -718,20 +719,7 @@ mod tests {
         let (handle, join) = spawn(config, tx);
         for round in 0..2 {
             let (sock, _) = listener.accept().await.unwrap();
-            let (rd, mut wr) = sock.into_split();
-            let mut reader = FramedRead::new(rd, frame_codec());
-            let bind = next_command(&mut reader).await.unwrap();
-            assert_eq!(bind.id(), CommandId::BindTransceiver);
-            let resp = BindTransceiverResp::builder()
-                .system_id(COctetString::from_str("SIM").unwrap())
-                .build();
-            wr.write_all(&encode_command(&rusmpp::Command::new(
-                CommandStatus::EsmeRok,
-                bind.sequence_number(),
-                resp,
-            )))
-            .await
-            .unwrap();
+            let (mut reader, mut wr) = accept_bind(sock).await;
             assert!(matches!(rx.recv().await.unwrap(), BindEvent::Bound { .. }));
             if round == 0 {
                 // Stay silent: after 30 s an enquire_link comes, after 10 more the link is dead.

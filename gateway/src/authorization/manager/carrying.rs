@@ -286,20 +286,13 @@ impl Inner {
                 // The fallback prompt's key goes into the record (with the next commit, not
                 // fsynced by itself), so a restart resumes the USSD dialog, not the STK push.
                 if let Some(key) = ussd_key {
-                    let from = if prompted {
-                        AuthState::Prompted
-                    } else {
-                        AuthState::Routed
-                    };
-                    let update =
-                        AuthorizationUpdate::to(from.clone(), (self.clock)()).with_ussd_key(key);
-                    if let Err(e) = self
-                        .store
-                        .update_authorization_state(&flight.id, &from, &update)
-                        .await
-                    {
-                        tracing::warn!(error = %e, "fallback key not stored");
-                    }
+                    self.keep_with_record(
+                        flight,
+                        prompted,
+                        |u| u.with_ussd_key(key),
+                        "fallback key",
+                    )
+                    .await;
                 }
                 flight
                     .view
@@ -353,21 +346,39 @@ impl Inner {
             }
         };
         let counter = range.end.checked_sub(1)?;
+        self.keep_with_record(
+            flight,
+            prompted,
+            |u| u.with_stk_counter(counter),
+            "raised OTA counter",
+        )
+        .await;
+        Some(counter)
+    }
+
+    /// Stores what a second prompt of the same authorization needs with its record, in the
+    /// step it is in (with the next commit, not fsynced by itself), so a restart resumes that
+    /// prompt; a failure is logged, the prompt goes out regardless.
+    async fn keep_with_record(
+        &self,
+        flight: &Flight,
+        prompted: bool,
+        with: impl FnOnce(AuthorizationUpdate) -> AuthorizationUpdate,
+        what: &'static str,
+    ) {
         let from = if prompted {
             AuthState::Prompted
         } else {
             AuthState::Routed
         };
-        let update =
-            AuthorizationUpdate::to(from.clone(), (self.clock)()).with_stk_counter(counter);
+        let update = with(AuthorizationUpdate::to(from.clone(), (self.clock)()));
         if let Err(e) = self
             .store
             .update_authorization_state(&flight.id, &from, &update)
             .await
         {
-            tracing::warn!(error = %e, "raised OTA counter not stored with the record");
+            tracing::warn!(error = %e, what, "not stored with the record");
         }
-        Some(counter)
     }
 
     pub(super) async fn is_locked(&self, msisdn: &str) -> bool {
