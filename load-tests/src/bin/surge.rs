@@ -158,6 +158,20 @@ struct Cli {
     /// costs as much CPU as the gateway itself.
     #[arg(long, default_value_t = 0)]
     prompt_probe_ms: u64,
+    /// Chaos plan: ACTION@SECONDS[:ARG],... with kill-gateway, smsc-outage:SECS,
+    /// throttle-storm:SECS, malformed:COUNT (see docs/load-testing.md). Turns on --verify.
+    #[arg(long)]
+    chaos: Option<String>,
+    /// Run the in-process gateway in a child process (implied by kill-gateway).
+    #[arg(long)]
+    gateway_process: bool,
+    /// Check every result twice: callbacks to a receiver here, and a re-read after the
+    /// drain; the report's `duplicates` counts disagreements.
+    #[arg(long)]
+    verify: bool,
+    /// Longest wait for callbacks after the drain, seconds.
+    #[arg(long, default_value_t = 60)]
+    callback_wait_secs: u64,
     /// Tracing filter for the driver and the in-process gateway.
     #[arg(long, default_value = "warn")]
     log: String,
@@ -288,6 +302,14 @@ impl Cli {
                 min_achieved_per_s: self.slo_min_rate,
             },
             client_name: "Surge Bank".into(),
+            chaos: match &self.chaos {
+                Some(plan) => load_tests::surge::chaos::parse_plan(plan)
+                    .map_err(|e| anyhow::anyhow!("--chaos: {e}"))?,
+                None => Vec::new(),
+            },
+            gateway_process: self.gateway_process,
+            verify: self.verify,
+            callback_wait: Duration::from_secs(self.callback_wait_secs),
         })
     }
 }
@@ -328,6 +350,10 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
 }
 
 fn main() -> ExitCode {
+    // A chaos run's gateway is this executable in a child process.
+    if let Some(code) = load_tests::surge::gateway_process::serve_if_child() {
+        return code;
+    }
     let cli = Cli::parse();
     let log = gateway::config::LogConfig {
         format: gateway::config::LogFormat::Pretty,

@@ -48,8 +48,12 @@ pub struct GatewayConfigBuilder {
     pub dir: PathBuf,
     /// The PIN pepper written to `dir/pepper`.
     pub pepper: String,
-    /// Serve `/metrics` on a free port.
+    /// Serve `/metrics` (on `metrics_listen`, or a free port).
     pub metrics: bool,
+    /// Fixed listen addresses of the API and of `/metrics` (absent: a free port each), for a
+    /// gateway that must come back on the same addresses after a restart.
+    pub api_listen: Option<String>,
+    pub metrics_listen: Option<String>,
     /// `[log]` format and filter (absent: the gateway's default).
     pub log: Option<(String, String)>,
 }
@@ -85,6 +89,8 @@ impl GatewayConfigBuilder {
             dir: dir.into(),
             pepper: "harness pin pepper, long enough".into(),
             metrics: false,
+            api_listen: None,
+            metrics_listen: None,
             log: None,
         }
     }
@@ -105,7 +111,8 @@ impl GatewayConfigBuilder {
             t.push_str(&s);
             t.push('\n');
         };
-        line(&mut t, "[api]\nlisten = \"127.0.0.1:0\"".into());
+        let api = self.api_listen.as_deref().unwrap_or("127.0.0.1:0");
+        line(&mut t, format!("[api]\nlisten = \"{api}\""));
         line(
             &mut t,
             format!(
@@ -179,7 +186,8 @@ impl GatewayConfigBuilder {
             }
         }
         if self.metrics {
-            line(&mut t, "[metrics]\nlisten = \"127.0.0.1:0\"".into());
+            let listen = self.metrics_listen.as_deref().unwrap_or("127.0.0.1:0");
+            line(&mut t, format!("[metrics]\nlisten = \"{listen}\""));
         }
         // The tests' callback receivers and realms listen on plain http on loopback.
         line(&mut t, "[outbound]\nallow_http = true".into());

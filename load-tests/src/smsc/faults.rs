@@ -24,6 +24,14 @@ pub enum Fault {
     GenericNack { count: u32 },
     /// Answer every `submit_sm` with ESME_RTHROTTLED for this long, from now.
     ThrottleStorm(Duration),
+    /// The SMSC goes down for this long: every bind is dropped at once and connections are
+    /// closed as soon as they are accepted until the time is up. The network behind it keeps
+    /// running: handsets keep their dialogs and their answers wait for a receiver.
+    Outage(Duration),
+    /// Send `count` malformed PDUs in all, one at a time on whichever bound connection runs
+    /// next (an unknown command id and a `deliver_sm` cut short, alternately). A correct ESME
+    /// answers each with `generic_nack` and keeps the bind.
+    MalformedPdus { count: u32 },
     /// Turn every fault off.
     Clear,
 }
@@ -47,6 +55,8 @@ struct Inner {
     drop_probability: f64,
     nacks_left: u32,
     storm_until: Option<Instant>,
+    outage_until: Option<Instant>,
+    malformed_left: u32,
     rng: SplitMix64,
 }
 
@@ -65,6 +75,8 @@ impl FaultState {
                 drop_probability: 0.0,
                 nacks_left: 0,
                 storm_until: None,
+                outage_until: None,
+                malformed_left: 0,
                 rng: SplitMix64(seed),
             }),
         }
@@ -87,11 +99,15 @@ impl FaultState {
             }
             Fault::GenericNack { count } => s.nacks_left = *count,
             Fault::ThrottleStorm(d) => s.storm_until = Some(now + *d),
+            Fault::Outage(d) => s.outage_until = Some(now + *d),
+            Fault::MalformedPdus { count } => s.malformed_left = *count,
             Fault::Clear => {
                 s.delay = Duration::ZERO;
                 s.drop_probability = 0.0;
                 s.nacks_left = 0;
                 s.storm_until = None;
+                s.outage_until = None;
+                s.malformed_left = 0;
             }
         }
     }
@@ -112,6 +128,28 @@ impl FaultState {
     /// Whether a throttle storm is on at `now`.
     pub fn storm_active(&self, now: Instant) -> bool {
         self.lock().storm_until.is_some_and(|until| now < until)
+    }
+
+    /// Whether the SMSC is down at `now` (connections are closed on accept).
+    pub fn outage_active(&self, now: Instant) -> bool {
+        self.lock().outage_until.is_some_and(|until| now < until)
+    }
+
+    /// Consumes one pending malformed PDU; `Some(n)` numbers it (0, 1, ...) so the sender can
+    /// alternate its kinds.
+    pub fn take_malformed(&self) -> Option<u32> {
+        let mut s = self.lock();
+        if s.malformed_left > 0 {
+            s.malformed_left -= 1;
+            Some(s.malformed_left)
+        } else {
+            None
+        }
+    }
+
+    /// Whether malformed PDUs are waiting to be sent.
+    pub fn malformed_pending(&self) -> bool {
+        self.lock().malformed_left > 0
     }
 
     /// Decides the fate of one response to an ESME request. Nack takes precedence over drop,
@@ -197,6 +235,21 @@ mod tests {
             .filter(|_| f.response_action() == ResponseAction::Drop)
             .count();
         assert!((4_500..5_500).contains(&dropped), "{dropped}");
+    }
+
+    #[test]
+    fn an_outage_ends_after_its_duration_and_malformed_pdus_are_counted_down() {
+        let f = FaultState::new(1);
+        let t0 = Instant::now();
+        f.apply(t0, &Fault::Outage(Duration::from_secs(3)));
+        assert!(f.outage_active(t0 + Duration::from_secs(2)));
+        assert!(!f.outage_active(t0 + Duration::from_secs(3)));
+        f.apply(t0, &Fault::MalformedPdus { count: 2 });
+        assert!(f.malformed_pending());
+        assert_eq!(f.take_malformed(), Some(1));
+        assert_eq!(f.take_malformed(), Some(0));
+        assert_eq!(f.take_malformed(), None);
+        assert!(!f.malformed_pending());
     }
 
     #[test]

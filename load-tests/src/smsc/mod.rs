@@ -111,6 +111,14 @@ impl SmscHandle {
                 let n = self.shared.registry.drop_binds(system_id.as_deref());
                 tracing::info!(binds = n, "fault: dropping binds");
             }
+            Fault::Outage(_) => {
+                // Refuse first, so a bind dropped now cannot come straight back.
+                self.shared
+                    .faults
+                    .apply(tokio::time::Instant::now().into_std(), &fault);
+                let n = self.shared.registry.drop_binds(None);
+                tracing::info!(binds = n, "fault: SMSC outage, binds dropped");
+            }
             _ => self
                 .shared
                 .faults

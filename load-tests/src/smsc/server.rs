@@ -16,7 +16,7 @@
 //! stall the accept loop); one that fails is closed without a word of SMPP.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::str::FromStr;
@@ -55,6 +55,9 @@ pub const SMSC_SYSTEM_ID: &str = "SMSCSIM";
 
 /// MT messages waiting for the network task; beyond this `submit_sm` gets ESME_RMSGQFUL.
 const NETWORK_QUEUE: usize = 10_000;
+
+/// Gap between two malformed PDUs of the fault, so they interleave with real traffic.
+const MALFORMED_PACE: Duration = Duration::from_millis(20);
 
 /// Distinct MT source addresses remembered for MO routing.
 const MAX_ROUTES: usize = 100_000;
@@ -176,6 +179,12 @@ async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(1);
+                if shared.faults.outage_active(Instant::now().into_std()) {
+                    // Down: the peer sees its connection closed before any bind.
+                    SmscStats::inc(&shared.stats.outage_refusals);
+                    drop(stream);
+                    continue;
+                }
                 let _ = stream.set_nodelay(true);
                 let shared = shared.clone();
                 let cancel = cancel.child_token();
@@ -322,6 +331,8 @@ struct Connection {
     bucket: Option<TokenBucket>,
     next_seq: u32,
     outstanding: HashMap<u32, Outstanding>,
+    /// Sequence numbers of malformed PDUs sent and not answered yet.
+    malformed: HashSet<u32>,
     /// Deliveries to send as soon as the window allows, before new ones from the registry.
     ready: VecDeque<Delivery>,
     /// Deliveries waiting for their retry time.
@@ -378,6 +389,7 @@ impl Connection {
             bucket: None,
             next_seq: 1,
             outstanding: HashMap::new(),
+            malformed: HashSet::new(),
             ready: VecDeque::new(),
             retry: BinaryHeap::new(),
             delayed: BinaryHeap::new(),
@@ -407,6 +419,13 @@ impl Connection {
         let never = CancellationToken::new();
         loop {
             self.pump_deliveries().await;
+            if self.bind.is_some() {
+                if let Some(n) = self.shared.faults.take_malformed() {
+                    if self.send_malformed(n).await.is_err() {
+                        return Close::Abrupt;
+                    }
+                }
+            }
             let can_take = self.bind.as_ref().is_some_and(|b| b.kind.can_receive())
                 && self.ready.is_empty()
                 && self.outstanding.len() < self.shared.config.window;
@@ -471,7 +490,41 @@ impl Connection {
         for o in self.outstanding.values() {
             t = t.min(o.deadline);
         }
+        if self.bind.is_some() && self.shared.faults.malformed_pending() {
+            t = t.min(Instant::now() + MALFORMED_PACE);
+        }
         t
+    }
+
+    /// Sends malformed PDU number `n`: an unknown command id for even `n`, a `deliver_sm`
+    /// whose body stops inside its first field for odd `n`. Both have a valid header, so the
+    /// stream stays in step and the ESME can answer with a `generic_nack`.
+    async fn send_malformed(&mut self, n: u32) -> io::Result<()> {
+        let seq = self.next_seq();
+        let (command_id, body): (u32, &[u8]) = if n % 2 == 0 {
+            (0x0000_0077, &[0, 0, 0, 0])
+        } else {
+            (0x0000_0005, b"US")
+        };
+        let mut pdu = Vec::with_capacity(16 + body.len());
+        pdu.extend_from_slice(&((16 + body.len()) as u32).to_be_bytes());
+        pdu.extend_from_slice(&command_id.to_be_bytes());
+        pdu.extend_from_slice(&0u32.to_be_bytes());
+        pdu.extend_from_slice(&seq.to_be_bytes());
+        pdu.extend_from_slice(body);
+        SmscStats::inc(&self.shared.stats.malformed_sent);
+        self.malformed.insert(seq);
+        self.write(&pdu).await
+    }
+
+    /// Counts an answer to one of our malformed PDUs; `false` when `seq` was not one.
+    fn malformed_answered(&mut self, seq: u32) -> bool {
+        if self.malformed.remove(&seq) {
+            SmscStats::inc(&self.shared.stats.malformed_answered);
+            true
+        } else {
+            false
+        }
     }
 
     async fn handle_timers(&mut self) -> io::Result<()> {
@@ -683,6 +736,7 @@ impl Connection {
                 let sm = sm.clone();
                 self.handle_submit(seq, &sm).await?;
             }
+            Pdu::DeliverSmResp(_) | Pdu::GenericNack if self.malformed_answered(seq) => {}
             Pdu::DeliverSmResp(_) => self.handle_deliver_resp(seq, status),
             Pdu::GenericNack => {
                 // A nack of one of our deliver_sm counts as an error answer.

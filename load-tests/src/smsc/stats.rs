@@ -30,6 +30,12 @@ pub struct SmscStats {
     pub bind_failures: AtomicU64,
     /// `submit_sm` refused with ESME_RMSGQFUL because the network queue was full.
     pub queue_full: AtomicU64,
+    /// Connections closed on accept during an outage fault.
+    pub outage_refusals: AtomicU64,
+    /// Malformed PDUs sent by the malformed-PDU fault, and those the ESME answered (with
+    /// `generic_nack` or an error response) on the same bind.
+    pub malformed_sent: AtomicU64,
+    pub malformed_answered: AtomicU64,
 }
 
 /// A copy of [`SmscStats`] at one moment.
@@ -46,6 +52,9 @@ pub struct StatsSnapshot {
     pub binds_total: u64,
     pub bind_failures: u64,
     pub queue_full: u64,
+    pub outage_refusals: u64,
+    pub malformed_sent: u64,
+    pub malformed_answered: u64,
 }
 
 impl SmscStats {
@@ -71,6 +80,9 @@ impl SmscStats {
             binds_total: g(&self.binds_total),
             bind_failures: g(&self.bind_failures),
             queue_full: g(&self.queue_full),
+            outage_refusals: g(&self.outage_refusals),
+            malformed_sent: g(&self.malformed_sent),
+            malformed_answered: g(&self.malformed_answered),
         }
     }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use sim_applet_model::handset::user::UserParams;
 
+use super::chaos::ChaosEvent;
 use super::profile::{self, DailyProfile};
 use super::schedule::ScheduleConfig;
 
@@ -117,6 +118,16 @@ pub struct SurgeConfig {
     pub prompt_probe: Option<Duration>,
     pub slo: Slo,
     pub client_name: String,
+    /// Faults at chosen seconds of the run (see `chaos`).
+    pub chaos: Vec<ChaosEvent>,
+    /// Run the gateway started here in a child process (needed to kill it).
+    pub gateway_process: bool,
+    /// Check every result twice: each start asks for a callback to a receiver here, and
+    /// every terminal result is read again after the drain; a disagreement counts in
+    /// `duplicates`.
+    pub verify: bool,
+    /// Longest wait for outstanding callbacks after the drain.
+    pub callback_wait: Duration,
 }
 
 impl Default for SurgeConfig {
@@ -156,6 +167,10 @@ impl Default for SurgeConfig {
             prompt_probe: None,
             slo: Slo::default(),
             client_name: "Surge Bank".into(),
+            chaos: Vec::new(),
+            gateway_process: false,
+            verify: false,
+            callback_wait: Duration::from_secs(60),
         }
     }
 }
@@ -172,6 +187,16 @@ impl SurgeConfig {
             seed: self.seed,
             duration_limit: self.duration_limit,
         }
+    }
+
+    /// Whether the gateway started here runs in a child process: asked for, or needed by a
+    /// `kill-gateway` in the chaos plan.
+    pub fn wants_gateway_process(&self) -> bool {
+        self.gateway_process
+            || self
+                .chaos
+                .iter()
+                .any(|e| e.action == super::chaos::ChaosAction::KillGateway)
     }
 
     pub(super) fn settings_json(&self) -> serde_json::Value {
@@ -224,6 +249,17 @@ impl SurgeConfig {
             })),
             "drain_s": self.drain.as_secs_f64(),
             "gateway": gateway,
+            "gateway_process": self.wants_gateway_process(),
+            "verify": self.verify,
+            "chaos": self.chaos.iter().map(|e| serde_json::json!({
+                "action": e.action.name(), "at_s": e.at.as_secs_f64(),
+                "argument": match e.action {
+                    super::chaos::ChaosAction::KillGateway => serde_json::Value::Null,
+                    super::chaos::ChaosAction::SmscOutage(d)
+                    | super::chaos::ChaosAction::ThrottleStorm(d) => d.as_secs_f64().into(),
+                    super::chaos::ChaosAction::Malformed(n) => n.into(),
+                },
+            })).collect::<Vec<_>>(),
         })
     }
 }

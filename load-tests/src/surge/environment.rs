@@ -10,11 +10,12 @@ use anyhow::Context;
 use tokio::time::Instant;
 
 use super::config::{GatewayMode, SmscMode, SurgeConfig};
+use super::gateway_process::{free_loopback_addr, GatewayProcess};
 use super::target::{self, HttpTarget, Target};
 use crate::harness::config::GatewayConfigBuilder;
 use crate::harness::network::{start_smsc, SmscSpec};
 use crate::smsc::population::PopulationConfig;
-use crate::smsc::{AccountConfig, SmscHandle};
+use crate::smsc::{AccountConfig, Fault, SmscHandle};
 
 /// Token of the in-process gateway's API client.
 const TOKEN: &str = "surge-load-token";
@@ -27,6 +28,10 @@ pub(super) struct Environment {
     pub(super) metrics_url: Option<String>,
     pub(super) smsc: Option<SmscHandle>,
     pub(super) gateway: Option<gateway::serve::ServeHandle>,
+    /// The gateway when it runs in a child process (chaos runs kill it).
+    pub(super) gateway_process: Option<tokio::sync::Mutex<GatewayProcess>>,
+    /// The API of the gateway started here, in-process or child.
+    pub(super) api_addr: Option<std::net::SocketAddr>,
     pub(super) temp_dir: Option<PathBuf>,
 }
 
@@ -42,6 +47,8 @@ impl Environment {
                 metrics_url: metrics_url.clone(),
                 smsc: None,
                 gateway: None,
+                gateway_process: None,
+                api_addr: None,
                 temp_dir: None,
             }),
             GatewayMode::InProcess {
@@ -106,13 +113,23 @@ impl Environment {
                 builder.max_submits_per_sec = *max_submits_per_sec;
                 builder.max_in_flight = Some(*max_in_flight);
                 builder.loa3_over_ussd = *loa3_over_ussd;
-                let started = match builder.build() {
-                    Ok(config) => gateway::serve::start(config)
+                let started = if c.wants_gateway_process() {
+                    start_child(&mut builder, &dir)
                         .await
-                        .context("starting the in-process gateway"),
-                    Err(e) => Err(e),
+                        .map(|(p, metrics)| (None, Some(p), metrics))
+                } else {
+                    match builder.build() {
+                        Ok(config) => gateway::serve::start(config)
+                            .await
+                            .context("starting the in-process gateway")
+                            .map(|h| {
+                                let metrics = h.metrics_addr;
+                                (Some(h), None, metrics)
+                            }),
+                        Err(e) => Err(e),
+                    }
                 };
-                let handle = match started {
+                let (handle, process, metrics_addr) = match started {
                     Ok(h) => h,
                     Err(e) => {
                         if let Some(s) = smsc_handle {
@@ -122,13 +139,20 @@ impl Environment {
                         return Err(e);
                     }
                 };
-                let target = HttpTarget::new(&format!("http://{}", handle.api_addr), TOKEN)?;
-                let metrics_url = handle.metrics_addr.map(|a| format!("http://{a}/metrics"));
+                let api_addr = match (&handle, &process) {
+                    (Some(h), _) => h.api_addr,
+                    (None, Some(p)) => p.api_addr,
+                    (None, None) => unreachable!("one of the two was started"),
+                };
+                let target = HttpTarget::new(&format!("http://{api_addr}"), TOKEN)?;
+                let metrics_url = metrics_addr.map(|a| format!("http://{a}/metrics"));
                 let env = Self {
                     target: Arc::new(target),
                     metrics_url,
                     smsc: smsc_handle,
-                    gateway: Some(handle),
+                    gateway: handle,
+                    gateway_process: process.map(tokio::sync::Mutex::new),
+                    api_addr: Some(api_addr),
                     temp_dir: Some(dir),
                 };
                 env.wait_ready().await;
@@ -139,10 +163,12 @@ impl Environment {
 
     /// Waits (bounded) until the gateway says it is ready, so the first arrivals do not meet
     /// binds still coming up.
-    async fn wait_ready(&self) {
-        let Some(gw) = &self.gateway else { return };
+    async fn wait_ready(&self) -> bool {
+        let Some(api) = self.api_addr else {
+            return true;
+        };
         let client = target::http_client();
-        let url = format!("http://{}/readyz", gw.api_addr);
+        let url = format!("http://{api}/readyz");
         let until = Instant::now() + Duration::from_secs(10);
         while Instant::now() < until {
             let req = axum::http::Request::builder()
@@ -151,18 +177,45 @@ impl Environment {
             if let Ok(req) = req {
                 if let Ok(resp) = client.request(req).await {
                     if resp.status().is_success() {
-                        return;
+                        return true;
                     }
                 }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         tracing::warn!("gateway not ready after 10 s; starting anyway");
+        false
+    }
+
+    /// SIGKILLs the gateway child and starts it again on the same store; returns how long
+    /// the API was gone (until `/readyz` said ready again).
+    pub(super) async fn kill_gateway(&self) -> anyhow::Result<Duration> {
+        let Some(process) = &self.gateway_process else {
+            anyhow::bail!("the gateway is not a child process of this run");
+        };
+        let started = Instant::now();
+        process.lock().await.kill_and_restart().await?;
+        if !self.wait_ready().await {
+            anyhow::bail!("the restarted gateway was not ready within 10 s");
+        }
+        Ok(started.elapsed())
+    }
+
+    /// Injects a fault into the SMSC started here.
+    pub(super) fn inject(&self, fault: Fault) -> anyhow::Result<()> {
+        let Some(smsc) = &self.smsc else {
+            anyhow::bail!("the SMSC is not run by this surge");
+        };
+        smsc.inject(fault);
+        Ok(())
     }
 
     pub(super) async fn shutdown(self) {
         if let Some(g) = self.gateway {
             g.shutdown().await;
+        }
+        if let Some(p) = self.gateway_process {
+            p.into_inner().stop(Duration::from_secs(15)).await;
         }
         if let Some(s) = self.smsc {
             s.shutdown().await;
@@ -171,6 +224,27 @@ impl Environment {
             let _ = std::fs::remove_dir_all(d);
         }
     }
+}
+
+/// Starts the gateway of `builder` as a child process of this executable, on fixed loopback
+/// addresses so a restart comes back where the driver looks; returns it and its metrics
+/// address.
+async fn start_child(
+    builder: &mut GatewayConfigBuilder,
+    dir: &std::path::Path,
+) -> anyhow::Result<(GatewayProcess, Option<std::net::SocketAddr>)> {
+    let api = free_loopback_addr()?;
+    let metrics = builder.metrics.then(free_loopback_addr).transpose()?;
+    builder.api_listen = Some(api.to_string());
+    builder.metrics_listen = metrics.map(|m| m.to_string());
+    // Validates the configuration and writes the pepper file next to it.
+    builder.build()?;
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, builder.toml())
+        .with_context(|| format!("writing {}", path.display()))?;
+    let program = std::env::current_exe().context("finding this executable")?;
+    let process = GatewayProcess::spawn(&program, &path).await?;
+    Ok((process, metrics))
 }
 
 /// The in-process gateway's configuration for run `c`: the operator serves exactly the

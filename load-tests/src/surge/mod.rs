@@ -11,10 +11,19 @@
 //! prints offered vs achieved and samples the gateway's SMPP windows. At the end the
 //! [`report`] is built (stdout, JSON) and [`plot`] draws it. [`capacity`] repeats runs at
 //! rising compression to find the sustainable rate. [`config`] holds the settings.
+//!
+//! Chaos runs: [`chaos`] parses a plan of faults (gateway SIGKILL and restart, SMSC outage,
+//! throttle storm, malformed PDUs) carried out during the run; the gateway then runs in a
+//! child process ([`gateway_process`]), every start asks for a callback to the
+//! [`callbacks`] receiver, and after the drain every terminal result is read again:
+//! `duplicates` counts results that were not one and the same.
 
+pub mod callbacks;
 pub mod capacity;
+pub mod chaos;
 pub mod config;
 pub mod environment;
+pub mod gateway_process;
 pub mod plot;
 pub mod profile;
 pub mod progress;

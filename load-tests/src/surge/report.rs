@@ -8,7 +8,7 @@
 //! milliseconds from the arrival's scheduled time, so a driver that falls behind shows it in
 //! the figures instead of hiding it (no coordinated omission).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use base64::Engine;
@@ -86,6 +86,8 @@ pub struct Recorder {
     pub gateway_from_prompt: u64,
     pub gateway_missing: u64,
     pub seconds: Vec<Second>,
+    /// With verification on: the first terminal `(status, reason)` the driver saw, by id.
+    pub terminal_seen: Option<HashMap<String, (String, String)>>,
 }
 
 impl Default for Recorder {
@@ -118,6 +120,7 @@ impl Recorder {
             gateway_from_prompt: 0,
             gateway_missing: 0,
             seconds: Vec::new(),
+            terminal_seen: None,
         }
     }
 
@@ -241,6 +244,15 @@ pub struct SmppFigures {
     /// Reconnects of the gateway's binds over the run (`smpp_reconnects`): a bind lost.
     #[serde(default)]
     pub gateway_reconnects: Option<u64>,
+    /// Connections the in-process SMSC closed on accept during an outage.
+    #[serde(default)]
+    pub outage_refusals: Option<u64>,
+    /// Malformed PDUs sent to the gateway, and those it answered (`generic_nack` or an
+    /// error response) without losing the bind.
+    #[serde(default)]
+    pub malformed_sent: Option<u64>,
+    #[serde(default)]
+    pub malformed_answered: Option<u64>,
     /// Highest sum over binds of unanswered submit_sm seen, and the summed window size.
     pub window_occupancy_peak: Option<u64>,
     pub window_occupancy_mean: Option<f64>,
@@ -256,6 +268,32 @@ pub struct StoreFigures {
     pub fsyncs: Option<u64>,
     /// fsyncs over completed authorizations.
     pub fsyncs_per_authorization: Option<f64>,
+}
+
+/// Every result checked twice (runs with verification on): re-read after the drain, and
+/// compared with what the callbacks said.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Verification {
+    /// Terminal results read again after the drain; those that differed from the first
+    /// terminal view; reads that failed.
+    pub reread: u64,
+    pub reread_changed: u64,
+    pub reread_errors: u64,
+    /// Authorizations seen terminal, each owed at least one callback.
+    pub callbacks_expected: u64,
+    /// Callback deliveries received (at least once: a delivery may repeat).
+    pub callbacks_received: u64,
+    /// Repeated deliveries of an event already received.
+    pub callback_redeliveries: u64,
+    /// Authorizations whose callback never came within the wait.
+    pub callbacks_missing: u64,
+    /// Authorizations with a callback saying something other than GET.
+    pub callbacks_disagreeing: u64,
+    /// Callbacks for ids the driver never saw started (a start answered by a process that
+    /// was killed before its response left).
+    pub callbacks_for_unseen_ids: u64,
+    /// Callback bodies that were not a terminal view.
+    pub callbacks_malformed: u64,
 }
 
 /// One second of the run in the JSON timeline.
@@ -286,6 +324,15 @@ pub struct Report {
     pub start_errors: u64,
     pub poll_errors: u64,
     pub lost: u64,
+    /// Authorizations whose client-visible terminal result changed (a re-read or a callback
+    /// disagreeing with the first terminal view); must be 0. Counted when verification is on.
+    #[serde(default)]
+    pub duplicates: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verification>,
+    /// The chaos plan as carried out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chaos: Vec<super::chaos::ChaosRecord>,
     /// Arrivals dispatched later than the lateness threshold after their scheduled time.
     pub late_starts: u64,
     pub late_threshold_ms: u64,
@@ -402,6 +449,9 @@ impl Report {
             start_errors: r.start_errors,
             poll_errors: r.poll_errors,
             lost: r.started.saturating_sub(completed),
+            duplicates: 0,
+            verification: None,
+            chaos: Vec::new(),
             late_starts: r.late_starts,
             late_threshold_ms: 0,
             offered_per_s: per(r.offered, arrival_phase.as_secs_f64()),
@@ -507,6 +557,41 @@ impl Report {
                 ""
             }
         );
+        if let Some(v) = &self.verification {
+            let _ = writeln!(
+                s,
+                "  duplicates   {} (re-read {} changed {} errors {}; callbacks {}/{} received, \
+                 {} missing, {} disagreeing, {} redelivered, {} for unseen ids)",
+                self.duplicates,
+                v.reread,
+                v.reread_changed,
+                v.reread_errors,
+                v.callbacks_expected - v.callbacks_missing,
+                v.callbacks_expected,
+                v.callbacks_missing,
+                v.callbacks_disagreeing,
+                v.callback_redeliveries,
+                v.callbacks_for_unseen_ids,
+            );
+        }
+        for c in &self.chaos {
+            let _ = writeln!(
+                s,
+                "  chaos        {} planned {:.1} s, at {:.1} s: {}{}",
+                c.action,
+                c.planned_s,
+                c.at_s,
+                c.outcome,
+                c.downtime_ms
+                    .map_or(String::new(), |d| format!(" (API back after {d} ms)")),
+            );
+        }
+        if let (Some(sent), Some(answered)) = (self.smpp.malformed_sent, self.smpp.malformed_answered)
+        {
+            if sent > 0 {
+                let _ = writeln!(s, "  malformed    {answered}/{sent} PDUs answered by the gateway");
+            }
+        }
         let _ = writeln!(
             s,
             "  late starts  {} (> {} ms behind schedule)",

@@ -22,6 +22,8 @@ pub struct StartParams {
     pub loa3: bool,
     pub client_name: String,
     pub expiry_secs: Option<u64>,
+    /// Where the gateway POSTs the terminal view.
+    pub callback_url: Option<String>,
 }
 
 /// What the gateway answered a start.
@@ -168,8 +170,13 @@ pub fn start_body(p: &StartParams) -> String {
         "loa": if p.loa3 { 3 } else { 2 },
         "client_name": p.client_name,
     });
-    if let (Some(e), Some(obj)) = (p.expiry_secs, v.as_object_mut()) {
-        obj.insert("expiry_secs".into(), e.into());
+    if let Some(obj) = v.as_object_mut() {
+        if let Some(e) = p.expiry_secs {
+            obj.insert("expiry_secs".into(), e.into());
+        }
+        if let Some(url) = &p.callback_url {
+            obj.insert("callback_url".into(), url.as_str().into());
+        }
     }
     v.to_string()
 }
@@ -287,11 +294,13 @@ mod tests {
             loa3: true,
             client_name: "Surge".into(),
             expiry_secs: Some(15),
+            callback_url: Some("http://127.0.0.1:9/callback".into()),
         });
         let v: serde_json::Value = serde_json::from_str(&b).unwrap();
         assert_eq!(v["msisdn"], "+48600000001");
         assert_eq!(v["loa"], 3);
         assert_eq!(v["expiry_secs"], 15);
+        assert_eq!(v["callback_url"], "http://127.0.0.1:9/callback");
     }
 
     #[test]

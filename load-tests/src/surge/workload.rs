@@ -11,13 +11,15 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::callbacks::CallbackReceiver;
+use super::chaos::{ChaosAction, ChaosRecord};
 use super::config::{Slo, SurgeConfig};
 use super::environment::Environment;
 use super::progress::{lock_w, progress, scrape_windows, WindowSamples};
-use super::report::{Recorder, Report, SmppFigures};
+use super::report::{Recorder, Report, SmppFigures, Verification};
 use super::schedule::{self, Arrival, Rng};
 use super::target::{self, StartOutcome, StartParams, Target};
-use crate::smsc::StatsSnapshot;
+use crate::smsc::{Fault, StatsSnapshot};
 
 /// How long the prompt probe polls before falling back to long-polls only.
 const PROMPT_PROBE_LIMIT: Duration = Duration::from_secs(10);
@@ -34,6 +36,8 @@ pub(super) struct Shared {
     pub(super) deadline: Instant,
     pub(super) config: SurgeConfig,
     pub(super) tracker: TaskTracker,
+    /// Given as every start's `callback_url` when verification is on.
+    pub(super) callback_url: Option<String>,
 }
 
 impl Shared {
@@ -66,6 +70,13 @@ fn fill_smsc(s: &mut SmppFigures, before: &StatsSnapshot, after: &StatsSnapshot)
     s.receipts = Some(after.receipts.saturating_sub(before.receipts));
     s.mo_delivered = Some(after.mo_delivered.saturating_sub(before.mo_delivered));
     s.generic_nacks = Some(after.nacks.saturating_sub(before.nacks));
+    s.outage_refusals = Some(after.outage_refusals.saturating_sub(before.outage_refusals));
+    s.malformed_sent = Some(after.malformed_sent.saturating_sub(before.malformed_sent));
+    s.malformed_answered = Some(
+        after
+            .malformed_answered
+            .saturating_sub(before.malformed_answered),
+    );
 }
 
 /// Fills `report.slo`; returns whether every SLO was met.
@@ -91,6 +102,14 @@ pub fn check_slo(report: &mut Report, slo: &Slo) -> bool {
             .insert(format!("achieved >= {l}/s"), report.achieved_per_s >= l);
     }
     report.slo.insert("lost == 0".into(), report.lost == 0);
+    if let Some(v) = &report.verification {
+        report
+            .slo
+            .insert("duplicates == 0".into(), report.duplicates == 0);
+        report
+            .slo
+            .insert("callbacks missing == 0".into(), v.callbacks_missing == 0);
+    }
     report.slo.values().all(|ok| *ok)
 }
 
@@ -99,16 +118,27 @@ async fn drive(
     schedule: &[Arrival],
     env: &Environment,
 ) -> anyhow::Result<Report> {
+    let verify = config.verify || !config.chaos.is_empty();
+    let receiver = if verify {
+        Some(CallbackReceiver::start().await?)
+    } else {
+        None
+    };
+    let mut recorder = Recorder::new();
+    if verify {
+        recorder.terminal_seen = Some(Default::default());
+    }
     let lead = Duration::from_millis(100);
     let t0 = Instant::now() + lead;
     let span = schedule.last().map_or(Duration::ZERO, |a| a.at);
     let shared = Arc::new(Shared {
         target: env.target.clone(),
-        rec: Mutex::new(Recorder::new()),
+        rec: Mutex::new(recorder),
         t0,
         deadline: t0 + span + config.drain,
         config: config.clone(),
         tracker: TaskTracker::new(),
+        callback_url: receiver.as_ref().map(CallbackReceiver::url),
     });
     let stop = CancellationToken::new();
     let side = TaskTracker::new();
@@ -122,6 +152,57 @@ async fn drive(
         side.spawn(scrape_windows(url, window_samples.clone(), stop.clone()));
     }
 
+    let chaos_done = CancellationToken::new();
+    let chaos = run_chaos(config, env, t0, chaos_done.clone());
+    let arrivals = dispatch(config, schedule, &shared);
+    let (chaos_log, (arrival_phase, drained)) = tokio::join!(chaos, async {
+        let r = arrivals.await;
+        chaos_done.cancel();
+        r
+    });
+    let duration = Instant::now().saturating_duration_since(t0);
+    stop.cancel();
+    side.close();
+    side.wait().await;
+
+    let verification = match &receiver {
+        Some(receiver) => Some(verify_results(&shared, receiver).await),
+        None => None,
+    };
+    let rec = lock(&shared.rec);
+    let mut report = Report::build(&rec, arrival_phase, duration);
+    if let Some((v, duplicates)) = verification {
+        report.verification = Some(v);
+        report.duplicates = duplicates;
+    }
+    report.chaos = chaos_log;
+    report.late_threshold_ms = config.late_threshold.as_millis() as u64;
+    report.drain_timed_out = !drained || report.lost > 0;
+    report.settings = config.settings_json();
+    let w = lock_w(&window_samples);
+    report.smpp.window_occupancy_peak = w.peak;
+    report.smpp.window_occupancy_mean = (w.samples > 0).then(|| w.sum / w.samples as f64);
+    report.smpp.window_size = w.size;
+    report.smpp.gateway_throttles = w.throttles;
+    report.smpp.gateway_reconnects = w.reconnects;
+    report.store.commits = w.store_commits;
+    report.store.fsyncs = w.store_fsyncs;
+    let completed: u64 = report.completed.values().sum();
+    report.store.fsyncs_per_authorization = w
+        .store_fsyncs
+        .filter(|_| completed > 0)
+        .map(|f| ((f as f64 / completed as f64) * 1000.0).round() / 1000.0);
+    Ok(report)
+}
+
+/// Dispatches every arrival at its instant and waits for the followers (bounded by the
+/// drain deadline); returns the arrival phase's length and whether every follower ended.
+async fn dispatch(
+    config: &SurgeConfig,
+    schedule: &[Arrival],
+    shared: &Arc<Shared>,
+) -> (Duration, bool) {
+    let t0 = shared.t0;
     let outstanding = Arc::new(Semaphore::new(config.max_outstanding.max(1)));
     for a in schedule {
         let due = t0 + a.at;
@@ -151,30 +232,128 @@ async fn drive(
     )
     .await
     .is_ok();
-    let duration = Instant::now().saturating_duration_since(t0);
-    stop.cancel();
-    side.close();
-    side.wait().await;
+    (arrival_phase, drained)
+}
 
-    let rec = lock(&shared.rec);
-    let mut report = Report::build(&rec, arrival_phase, duration);
-    report.late_threshold_ms = config.late_threshold.as_millis() as u64;
-    report.drain_timed_out = !drained || report.lost > 0;
-    report.settings = config.settings_json();
-    let w = lock_w(&window_samples);
-    report.smpp.window_occupancy_peak = w.peak;
-    report.smpp.window_occupancy_mean = (w.samples > 0).then(|| w.sum / w.samples as f64);
-    report.smpp.window_size = w.size;
-    report.smpp.gateway_throttles = w.throttles;
-    report.smpp.gateway_reconnects = w.reconnects;
-    report.store.commits = w.store_commits;
-    report.store.fsyncs = w.store_fsyncs;
-    let completed: u64 = report.completed.values().sum();
-    report.store.fsyncs_per_authorization = w
-        .store_fsyncs
-        .filter(|_| completed > 0)
-        .map(|f| ((f as f64 / completed as f64) * 1000.0).round() / 1000.0);
-    Ok(report)
+/// Carries out the chaos plan against the environment, each fault at its second from `t0`;
+/// faults planned after the run ended (`done` cancelled) are recorded as skipped.
+async fn run_chaos(
+    config: &SurgeConfig,
+    env: &Environment,
+    t0: Instant,
+    done: CancellationToken,
+) -> Vec<ChaosRecord> {
+    let mut log = Vec::with_capacity(config.chaos.len());
+    for event in &config.chaos {
+        let mut record = ChaosRecord {
+            action: event.action.name().to_owned(),
+            planned_s: event.at.as_secs_f64(),
+            at_s: 0.0,
+            outcome: "skipped (run over)".into(),
+            downtime_ms: None,
+        };
+        let run_over = tokio::select! {
+            _ = done.cancelled() => true,
+            _ = tokio::time::sleep_until(t0 + event.at) => false,
+        };
+        if run_over {
+            log.push(record);
+            continue;
+        }
+        record.at_s = Instant::now().saturating_duration_since(t0).as_secs_f64();
+        let result = match event.action {
+            ChaosAction::KillGateway => env.kill_gateway().await.map(|down| {
+                record.downtime_ms = Some(down.as_millis() as u64);
+            }),
+            ChaosAction::SmscOutage(d) => env.inject(Fault::Outage(d)),
+            ChaosAction::ThrottleStorm(d) => env.inject(Fault::ThrottleStorm(d)),
+            ChaosAction::Malformed(n) => env.inject(Fault::MalformedPdus { count: n }),
+        };
+        record.outcome = match result {
+            Ok(()) => "done".into(),
+            Err(e) => format!("failed: {e:#}"),
+        };
+        tracing::info!(action = %record.action, at_s = record.at_s, outcome = %record.outcome, "chaos");
+        log.push(record);
+    }
+    log
+}
+
+/// After the drain: reads every terminal result again and waits (bounded) for the callbacks
+/// still owed; returns the checks and the number of authorizations whose client-visible
+/// result was not one and the same.
+async fn verify_results(shared: &Arc<Shared>, receiver: &CallbackReceiver) -> (Verification, u64) {
+    use futures_util::stream::{self, StreamExt};
+    let seen = lock(&shared.rec).terminal_seen.clone().unwrap_or_default();
+    let mut v = Verification {
+        callbacks_expected: seen.len() as u64,
+        ..Verification::default()
+    };
+    let mut changed = std::collections::HashSet::new();
+    let mut truth = std::collections::HashMap::with_capacity(seen.len());
+    let target = shared.target.clone();
+    let mut reads = stream::iter(seen.iter())
+        .map(|(id, first)| {
+            let target = target.clone();
+            async move { (id, first, target.poll(id, Duration::ZERO).await) }
+        })
+        .buffer_unordered(32);
+    while let Some((id, first, read)) = reads.next().await {
+        v.reread += 1;
+        match read {
+            Ok(view) if view.is_terminal() => {
+                let now = (
+                    view.status.unwrap_or_default(),
+                    view.reason.unwrap_or_default(),
+                );
+                if &now != first {
+                    tracing::warn!(%id, ?first, ?now, "terminal result changed");
+                    v.reread_changed += 1;
+                    changed.insert(id.clone());
+                }
+                truth.insert(id.clone(), now);
+            }
+            Ok(view) => {
+                tracing::warn!(%id, ?first, state = %view.state, "terminal result went back to pending");
+                v.reread_changed += 1;
+                changed.insert(id.clone());
+            }
+            Err(e) => {
+                tracing::warn!(%id, error = %e, "re-reading a terminal result failed");
+                v.reread_errors += 1;
+                truth.insert(id.clone(), first.clone());
+            }
+        }
+    }
+    let until = Instant::now() + shared.config.callback_wait;
+    while !receiver.has_all(seen.keys()) && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for (id, calls) in receiver.calls() {
+        v.callbacks_received += calls.len() as u64;
+        let mut events = std::collections::HashSet::new();
+        for c in &calls {
+            if !events.insert(c.event_id.as_str()) {
+                v.callback_redeliveries += 1;
+            }
+        }
+        let Some(expected) = truth.get(&id) else {
+            v.callbacks_for_unseen_ids += 1;
+            continue;
+        };
+        if calls
+            .iter()
+            .any(|c| (&c.status, &c.reason) != (&expected.0, &expected.1))
+        {
+            tracing::warn!(%id, ?expected, ?calls, "a callback disagrees with GET");
+            v.callbacks_disagreeing += 1;
+            changed.insert(id);
+        }
+    }
+    let calls = receiver.calls();
+    v.callbacks_missing = seen.keys().filter(|id| !calls.contains_key(*id)).count() as u64;
+    v.callbacks_malformed = receiver.malformed();
+    (v, changed.len() as u64)
 }
 
 /// One arrival: start, then follow to the end.
@@ -185,6 +364,7 @@ async fn one(s: &Arc<Shared>, a: Arrival) {
         loa3: a.loa3,
         client_name: s.config.client_name.clone(),
         expiry_secs: s.config.expiry_secs,
+        callback_url: s.callback_url.clone(),
     };
     match s.target.start(params.clone()).await {
         Ok(StartOutcome::Started { id }) => {
@@ -229,6 +409,7 @@ async fn follow_inner(
                     let end = Instant::now();
                     finish(
                         &s,
+                        &id,
                         &v,
                         scheduled,
                         end,
@@ -271,7 +452,7 @@ async fn follow_inner(
         }
         match s.target.poll(&id, wait).await {
             Ok(v) if v.is_terminal() => {
-                finish(&s, &v, scheduled, Instant::now(), prompted_after);
+                finish(&s, &id, &v, scheduled, Instant::now(), prompted_after);
                 return;
             }
             Ok(v) => {
@@ -296,6 +477,7 @@ async fn follow_inner(
 /// Records a terminal view seen at `end`.
 fn finish(
     s: &Shared,
+    id: &str,
     v: &target::Observed,
     scheduled: Instant,
     end: Instant,
@@ -317,6 +499,12 @@ fn finish(
             None
         }
     };
+    if let Some(seen) = rec.terminal_seen.as_mut() {
+        seen.insert(
+            id.to_owned(),
+            (status.to_owned(), v.reason.clone().unwrap_or_default()),
+        );
+    }
     let key = format!("{status}/{}", v.reason.as_deref().unwrap_or("-"));
     *rec.reasons.entry(key).or_default() += 1;
     rec.complete(
@@ -415,6 +603,8 @@ mod tests {
             metrics_url: None,
             smsc: None,
             gateway: None,
+            gateway_process: None,
+            api_addr: None,
             temp_dir: None,
         }
     }

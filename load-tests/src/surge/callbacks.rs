@@ -1,0 +1,125 @@
+//! The relying party's side of callbacks: a receiver on loopback the gateway POSTs terminal
+//! views to, remembering what each authorization's callbacks said, so a run can compare them
+//! with what GET says.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use anyhow::Context;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::Router;
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+/// What one callback said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallbackSeen {
+    pub event_id: String,
+    pub status: String,
+    pub reason: String,
+}
+
+#[derive(Deserialize)]
+struct Body {
+    id: String,
+    #[serde(default)]
+    event_id: String,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+type Calls = Arc<Mutex<HashMap<String, Vec<CallbackSeen>>>>;
+
+/// The receiver; stops when dropped.
+#[derive(Debug)]
+pub struct CallbackReceiver {
+    addr: SocketAddr,
+    calls: Calls,
+    malformed: Arc<Mutex<u64>>,
+    stop: CancellationToken,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl CallbackReceiver {
+    pub async fn start() -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("binding the callback receiver")?;
+        let addr = listener.local_addr()?;
+        let calls: Calls = Arc::default();
+        let malformed = Arc::new(Mutex::new(0u64));
+        let app = Router::new()
+            .route("/callback", post(receive))
+            .with_state((calls.clone(), malformed.clone()));
+        let stop = CancellationToken::new();
+        let until = stop.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { until.cancelled().await })
+                .await;
+        });
+        Ok(Self {
+            addr,
+            calls,
+            malformed,
+            stop,
+        })
+    }
+
+    /// The URL to give as `callback_url`.
+    pub fn url(&self) -> String {
+        format!("http://{}/callback", self.addr)
+    }
+
+    /// Callbacks received so far, by authorization id.
+    pub fn calls(&self) -> HashMap<String, Vec<CallbackSeen>> {
+        lock(&self.calls).clone()
+    }
+
+    /// Whether every id in `ids` has had at least one callback.
+    pub fn has_all<'a>(&self, mut ids: impl Iterator<Item = &'a String>) -> bool {
+        let calls = lock(&self.calls);
+        ids.all(|id| calls.contains_key(id))
+    }
+
+    /// Bodies that were not a terminal view.
+    pub fn malformed(&self) -> u64 {
+        *lock(&self.malformed)
+    }
+}
+
+impl Drop for CallbackReceiver {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn receive(
+    State((calls, malformed)): State<(Calls, Arc<Mutex<u64>>)>,
+    body: axum::body::Bytes,
+) -> StatusCode {
+    match serde_json::from_slice::<Body>(&body) {
+        Ok(b) => {
+            let seen = CallbackSeen {
+                event_id: b.event_id,
+                status: b.status.unwrap_or_default(),
+                reason: b.reason.unwrap_or_default(),
+            };
+            lock(&calls).entry(b.id).or_default().push(seen);
+            StatusCode::OK
+        }
+        Err(_) => {
+            *lock(&malformed) += 1;
+            // A 4xx the gateway does not retry: it would only send the same body again.
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+    }
+}
