@@ -2,11 +2,18 @@
 //! HTTP/1.1 over rustls, trusting the system's roots plus the CA files the configuration adds,
 //! with plain `http://` refused unless the configuration allows it (tests, a loopback sidecar).
 //!
+//! A target can have its own trust: `[[outbound.targets]]` names a host and the CA file that
+//! alone is trusted for it (a realm or a relying party on a private CA). The system's roots
+//! and the shared `ca_files` do not count for that host, so a certificate from any public CA
+//! cannot stand in for it.
+//!
 //! One place builds the connector, so every outgoing call gets the same trust and the same
 //! scheme rule; [`check_scheme`] is the rule as a plain function, for the callers that refuse a
 //! URL before they queue anything.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::Uri;
@@ -14,7 +21,14 @@ use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+use tokio_rustls::rustls::client::danger::{
+    HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
+};
+use tokio_rustls::rustls::client::WebPkiServerVerifier;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use tokio_rustls::rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
 
 use crate::tls::{crypto_provider, load_pem_certs, TlsSetupError};
 
@@ -29,6 +43,17 @@ pub struct OutboundSettings {
     /// Skip the system's roots (trust only `ca_files`): for tests that must prove a certificate
     /// from an unknown CA is refused on a machine whose roots are not under their control.
     pub without_system_roots: bool,
+    /// Hosts with a trust of their own: for each, only its CA file's certificates.
+    pub targets: Vec<TargetTrust>,
+}
+
+/// The trust of one target host (`[[outbound.targets]]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TargetTrust {
+    /// Host name or IP address as it appears in the URLs (case does not matter).
+    pub host: String,
+    /// PEM file of the CA certificates trusted for this host, and only those.
+    pub ca_file: PathBuf,
 }
 
 /// The client type every outgoing call uses.
@@ -44,7 +69,27 @@ where
     B: axum::body::HttpBody + Send + 'static,
     B::Data: Send,
 {
-    client_with_roots(roots(settings)?, settings.allow_http, connect_timeout)
+    let roots = roots(settings)?;
+    let config = if settings.targets.is_empty() {
+        tls_config().with_root_certificates(roots)
+    } else {
+        let verifier = PerHostVerifier::new(roots, &settings.targets)?;
+        tls_config()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+    };
+    client_with_config(
+        config.with_no_client_auth(),
+        settings.allow_http,
+        connect_timeout,
+    )
+}
+
+fn tls_config(
+) -> tokio_rustls::rustls::ConfigBuilder<ClientConfig, tokio_rustls::rustls::WantsVerifier> {
+    ClientConfig::builder_with_provider(crypto_provider())
+        .with_safe_default_protocol_versions()
+        .unwrap_or_else(|_| unreachable!("the ring provider supports the default versions"))
 }
 
 /// The trust anchors `settings` ask for.
@@ -66,9 +111,118 @@ fn roots(settings: &OutboundSettings) -> Result<RootCertStore, TlsSetupError> {
     Ok(roots)
 }
 
-/// A client trusting `roots`.
-fn client_with_roots<B>(
-    roots: RootCertStore,
+/// Verifies a server's certificate against its host's own CA when it has one, against the
+/// shared roots otherwise.
+#[derive(Debug)]
+struct PerHostVerifier {
+    /// `None`: no shared roots at all (every host without its own trust is refused).
+    shared: Option<Arc<WebPkiServerVerifier>>,
+    by_host: HashMap<String, Arc<WebPkiServerVerifier>>,
+}
+
+impl PerHostVerifier {
+    fn new(shared_roots: RootCertStore, targets: &[TargetTrust]) -> Result<Self, TlsSetupError> {
+        let verifier = |roots: RootCertStore| {
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), crypto_provider()).build()
+        };
+        let shared = if shared_roots.is_empty() {
+            None
+        } else {
+            Some(verifier(shared_roots).map_err(|e| {
+                TlsSetupError::Rustls(tokio_rustls::rustls::Error::General(e.to_string()))
+            })?)
+        };
+        let mut by_host = HashMap::new();
+        for target in targets {
+            let mut roots = RootCertStore::empty();
+            for cert in load_pem_certs(&target.ca_file)? {
+                roots.add(cert)?;
+            }
+            let v = verifier(roots).map_err(|e| TlsSetupError::Pem {
+                path: target.ca_file.clone(),
+                message: e.to_string(),
+            })?;
+            by_host.insert(normalized_host(&target.host), v);
+        }
+        Ok(Self { shared, by_host })
+    }
+
+    fn for_name(&self, name: &ServerName<'_>) -> Option<&Arc<WebPkiServerVerifier>> {
+        let host = match name {
+            ServerName::DnsName(d) => normalized_host(d.as_ref()),
+            ServerName::IpAddress(ip) => std::net::IpAddr::from(*ip).to_string(),
+            _ => String::new(),
+        };
+        self.by_host.get(&host).or(self.shared.as_ref())
+    }
+
+    /// Any verifier, for the signature checks (they do not depend on the trust anchors).
+    fn any(&self) -> &Arc<WebPkiServerVerifier> {
+        match &self.shared {
+            Some(v) => v,
+            None => self
+                .by_host
+                .values()
+                .next()
+                .unwrap_or_else(|| unreachable!("built with at least one target")),
+        }
+    }
+}
+
+/// A host name as the targets table keys it: lower case, without the brackets of an IPv6
+/// literal and without a trailing dot.
+fn normalized_host(host: &str) -> String {
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .trim_end_matches('.')
+        .to_ascii_lowercase()
+}
+
+impl ServerCertVerifier for PerHostVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, tokio_rustls::rustls::Error> {
+        match self.for_name(server_name) {
+            Some(v) => {
+                v.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+            }
+            None => Err(tokio_rustls::rustls::Error::InvalidCertificate(
+                CertificateError::UnknownIssuer,
+            )),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, tokio_rustls::rustls::Error> {
+        self.any().verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, tokio_rustls::rustls::Error> {
+        self.any().verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.any().supported_verify_schemes()
+    }
+}
+
+/// A client with the TLS `config`.
+fn client_with_config<B>(
+    config: ClientConfig,
     allow_http: bool,
     connect_timeout: Duration,
 ) -> Result<OutboundClient<B>, TlsSetupError>
@@ -76,10 +230,6 @@ where
     B: axum::body::HttpBody + Send + 'static,
     B::Data: Send,
 {
-    let config = ClientConfig::builder_with_provider(crypto_provider())
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
     let mut http = HttpConnector::new();
     http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);

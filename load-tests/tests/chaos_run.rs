@@ -66,13 +66,20 @@ fn a_chaos_run_loses_nothing_and_changes_no_result() {
     }
 
     let started = r["started"].as_u64().unwrap();
-    assert!(started > 400, "too little got through to mean anything:\n{stdout}");
+    assert!(
+        started > 400,
+        "too little got through to mean anything:\n{stdout}"
+    );
     assert_eq!(r["lost"], 0, "{stdout}");
     assert_eq!(r["duplicates"], 0, "{stdout}");
     let v = &r["verification"];
     assert_eq!(v["reread"].as_u64().unwrap(), started, "{stdout}");
     assert_eq!(v["reread_errors"], 0, "{stdout}");
-    assert_eq!(v["callbacks_expected"].as_u64().unwrap(), started, "{stdout}");
+    assert_eq!(
+        v["callbacks_expected"].as_u64().unwrap(),
+        started,
+        "{stdout}"
+    );
     assert_eq!(v["callbacks_missing"], 0, "{stdout}");
     assert_eq!(v["callbacks_disagreeing"], 0, "{stdout}");
     assert_eq!(v["callbacks_malformed"], 0, "{stdout}");

@@ -104,6 +104,7 @@ fn trusting(ca: &str) -> CallbackClient {
             ca_files: vec![fixture(ca)],
             allow_http: false,
             without_system_roots: true,
+            targets: Vec::new(),
         },
     )
     .unwrap()
@@ -204,6 +205,7 @@ async fn the_realm_keys_are_fetched_over_https_and_an_untrusted_server_is_refuse
         ca_files: vec![fixture(ca)],
         allow_http: false,
         without_system_roots: true,
+        targets: Vec::new(),
     };
     let config = || JwtConfig::for_realm("https://localhost/realms/r");
     let verifier = JwtVerifier::load(config(), JwksSource::Url(url.clone()), &settings("ca.pem"))
@@ -229,4 +231,87 @@ async fn the_realm_keys_are_fetched_over_https_and_an_untrusted_server_is_refuse
     .expect_err("http JWKS accepted without allow_http");
     assert!(refused.to_string().contains("fetching"), "{refused}");
     assert!(plain.to_string().contains("plain http"), "{plain}");
+}
+
+/// A client whose only trust for `host` is the CA file `ca`; `shared` is trusted for every
+/// other host.
+fn trusting_per_host(shared: &str, host: &str, ca: &str) -> CallbackClient {
+    CallbackClient::new(
+        policy(),
+        &OutboundSettings {
+            ca_files: vec![fixture(shared)],
+            allow_http: false,
+            without_system_roots: true,
+            targets: vec![gateway::outbound::TargetTrust {
+                host: host.into(),
+                ca_file: fixture(ca),
+            }],
+        },
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_target_with_its_own_ca_is_reached_through_it_and_the_shared_roots_do_not_stand_in() {
+    // Its own CA is the one that signed the receiver: reached, though the shared roots
+    // (other-ca) would refuse it.
+    let (port, mut received) = https_receiver().await;
+    let out = trusting_per_host("other-ca.pem", "LOCALHOST", "ca.pem")
+        .post_json(
+            &format!("https://localhost:{port}/cb"),
+            None,
+            Bytes::from_static(b"{}"),
+            deadline(),
+        )
+        .await;
+    assert_eq!(
+        out,
+        Delivery::Delivered {
+            status: 204,
+            attempts: 1
+        }
+    );
+    assert!(received.recv().await.is_some());
+
+    // Its own CA is another: refused, though the shared roots (ca) would accept it.
+    let (port, mut received) = https_receiver().await;
+    let out = trusting_per_host("ca.pem", "localhost", "other-ca.pem")
+        .post_json(
+            &format!("https://localhost:{port}/cb"),
+            None,
+            Bytes::from_static(b"{}"),
+            deadline(),
+        )
+        .await;
+    match out {
+        Delivery::GaveUp {
+            reason: GiveUpReason::AttemptsExhausted { last, .. },
+        } => assert!(
+            last.to_ascii_lowercase().contains("certificate"),
+            "the failure should name the certificate problem: {last}"
+        ),
+        other => panic!("the host's own CA did not sign it: {other:?}"),
+    }
+    assert!(received.try_recv().is_err(), "nothing may reach it");
+
+    // Another host is still judged by the shared roots: the receiver's certificate is for
+    // localhost and 127.0.0.1, so reach it by address with the target set for a name.
+    let (port, mut received) = https_receiver().await;
+    let out = trusting_per_host("ca.pem", "sso.example", "other-ca.pem")
+        .post_json(
+            &format!("https://127.0.0.1:{port}/cb"),
+            None,
+            Bytes::from_static(b"{}"),
+            deadline(),
+        )
+        .await;
+    assert_eq!(
+        out,
+        Delivery::Delivered {
+            status: 204,
+            attempts: 1
+        },
+        "a host without its own trust uses the shared roots"
+    );
+    assert!(received.recv().await.is_some());
 }

@@ -1226,6 +1226,46 @@ mod tests {
     }
 
     #[test]
+    fn a_ussd_answer_with_the_wrong_sequence_number_is_ignored_and_counted() {
+        let t0 = Instant::now();
+        let mut r = Router::new(config());
+        r.start(t0, 1, request(AuthChannel::Ussd, Loa::Loa2), NONCE)
+            .unwrap();
+        let out = submits(&outputs(&mut r));
+        let (_, id, key) = out[0];
+        r.handle_event(t0, accepted(id, "m"));
+        outputs(&mut r);
+        let numbered = |sequence: u8| {
+            let BindEvent::Mo(mut deliver) = ussd_answer(key.unwrap(), "1") else {
+                unreachable!()
+            };
+            deliver.set_tlvs(vec![
+                MessageDeliveryRequestTlvValue::UssdServiceOp(UssdServiceOp::from(18)),
+                MessageDeliveryRequestTlvValue::ItsSessionInfo(ItsSessionInfo::new(
+                    key.unwrap(),
+                    sequence << 1,
+                )),
+            ]);
+            BindEvent::Mo(deliver)
+        };
+        // Prompt 1 is answered by message 2; a "1" numbered 4 is a stray of another step.
+        r.handle_event(t0, numbered(4));
+        assert!(results(&outputs(&mut r)).is_empty());
+        assert_eq!(r.ignored_answers(), IgnoredAnswers { ussd: 1, stk: 0 });
+        r.handle_event(t0, numbered(2));
+        assert_eq!(
+            results(&outputs(&mut r)),
+            [(
+                1,
+                AuthResult::Approved {
+                    loa: Loa::Loa2,
+                    proof: None
+                }
+            )]
+        );
+    }
+
+    #[test]
     fn ussd_answer_is_routed_by_msisdn_and_session_key_and_ends_with_one_result() {
         let t0 = Instant::now();
         let mut r = Router::new(config());

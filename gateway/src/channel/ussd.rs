@@ -186,6 +186,13 @@ impl UssdDialog {
         {
             return false;
         }
+        // Where the dialect numbers the session's messages, the answer to prompt n is n + 1;
+        // any other number is not the answer to this step (a replay, a stray of another
+        // step). 0 is an SMSC that does not number them.
+        let expected = self.answer_sequence();
+        if mo.sequence.is_some_and(|s| s != 0 && s != expected) {
+            return false;
+        }
         if !self.prompt_accepted {
             // Not taken blindly: the prompt's own response decides (the first answer held).
             if self.held.is_some() {
@@ -203,6 +210,8 @@ impl UssdDialog {
         if mo.op != self.dialect.ops.mo_answer {
             return false;
         }
+        // The final screen follows the answer in the session's numbering.
+        self.step_no = expected;
         let answer = mo.text.trim();
         match self.prompt.loa {
             Loa::Loa2 if answer == "1" => self.finish(UssdOutcome::Approved, Some(Step::End)),
@@ -296,8 +305,13 @@ impl UssdDialog {
         }
     }
 
+    /// The sequence number the answer to the current prompt carries (7 bits, wrapping).
+    fn answer_sequence(&self) -> u8 {
+        self.step_no.wrapping_add(1) & 0x7F
+    }
+
     fn queue(&mut self, step: Step, text: &str) {
-        self.step_no = self.step_no.saturating_add(1);
+        self.step_no = self.step_no.wrapping_add(1) & 0x7F;
         // Built from texts that fit and a key that was accepted for the prompt, so this
         // cannot fail in practice; if it does the network's own timer closes the dialog.
         if let Ok(sm) = self.dialect.build_submit(
@@ -338,10 +352,12 @@ mod tests {
         .unwrap()
     }
 
+    /// The answer to the first prompt, numbered as the spec numbers it (2).
     fn answer(key: u16, text: &str) -> UssdMo {
         UssdMo {
             msisdn: MSISDN.into(),
             session_key: key,
+            sequence: Some(2),
             op: 18,
             end: false,
             aborted: false,
@@ -535,6 +551,51 @@ mod tests {
         assert!(!d.handle_mo(t0, &other));
         assert_eq!(d.poll_result(), None);
         assert!(d.poll_timeout().is_some());
+    }
+
+    /// The sequence number of a submit's `its_session_info` (octet 2 bits 7..1).
+    fn sequence_of(sm: &SubmitSm) -> u8 {
+        sm.tlvs()
+            .iter()
+            .find_map(|t| match t.value() {
+                Some(TlvValue::ItsSessionInfo(i)) => Some(i.sequence_number >> 1),
+                _ => None,
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn an_answer_numbered_for_another_step_is_ignored_and_the_final_screen_numbers_on() {
+        let t0 = Instant::now();
+        let mut d = dialog(Loa::Loa2, t0);
+        assert_eq!(sequence_of(&d.poll_transmit().unwrap()), 1);
+        d.handle_submit_result(t0, Ok(()));
+        for wrong in [1, 3, 127] {
+            let stray = UssdMo {
+                sequence: Some(wrong),
+                ..answer(7, "1")
+            };
+            assert!(!d.handle_mo(t0, &stray), "sequence {wrong} taken");
+        }
+        assert_eq!(d.poll_result(), None);
+        assert!(d.handle_mo(t0, &answer(7, "1")));
+        assert_eq!(d.poll_result(), Some(UssdOutcome::Approved));
+        let last = d.poll_transmit().unwrap();
+        assert_eq!(sequence_of(&last), 3, "prompt 1, answer 2, final screen 3");
+    }
+
+    #[test]
+    fn an_unnumbered_answer_is_taken() {
+        let t0 = Instant::now();
+        let mut d = dialog(Loa::Loa2, t0);
+        d.poll_transmit().unwrap();
+        d.handle_submit_result(t0, Ok(()));
+        let unnumbered = UssdMo {
+            sequence: Some(0),
+            ..answer(7, "2")
+        };
+        assert!(d.handle_mo(t0, &unnumbered));
+        assert_eq!(d.poll_result(), Some(UssdOutcome::Denied));
     }
 
     #[test]

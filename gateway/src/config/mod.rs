@@ -523,6 +523,18 @@ pub struct OutboundConfig {
     pub ca_files: Vec<PathBuf>,
     /// Allow plain `http://` targets.
     pub allow_http: bool,
+    /// Hosts trusted through their own CA file only.
+    pub targets: Vec<OutboundTargetConfig>,
+}
+
+/// `[[outbound.targets]]`: one host and the CA file that alone is trusted for it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundTargetConfig {
+    /// Host name or IP address, as in the URLs.
+    pub host: String,
+    /// PEM file of its CA certificates.
+    pub ca_file: PathBuf,
 }
 
 impl OutboundConfig {
@@ -532,6 +544,14 @@ impl OutboundConfig {
             ca_files: self.ca_files.clone(),
             allow_http: self.allow_http,
             without_system_roots: false,
+            targets: self
+                .targets
+                .iter()
+                .map(|t| crate::outbound::TargetTrust {
+                    host: t.host.clone(),
+                    ca_file: t.ca_file.clone(),
+                })
+                .collect(),
         }
     }
 }

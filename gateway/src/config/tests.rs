@@ -404,3 +404,35 @@ fn store_ttl_and_purge_interval_default_and_a_zero_is_refused_with_its_key() {
     let c = load(MINIMAL, &[flag("store.durable_commit_interval_ms=0")]).unwrap();
     assert_eq!(c.store.durable_commit_interval_ms, 0);
 }
+
+#[test]
+fn outbound_targets_load_and_a_bad_one_is_named() {
+    let ca = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../load-tests/tests/fixtures/tls/ca.pem")
+        .display()
+        .to_string()
+        .replace('\\', "/");
+    let text = format!(
+        "{MINIMAL}\n[outbound]\n[[outbound.targets]]\nhost = \"sso.example\"\nca_file = \"{ca}\"\n"
+    );
+    let c = load(&text, &[]).unwrap();
+    let settings = c.outbound.settings();
+    assert_eq!(settings.targets.len(), 1);
+    assert_eq!(settings.targets[0].host, "sso.example");
+
+    let twice = format!("{text}[[outbound.targets]]\nhost = \"SSO.example\"\nca_file = \"{ca}\"\n");
+    let e = load(&twice, &[]).unwrap_err();
+    assert_eq!(e.key, "outbound.targets[1].host");
+
+    let missing = format!(
+        "{MINIMAL}\n[outbound]\n[[outbound.targets]]\nhost = \"sso.example\"\nca_file = \"/nonexistent/ca.pem\"\n"
+    );
+    let e = load(&missing, &[]).unwrap_err();
+    assert_eq!(e.key, "outbound.targets[0].ca_file");
+
+    let url = format!(
+        "{MINIMAL}\n[outbound]\n[[outbound.targets]]\nhost = \"https://sso.example/\"\nca_file = \"{ca}\"\n"
+    );
+    let e = load(&url, &[]).unwrap_err();
+    assert_eq!(e.key, "outbound.targets[0].host");
+}

@@ -103,6 +103,30 @@ impl GatewayConfig {
             }
         }
 
+        // [outbound]
+        let mut hosts = HashSet::new();
+        for (i, t) in self.outbound.targets.iter().enumerate() {
+            let key = format!("outbound.targets[{i}]");
+            if t.host.trim().is_empty() || t.host.contains(['/', ' ']) {
+                return Err(ConfigError::at(
+                    format!("{key}.host"),
+                    "must be a host name or an IP address (no scheme, path or spaces)",
+                ));
+            }
+            if !hosts.insert(t.host.to_ascii_lowercase()) {
+                return Err(ConfigError::at(
+                    format!("{key}.host"),
+                    format!("duplicate host {:?}", t.host),
+                ));
+            }
+            if !t.ca_file.is_file() {
+                return Err(ConfigError::at(
+                    format!("{key}.ca_file"),
+                    format!("{} is not a readable file", t.ca_file.display()),
+                ));
+            }
+        }
+
         // [store]
         nonzero(
             "store.terminal_ttl_secs".into(),

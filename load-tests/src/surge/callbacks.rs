@@ -123,3 +123,44 @@ async fn receive(
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use axum::http::Request;
+    use bytes::Bytes;
+    use http_body_util::Full;
+
+    async fn post(url: &str, body: &str) -> u16 {
+        let client = crate::surge::target::http_client();
+        let req = Request::post(url)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .unwrap();
+        client.request(req).await.unwrap().status().as_u16()
+    }
+
+    #[tokio::test]
+    async fn callbacks_are_kept_by_id_and_bad_bodies_refused() {
+        let r = CallbackReceiver::start().await.unwrap();
+        let body = r#"{"event_id":"a:callback","id":"a","state":"terminal","status":"approved","reason":"user_approved"}"#;
+        assert_eq!(post(&r.url(), body).await, 200);
+        assert_eq!(post(&r.url(), body).await, 200);
+        assert_eq!(post(&r.url(), "not json").await, 422);
+        let calls = r.calls();
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls["a"].len(), 2);
+        assert_eq!(
+            calls["a"][0],
+            CallbackSeen {
+                event_id: "a:callback".into(),
+                status: "approved".into(),
+                reason: "user_approved".into(),
+            }
+        );
+        assert!(r.has_all(["a".to_owned()].iter()));
+        assert!(!r.has_all(["a".to_owned(), "b".to_owned()].iter()));
+        assert_eq!(r.malformed(), 1);
+    }
+}

@@ -82,9 +82,9 @@ pub fn parse_plan(text: &str) -> Result<Vec<ChaosEvent>, String> {
             .ok_or_else(|| format!("`{item}`: the time must be seconds from 0 to 86400"))?;
         let seconds = |default: f64| -> Result<Duration, String> {
             let s = match argument {
-                Some(a) => a.parse::<f64>().map_err(|_| {
-                    format!("`{item}`: the argument must be a duration in seconds")
-                })?,
+                Some(a) => a
+                    .parse::<f64>()
+                    .map_err(|_| format!("`{item}`: the argument must be a duration in seconds"))?,
                 None => default,
             };
             if !(s > 0.0 && s <= 3_600.0) {

@@ -240,8 +240,7 @@ async fn start_child(
     // Validates the configuration and writes the pepper file next to it.
     builder.build()?;
     let path = dir.join("gateway.toml");
-    std::fs::write(&path, builder.toml())
-        .with_context(|| format!("writing {}", path.display()))?;
+    std::fs::write(&path, builder.toml()).with_context(|| format!("writing {}", path.display()))?;
     let program = std::env::current_exe().context("finding this executable")?;
     let process = GatewayProcess::spawn(&program, &path).await?;
     Ok((process, metrics))

@@ -123,7 +123,10 @@ impl GatewayProcess {
     /// Closes its stdin (a graceful shutdown) and waits for it, bounded; kills it after.
     pub async fn stop(mut self, limit: Duration) {
         drop(self.child.stdin.take());
-        if tokio::time::timeout(limit, self.child.wait()).await.is_err() {
+        if tokio::time::timeout(limit, self.child.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("the gateway child did not stop in time; killing it");
             let _ = self.child.start_kill();
             let _ = self.child.wait().await;

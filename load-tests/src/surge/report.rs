@@ -586,10 +586,14 @@ impl Report {
                     .map_or(String::new(), |d| format!(" (API back after {d} ms)")),
             );
         }
-        if let (Some(sent), Some(answered)) = (self.smpp.malformed_sent, self.smpp.malformed_answered)
+        if let (Some(sent), Some(answered)) =
+            (self.smpp.malformed_sent, self.smpp.malformed_answered)
         {
             if sent > 0 {
-                let _ = writeln!(s, "  malformed    {answered}/{sent} PDUs answered by the gateway");
+                let _ = writeln!(
+                    s,
+                    "  malformed    {answered}/{sent} PDUs answered by the gateway"
+                );
             }
         }
         let _ = writeln!(

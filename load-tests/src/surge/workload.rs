@@ -645,6 +645,71 @@ mod tests {
         assert_eq!(r.gateway_latency_source.get("view"), Some(&3));
     }
 
+    /// Shows every authorization `approved` on its first poll and `denied` ever after: a
+    /// result that changes under the client's eyes.
+    #[derive(Default)]
+    struct Fickle {
+        polls: Mutex<HashMap<String, u32>>,
+    }
+
+    impl Target for Fickle {
+        fn start(
+            &self,
+            p: StartParams,
+        ) -> futures_util::future::BoxFuture<'_, Result<StartOutcome, TargetError>> {
+            Box::pin(async move { Ok(StartOutcome::Started { id: p.msisdn }) })
+        }
+
+        fn poll<'a>(
+            &'a self,
+            id: &'a str,
+            _wait: Duration,
+        ) -> futures_util::future::BoxFuture<'a, Result<Observed, TargetError>> {
+            let n = {
+                let mut polls = self.polls.lock().unwrap();
+                let n = polls.entry(id.to_owned()).or_default();
+                *n += 1;
+                *n
+            };
+            Box::pin(async move {
+                let status = if n == 1 { "approved" } else { "denied" };
+                Ok(Observed {
+                    state: "terminal".into(),
+                    status: Some(status.into()),
+                    reason: Some(format!("user_{status}")),
+                    gateway_ms: Some(5),
+                    ..Observed::default()
+                })
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn verification_counts_a_changed_result_and_a_missing_callback() {
+        let config = SurgeConfig {
+            verify: true,
+            callback_wait: Duration::from_millis(300),
+            progress: ProgressMode::Off,
+            prompt_probe: None,
+            drain: Duration::from_secs(5),
+            ..SurgeConfig::default()
+        };
+        let mut r = drive(&config, &arrivals(3), &env(Arc::new(Fickle::default())))
+            .await
+            .unwrap();
+        assert_eq!(r.started, 3);
+        assert_eq!(r.lost, 0);
+        assert_eq!(r.duplicates, 3);
+        let v = r.verification.clone().unwrap();
+        assert_eq!(v.reread, 3);
+        assert_eq!(v.reread_changed, 3);
+        assert_eq!(v.callbacks_expected, 3);
+        assert_eq!(v.callbacks_missing, 3);
+        assert!(!check_slo(&mut r, &Slo::default()));
+        assert_eq!(r.slo.get("duplicates == 0"), Some(&false));
+        assert_eq!(r.slo.get("callbacks missing == 0"), Some(&false));
+    }
+
     /// Never ends anything: every started authorization must come out lost.
     struct Stuck;
 

@@ -128,6 +128,10 @@ pub struct UssdMo {
     pub msisdn: String,
     /// Session key, in the dialect's location.
     pub session_key: u16,
+    /// The message's sequence number in the session (`its_session_info` octet 2 bits 7..1),
+    /// where the dialect carries one (`its_session_info8`); 0 from an SMSC that does not
+    /// number its messages.
+    pub sequence: Option<u8>,
     /// Raw `ussd_service_op`.
     pub op: u8,
     /// The dialog ended (end bit, or an abort op).
@@ -411,21 +415,26 @@ impl Dialect {
         let missing_info = DialectError::MissingTlv {
             tlv: "its_session_info",
         };
-        let (session_key, end_bit) = match self.session_key {
+        let (session_key, sequence, end_bit) = match self.session_key {
             SessionKeyLocation::ItsSessionInfo8 => {
                 let i = info.ok_or(missing_info)?;
                 // rusmpp keeps octet 2 raw: bit 0 is the end flag, bits 7..1 the step.
-                (u16::from(i.session_number), i.sequence_number & 0x01 == 1)
+                (
+                    u16::from(i.session_number),
+                    Some(i.sequence_number >> 1),
+                    i.sequence_number & 0x01 == 1,
+                )
             }
             SessionKeyLocation::DialogId15 => {
                 let i = info.ok_or(missing_info)?;
                 let v = u16::from_be_bytes([i.session_number, i.sequence_number]);
-                (v >> 1, v & 1 == 1)
+                (v >> 1, None, v & 1 == 1)
             }
             SessionKeyLocation::UserMessageReference => (
                 umr.ok_or(DialectError::MissingTlv {
                     tlv: "user_message_reference",
                 })?,
+                None,
                 info.is_some_and(|i| i.sequence_number & 1 == 1),
             ),
         };
@@ -440,6 +449,7 @@ impl Dialect {
         Ok(UssdMo {
             msisdn: deliver.source_addr.to_string(),
             session_key,
+            sequence,
             op,
             end,
             aborted,
@@ -618,6 +628,7 @@ mod tests {
             UssdMo {
                 msisdn: "48600100200".into(),
                 session_key: 7,
+                sequence: Some(1),
                 op: 18,
                 end: true,
                 aborted: false,
