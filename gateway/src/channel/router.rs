@@ -1248,7 +1248,8 @@ mod tests {
             ]);
             BindEvent::Mo(deliver)
         };
-        // Prompt 1 is answered by message 2; a "1" numbered 4 is a stray of another step.
+        // Prompt 1 is answered by message 2 (or 1, echoed); a "1" numbered 4 is a stray of
+        // another step.
         r.handle_event(t0, numbered(4));
         assert!(results(&outputs(&mut r)).is_empty());
         assert_eq!(r.ignored_answers(), IgnoredAnswers { ussd: 1, stk: 0 });

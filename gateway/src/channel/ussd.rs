@@ -186,11 +186,12 @@ impl UssdDialog {
         {
             return false;
         }
-        // Where the dialect numbers the session's messages, the answer to prompt n is n + 1;
-        // any other number is not the answer to this step (a replay, a stray of another
-        // step). 0 is an SMSC that does not number them.
-        let expected = self.answer_sequence();
-        if mo.sequence.is_some_and(|s| s != 0 && s != expected) {
+        // Where the dialect numbers the session's messages, the answer to prompt n carries
+        // n + 1 (numbered on, as the spec counts) or n (echoed, as some SMSCs do); any other
+        // number is not the answer to this step (a replay, a stray of another step). 0 is an
+        // SMSC that does not number them.
+        let sequence = mo.sequence.filter(|s| *s != 0);
+        if sequence.is_some_and(|s| s != self.step_no && s != self.answer_sequence()) {
             return false;
         }
         if !self.prompt_accepted {
@@ -201,8 +202,10 @@ impl UssdDialog {
             self.held = Some(mo.clone());
             return true;
         }
-        if mo.aborted || (mo.op != self.dialect.ops.mo_answer && mo.end) {
-            // The network's dialog is already closed: no final screen.
+        if mo.aborted || mo.end {
+            // The network's dialog is already closed: no final screen. An answer that closes
+            // the session is not a USSR confirm of an open dialog, whatever its text: it
+            // approves nothing.
             self.state = State::Done;
             self.result = Some(UssdOutcome::Aborted);
             return true;
@@ -211,7 +214,9 @@ impl UssdDialog {
             return false;
         }
         // The final screen follows the answer in the session's numbering.
-        self.step_no = expected;
+        if let Some(s) = sequence {
+            self.step_no = s;
+        }
         let answer = mo.text.trim();
         match self.prompt.loa {
             Loa::Loa2 if answer == "1" => self.finish(UssdOutcome::Approved, Some(Step::End)),
@@ -570,7 +575,7 @@ mod tests {
         let mut d = dialog(Loa::Loa2, t0);
         assert_eq!(sequence_of(&d.poll_transmit().unwrap()), 1);
         d.handle_submit_result(t0, Ok(()));
-        for wrong in [1, 3, 127] {
+        for wrong in [3, 4, 127] {
             let stray = UssdMo {
                 sequence: Some(wrong),
                 ..answer(7, "1")
@@ -582,6 +587,39 @@ mod tests {
         assert_eq!(d.poll_result(), Some(UssdOutcome::Approved));
         let last = d.poll_transmit().unwrap();
         assert_eq!(sequence_of(&last), 3, "prompt 1, answer 2, final screen 3");
+    }
+
+    #[test]
+    fn an_answer_that_closes_the_session_approves_nothing() {
+        let t0 = Instant::now();
+        let mut d = dialog(Loa::Loa2, t0);
+        d.poll_transmit().unwrap();
+        d.handle_submit_result(t0, Ok(()));
+        let closing = UssdMo {
+            end: true,
+            ..answer(7, "1")
+        };
+        assert!(d.handle_mo(t0, &closing));
+        assert_eq!(d.poll_result(), Some(UssdOutcome::Aborted));
+        assert!(
+            d.poll_transmit().is_none(),
+            "no final screen on a closed session"
+        );
+    }
+
+    #[test]
+    fn an_answer_echoing_the_prompt_s_number_is_taken() {
+        let t0 = Instant::now();
+        let mut d = dialog(Loa::Loa2, t0);
+        d.poll_transmit().unwrap();
+        d.handle_submit_result(t0, Ok(()));
+        let echoed = UssdMo {
+            sequence: Some(1),
+            ..answer(7, "1")
+        };
+        assert!(d.handle_mo(t0, &echoed));
+        assert_eq!(d.poll_result(), Some(UssdOutcome::Approved));
+        assert_eq!(sequence_of(&d.poll_transmit().unwrap()), 2);
     }
 
     #[test]
