@@ -45,3 +45,18 @@ if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2
     systemctl stop prometheus || true
   fi
 fi
+
+# --- Redis (the shared store of several gateway nodes) ---------------------------------------
+# The Redis store's conformance tests and the multi-node tests start their own redis-server on a
+# free loopback port with their own data directory; Debian's package provides the binary (7.0).
+# The system service it may start is stopped so nothing else listens for it.
+if ! command -v redis-server >/dev/null 2>&1; then
+  need apt-get
+  echo "apt-get install redis-server"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y --no-install-recommends redis-server
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet redis-server 2>/dev/null; then
+    systemctl stop redis-server || true
+  fi
+fi

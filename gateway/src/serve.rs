@@ -43,7 +43,7 @@ use crate::metrics::smpp::{BindMetrics, BindState};
 use crate::metrics::Metrics;
 use crate::routing::{NumberRange, Router};
 use crate::smpp::bind::{tls_server_config, BindConfig};
-use crate::store::{EmbeddedStore, LockoutPolicy, ObservedStore, Store, StoreOptions};
+use crate::store::{EmbeddedStore, LockoutPolicy, ObservedStore, RedisStore, Store, StoreOptions};
 use crate::subscribers::{Pepper, SubscriberRegistry};
 
 /// Time running authorizations get to finish at shutdown before they are ended.
@@ -230,20 +230,22 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<ServeHandle> {
     let router = Arc::new(router(&config).context("building the router")?);
 
     let (metrics, exposition) = Metrics::standalone();
-    let embedded: Arc<dyn Store> = Arc::new(
-        EmbeddedStore::open_observed(
-            &config.store.path,
-            StoreOptions {
-                terminal_ttl_ms: config.store.terminal_ttl_secs.saturating_mul(1000),
-                durable_commit_interval: Duration::from_millis(
-                    config.store.durable_commit_interval_ms,
-                ),
-            },
-            Some(metrics.store.writer()),
-        )
-        .with_context(|| format!("opening the store {}", config.store.path.display()))?,
-    );
-    let store: Arc<dyn Store> = Arc::new(ObservedStore::new(embedded, metrics.store.clone()));
+    let options = StoreOptions {
+        terminal_ttl_ms: config.store.terminal_ttl_secs.saturating_mul(1000),
+        durable_commit_interval: Duration::from_millis(config.store.durable_commit_interval_ms),
+    };
+    let backend: Arc<dyn Store> = match config.store.redis_settings() {
+        None => Arc::new(
+            EmbeddedStore::open_observed(&config.store.path, options, Some(metrics.store.writer()))
+                .with_context(|| format!("opening the store {}", config.store.path.display()))?,
+        ),
+        Some(settings) => Arc::new(
+            RedisStore::connect(&settings, options)
+                .await
+                .context("connecting to the Redis store ([store] url)")?,
+        ),
+    };
+    let store: Arc<dyn Store> = Arc::new(ObservedStore::new(backend, metrics.store.clone()));
     let clock = system_clock();
     let (store_for_purge, clock_for_purge) = (store.clone(), clock.clone());
     let pin_check: Arc<dyn PinVerifier> = Arc::new(UssdPinCheck::new(

@@ -132,6 +132,14 @@ impl From<StartError> for ApiError {
                     "the gateway is at its in-flight limit, retry later",
                 )
             },
+            StartError::StoreUnavailable { retry_after } => ApiError {
+                retry_after: Some(retry_after),
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the gateway's store cannot be reached, retry later",
+                )
+            },
             StartError::Policy(msg) => ApiError::new(StatusCode::FORBIDDEN, "policy_refused", msg),
             StartError::Internal(detail) => ApiError::internal(&detail),
         }
@@ -230,6 +238,13 @@ mod tests {
                 },
                 503,
                 "no_capacity",
+            ),
+            (
+                StartError::StoreUnavailable {
+                    retry_after: Duration::from_secs(1),
+                },
+                503,
+                "store_unavailable",
             ),
             (StartError::Policy("loa3".into()), 403, "policy_refused"),
             (StartError::Internal("disk".into()), 500, "internal"),

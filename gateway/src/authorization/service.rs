@@ -171,6 +171,12 @@ pub enum StartError {
         /// When to retry: the time the queue needs to drain, in whole seconds.
         retry_after: Duration,
     },
+    /// The store cannot take a new authorization now (Redis unreachable, a failed disk).
+    #[error("store unavailable")]
+    StoreUnavailable {
+        /// When to retry.
+        retry_after: Duration,
+    },
     /// The LoA cannot be reached for this subscriber under the policy (e.g. LoA3 over USSD).
     #[error("policy: {0}")]
     Policy(String),

@@ -560,8 +560,25 @@ impl OutboundConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
-    /// Database file of the embedded store.
+    /// `embedded` (one node, a redb file at `path`) or `redis` (several nodes sharing a Redis
+    /// server at `url`).
+    #[serde(default)]
+    pub backend: StoreBackend,
+    /// Database file of the embedded store. With Redis, this node's local files (the audit
+    /// log) are named after it; no database is created there.
     pub path: PathBuf,
+    /// Redis: `redis://[user:password@]host:port[/db]`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Redis: every key starts with `{key_prefix}:` (a hash tag: one Cluster slot).
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+    /// Redis: longest wait for one command's answer.
+    #[serde(default = "default_redis_response_timeout_ms")]
+    pub response_timeout_ms: u64,
+    /// Redis: longest wait for a connection.
+    #[serde(default = "default_redis_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
     /// How long an ended authorization stays readable (polls, late callbacks, audits) and an
     /// idempotency key keeps pointing at it, before the purge removes them.
     #[serde(default = "default_terminal_ttl_secs")]
@@ -578,6 +595,41 @@ pub struct StoreConfig {
 
 fn default_durable_commit_interval_ms() -> u64 {
     5
+}
+
+fn default_key_prefix() -> String {
+    "gw".into()
+}
+
+fn default_redis_response_timeout_ms() -> u64 {
+    1_000
+}
+
+fn default_redis_connect_timeout_ms() -> u64 {
+    2_000
+}
+
+/// Which [`crate::store::Store`] backend serves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreBackend {
+    /// redb file on this node's disk: one node.
+    #[default]
+    Embedded,
+    /// A Redis server shared by every node.
+    Redis,
+}
+
+impl StoreConfig {
+    /// The Redis connection settings (`None` with the embedded backend).
+    pub fn redis_settings(&self) -> Option<crate::store::RedisSettings> {
+        (self.backend == StoreBackend::Redis).then(|| crate::store::RedisSettings {
+            url: self.url.clone().unwrap_or_default(),
+            prefix: self.key_prefix.clone(),
+            response_timeout: std::time::Duration::from_millis(self.response_timeout_ms),
+            connect_timeout: std::time::Duration::from_millis(self.connect_timeout_ms),
+        })
+    }
 }
 
 fn default_terminal_ttl_secs() -> u64 {

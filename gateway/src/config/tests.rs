@@ -436,3 +436,30 @@ fn outbound_targets_load_and_a_bad_one_is_named() {
     let e = load(&url, &[]).unwrap_err();
     assert_eq!(e.key, "outbound.targets[0].host");
 }
+
+#[test]
+fn the_redis_backend_needs_a_redis_url_and_a_plain_prefix() {
+    let with = |extra: &str| MINIMAL.replace("[store]\n", &format!("[store]\n{extra}\n"));
+    let c = load(
+        &with("backend = \"redis\"\nurl = \"redis://127.0.0.1:6379/0\""),
+        &[],
+    )
+    .unwrap();
+    let settings = c.store.redis_settings().unwrap();
+    assert_eq!(settings.url, "redis://127.0.0.1:6379/0");
+    assert_eq!(settings.prefix, "gw");
+    assert!(load(MINIMAL, &[]).unwrap().store.redis_settings().is_none());
+
+    let e = load(&with("backend = \"redis\""), &[]).unwrap_err();
+    assert_eq!(e.key, "store.url");
+    let e = load(&with("backend = \"redis\"\nurl = \"http://x\""), &[]).unwrap_err();
+    assert_eq!(e.key, "store.url");
+    let e = load(
+        &with("backend = \"redis\"\nurl = \"redis://x\"\nkey_prefix = \"a{b}\""),
+        &[],
+    )
+    .unwrap_err();
+    assert_eq!(e.key, "store.key_prefix");
+    let e = load(&with("backend = \"postgres\""), &[]).unwrap_err();
+    assert_eq!(e.key, "store.backend");
+}

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use tokio_rustls::rustls::pki_types::ServerName;
 
-use super::{ConfigError, GatewayConfig};
+use super::{ConfigError, GatewayConfig, StoreBackend};
 use crate::routing::ranges::ranges_overlap;
 
 fn one_of(key: &str, given: &[(&str, bool)]) -> Result<(), ConfigError> {
@@ -128,6 +128,44 @@ impl GatewayConfig {
         }
 
         // [store]
+        if self.store.backend == StoreBackend::Redis {
+            match self.store.url.as_deref() {
+                Some(url) if url.starts_with("redis://") => {}
+                Some(_) => {
+                    return Err(ConfigError::at(
+                        "store.url",
+                        "must be a redis:// URL (TLS to Redis, rediss://, is not built in: \
+                         keep Redis on a private network or behind a TLS tunnel)",
+                    ))
+                }
+                None => {
+                    return Err(ConfigError::at(
+                        "store.url",
+                        "is required with backend = \"redis\"",
+                    ))
+                }
+            }
+            if self.store.key_prefix.is_empty()
+                || self
+                    .store
+                    .key_prefix
+                    .chars()
+                    .any(|c| c == '{' || c == '}' || c.is_whitespace() || c.is_control())
+            {
+                return Err(ConfigError::at(
+                    "store.key_prefix",
+                    "must be non-empty, without braces or spaces",
+                ));
+            }
+            nonzero(
+                "store.response_timeout_ms".into(),
+                self.store.response_timeout_ms,
+            )?;
+            nonzero(
+                "store.connect_timeout_ms".into(),
+                self.store.connect_timeout_ms,
+            )?;
+        }
         nonzero(
             "store.terminal_ttl_secs".into(),
             self.store.terminal_ttl_secs,

@@ -1,5 +1,5 @@
 //! The behaviour every [`Store`] backend must show, written once and run against each backend
-//! (the Redis backend adds one line to the `suite!` invocation).
+//! (in memory, embedded, and Redis on a `redis-server` each test starts).
 
 #![allow(clippy::unwrap_used)]
 
@@ -677,6 +677,29 @@ pub(crate) async fn many_concurrent_callers_interleave_cas_pin_counts_and_claims
     assert!(store.list_in_flight().await.unwrap().is_empty());
 }
 
+/// A Redis backend on a server of its own, with a fresh key prefix.
+pub(crate) async fn redis_store(server: &LocalRedis) -> RedisStore {
+    RedisStore::connect(&redis_settings(server, "conformance"), OPTIONS)
+        .await
+        .unwrap()
+}
+
+pub(crate) fn redis_settings(server: &LocalRedis, prefix: &str) -> RedisSettings {
+    RedisSettings {
+        url: server.url(),
+        prefix: prefix.into(),
+        response_timeout: std::time::Duration::from_secs(5),
+        connect_timeout: std::time::Duration::from_secs(5),
+    }
+}
+
+/// A real `redis-server` for one test; the test fails, never skips, without one.
+pub(crate) fn redis_server(dir: &tempfile::TempDir) -> LocalRedis {
+    LocalRedis::start(dir.path()).unwrap_or_else(|e| {
+        panic!("the Redis conformance tests need redis-server (scripts/test.sh installs it): {e}")
+    })
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod in_memory {
@@ -701,6 +724,16 @@ macro_rules! suite {
                 }
             )*
         }
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let server = super::redis_server(&dir);
+                    super::$name(std::sync::Arc::new(super::redis_store(&server).await)).await;
+                }
+            )*
+        }
     };
 }
 
@@ -717,9 +750,29 @@ suite!(
     ending_an_unknown_id_is_not_found,
     in_flight_lists_exclude_terminal_records,
     an_idempotency_key_names_the_first_authorization_until_it_expires,
-    purge_removes_only_expired_terminal_records_and_claims,
     invalid_keys_are_refused,
     racing_endings_have_exactly_one_winner,
     allocator_counters_are_unique_and_increasing_per_task,
     many_concurrent_callers_interleave_cas_pin_counts_and_claims,
 );
+
+/// Purging is the local backends' own work: on Redis, terminal records and claims carry a
+/// `PEXPIRE` (checked in `store::redis_backend`).
+mod purge {
+    #[tokio::test]
+    async fn in_memory() {
+        super::purge_removes_only_expired_terminal_records_and_claims(std::sync::Arc::new(
+            super::InMemoryStore::new(super::OPTIONS),
+        ))
+        .await;
+    }
+
+    #[tokio::test]
+    async fn embedded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            super::EmbeddedStore::open(dir.path().join("store.redb"), super::OPTIONS).unwrap();
+        super::purge_removes_only_expired_terminal_records_and_claims(std::sync::Arc::new(store))
+            .await;
+    }
+}

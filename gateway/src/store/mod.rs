@@ -90,6 +90,7 @@ pub mod embedded;
 pub mod memory;
 pub mod observed;
 pub mod records;
+pub mod redis;
 pub mod writer;
 
 #[cfg(test)]
@@ -107,6 +108,7 @@ pub use records::{
     OutboxPolicy, PinAttempt, PinRecord, PurgeReport, TerminalStatus, OTA_COUNTER_FIRST,
     OTA_COUNTER_MAX,
 };
+pub use redis::{LocalRedis, RedisSettings, RedisStore};
 
 /// Settings shared by all backends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -54,6 +54,9 @@ pub struct GatewayConfigBuilder {
     /// gateway that must come back on the same addresses after a restart.
     pub api_listen: Option<String>,
     pub metrics_listen: Option<String>,
+    /// `[store] backend = "redis"` at this URL with this key prefix (absent: the embedded
+    /// store in `dir`).
+    pub redis: Option<(String, String)>,
     /// `[log]` format and filter (absent: the gateway's default).
     pub log: Option<(String, String)>,
 }
@@ -91,6 +94,7 @@ impl GatewayConfigBuilder {
             metrics: false,
             api_listen: None,
             metrics_listen: None,
+            redis: None,
             log: None,
         }
     }
@@ -177,6 +181,12 @@ impl GatewayConfigBuilder {
             &mut t,
             format!("[store]\npath = \"{}\"", toml_path(&self.store_path())),
         );
+        if let Some((url, prefix)) = &self.redis {
+            line(
+                &mut t,
+                format!("backend = \"redis\"\nurl = \"{url}\"\nkey_prefix = \"{prefix}\""),
+            );
+        }
         for (key, value) in [
             ("terminal_ttl_secs", self.terminal_ttl_secs),
             ("purge_interval_secs", self.purge_interval_secs),

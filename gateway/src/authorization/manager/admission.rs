@@ -8,6 +8,16 @@ use super::*;
 /// any overflow of the clock arithmetic.
 pub const MAX_EXPIRY: Duration = Duration::from_secs(24 * 60 * 60);
 
+/// A start the store could not take: 503 with `Retry-After` while the store says it is
+/// unreachable or failed, an internal error otherwise.
+fn store_refusal(inner: &Inner, retry_after: Duration) -> StartError {
+    if inner.store.failure().is_some() {
+        StartError::StoreUnavailable { retry_after }
+    } else {
+        internal("store unavailable")
+    }
+}
+
 pub(super) fn internal(e: impl std::fmt::Display) -> StartError {
     StartError::Internal(e.to_string())
 }
@@ -29,6 +39,11 @@ impl AuthorizationManager {
         let retry_after = inner.settings.retry_after;
         if !inner.accepting.load(Ordering::SeqCst) {
             return Err(StartError::Overloaded { retry_after });
+        }
+        // A store that cannot be written (Redis unreachable, a failed disk) takes nothing new:
+        // nothing may be promised before it is stored.
+        if inner.store.failure().is_some() {
+            return Err(StartError::StoreUnavailable { retry_after });
         }
         let msisdn = Msisdn::parse(&req.msisdn).map_err(|e| StartError::Invalid(e.to_string()))?;
         if req.expiry.is_zero() || req.expiry > MAX_EXPIRY {
@@ -137,7 +152,7 @@ impl AuthorizationManager {
                     inner.release(&flight);
                     inner.release_dialog_key(op_index, msisdn.as_str(), ussd_key);
                     tracing::error!(error = %e, "PIN lock state unreadable");
-                    return Err(internal("store unavailable"));
+                    return Err(store_refusal(inner, retry_after));
                 }
             };
         let ttl_ms = u64::try_from(inner.settings.idempotency_ttl.as_millis()).unwrap_or(0);
@@ -159,7 +174,7 @@ impl AuthorizationManager {
                 inner.release(&flight);
                 inner.release_dialog_key(op_index, msisdn.as_str(), ussd_key);
                 tracing::error!(error = %e, "store refused a new authorization");
-                return Err(internal("store unavailable"));
+                return Err(store_refusal(inner, retry_after));
             }
         };
         if locked {
