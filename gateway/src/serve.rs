@@ -37,7 +37,9 @@ use crate::authorization::{
 };
 use crate::callback::CallbackClient;
 use crate::channel::admission::Admission;
-use crate::channel::{AuthRequest, AuthResult, Authorizer, AuthorizerConfig, PinVerifier};
+use crate::channel::{
+    AuthRequest, AuthResult, Authorizer, AuthorizerConfig, PinVerifier, StraySlot,
+};
 use crate::config::{GatewayConfig, LogConfig, LogFormat};
 use crate::metrics::smpp::{BindMetrics, BindState};
 use crate::metrics::Metrics;
@@ -256,6 +258,8 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<ServeHandle> {
         clock.clone(),
     ));
 
+    let shared_store = config.store.redis_settings().is_some();
+    let mut stray_slots = Vec::new();
     // Channels, one authorizer per operator.
     let mut operators = Vec::with_capacity(config.operators.len());
     let mut authorizers = Vec::with_capacity(config.operators.len());
@@ -298,6 +302,13 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<ServeHandle> {
             operator_metrics.answers_ignored_counter(crate::metrics::authorization::Channel::Ussd),
             operator_metrics.answers_ignored_counter(crate::metrics::authorization::Channel::Stk),
         ));
+        if shared_store {
+            // Several nodes: an answer to another node's prompt is taken here.
+            let slot = StraySlot::default();
+            ac.strays = Some(slot.clone());
+            ac.cross_node_answers = Some(operator_metrics.cross_node_answers_counter());
+            stray_slots.push(slot);
+        }
         let ussd_key_range = crate::channel::router::session_key_range(&ac.dialect);
         let (authorizer, join) = Authorizer::start(ac, Some(pin_check.clone()));
         operators.push(Operator {
@@ -333,6 +344,9 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<ServeHandle> {
         }),
         callbacks,
     });
+    for (i, slot) in stray_slots.iter().enumerate() {
+        let _ = slot.0.set(manager.stray_answers(i));
+    }
     manager
         .recover()
         .await

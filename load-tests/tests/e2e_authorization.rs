@@ -222,6 +222,7 @@ fn request(index: u64, loa: Loa, channel: AuthChannel) -> AuthRequest {
         expiry_secs: 600,
         ussd_key: None,
         stk_nonce: None,
+        ended_elsewhere: None,
     }
 }
 

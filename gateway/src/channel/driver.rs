@@ -29,7 +29,10 @@ use tokio_util::task::TaskTracker;
 
 use super::admission::{self, Admission, AdmissionPolicy, OperatorLoad};
 pub use super::router::{AuthChannel, AuthRequest, AuthResult};
-use super::router::{AuthId, IgnoredAnswers, Router, RouterConfig, RouterOutput, StkNonce};
+use super::router::{
+    AuthId, EndedElsewhere, IgnoredAnswers, Router, RouterConfig, RouterOutput, StkNonce,
+    StrayAnswer,
+};
 use crate::smpp::bind::{self, BindConfig, BindEvent, BindHandle};
 use crate::smpp::session::{SubmitFailure, SubmitId, SubmitRequest};
 use prometheus_client::metrics::counter::Counter;
@@ -43,6 +46,39 @@ pub trait PinVerifier: Send + Sync + 'static {
     /// Whether `pin` is right for `msisdn` (and counts the attempt).
     async fn verify(&self, msisdn: &str, pin: &str) -> bool;
 }
+
+/// Takes over, for an answer this node's router matched to nothing, the authorizations of a
+/// shared store it may belong to (prompted by another node): each comes back as the request
+/// [`Router::resume`] needs and the sender of its one result. The answer is then handed to the
+/// router again.
+pub trait StrayAnswers: Send + Sync + 'static {
+    fn adopt<'a>(
+        &'a self,
+        answer: &'a StrayAnswer,
+    ) -> futures_util::future::BoxFuture<'a, Vec<Adoption>>;
+}
+
+/// One authorization taken over for a stray answer.
+pub struct Adoption {
+    pub request: AuthRequest,
+    pub reply: oneshot::Sender<AuthResult>,
+}
+
+/// Where the [`StrayAnswers`] handler goes once it exists (the manager is built after the
+/// authorizers it drives).
+#[derive(Clone, Default)]
+pub struct StraySlot(pub Arc<std::sync::OnceLock<Arc<dyn StrayAnswers>>>);
+
+impl std::fmt::Debug for StraySlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StraySlot")
+            .field("set", &self.0.get().is_some())
+            .finish()
+    }
+}
+
+/// Ids of adopted authorizations start here, apart from the callers' own.
+const ADOPTED_IDS: AuthId = 1 << 62;
 
 /// Settings of an [`Authorizer`].
 #[derive(Debug, Clone)]
@@ -67,6 +103,11 @@ pub struct AuthorizerConfig {
     pub admission: AdmissionPolicy,
     /// Counters of ignored answers (USSD, STK), when measured.
     pub ignored_answers: Option<(Counter, Counter)>,
+    /// With a store shared by several nodes: who takes over the authorizations an unmatched
+    /// answer may belong to. `None`: unmatched answers are ignored.
+    pub strays: Option<StraySlot>,
+    /// Answers applied to authorizations another node prompted, when measured.
+    pub cross_node_answers: Option<Counter>,
 }
 
 impl AuthorizerConfig {
@@ -84,6 +125,8 @@ impl AuthorizerConfig {
             max_pending_por: 1024,
             admission: AdmissionPolicy::default(),
             ignored_answers: None,
+            strays: None,
+            cross_node_answers: None,
         }
     }
 }
@@ -106,9 +149,11 @@ enum Command {
     Shutdown {
         done: oneshot::Sender<()>,
     },
-    /// The caller stopped waiting (cancelled, or its own deadline passed): end the dialog.
+    /// The caller stopped waiting (cancelled, or its own deadline passed): end the dialog;
+    /// `quietly` when another node ended it (no release screen from here).
     EndEarly {
         auth: AuthId,
+        quietly: bool,
     },
 }
 
@@ -118,6 +163,7 @@ struct EndEarlyOnDrop {
     commands: mpsc::Sender<Command>,
     auth: AuthId,
     armed: bool,
+    ended_elsewhere: Option<EndedElsewhere>,
 }
 
 impl Drop for EndEarlyOnDrop {
@@ -125,7 +171,13 @@ impl Drop for EndEarlyOnDrop {
         if !self.armed {
             return;
         }
-        let end = Command::EndEarly { auth: self.auth };
+        let end = Command::EndEarly {
+            auth: self.auth,
+            quietly: self
+                .ended_elsewhere
+                .as_ref()
+                .is_some_and(EndedElsewhere::is_raised),
+        };
         if let Err(mpsc::error::TrySendError::Full(end)) = self.commands.try_send(end) {
             // The driver is busy: deliver it without holding the dropping caller up.
             let commands = self.commands.clone();
@@ -170,6 +222,7 @@ impl Authorizer {
     ) -> (Self, JoinHandle<()>) {
         let (events_tx, events_rx) = mpsc::channel(1024);
         let (verdicts_tx, verdicts_rx) = mpsc::unbounded_channel();
+        let (adoptions_tx, adoptions_rx) = mpsc::unbounded_channel();
         let mut binds = Vec::with_capacity(config.binds.len());
         let mut bind_tasks = Vec::with_capacity(config.binds.len());
         for b in &config.binds {
@@ -188,10 +241,13 @@ impl Authorizer {
             bind_tasks,
             events_tx,
             pin_verifier,
-            verdicts_tx,
+            Feedback {
+                verdicts: verdicts_tx,
+                adoptions: adoptions_tx,
+            },
             slots.clone(),
         );
-        let join = tokio::spawn(driver.run(commands_rx, events_rx, verdicts_rx));
+        let join = tokio::spawn(driver.run(commands_rx, events_rx, verdicts_rx, adoptions_rx));
         (
             Self {
                 commands,
@@ -255,6 +311,7 @@ impl Authorizer {
         };
         let auth = self.next_auth.fetch_add(1, Ordering::Relaxed) + 1;
         let (reply, result) = oneshot::channel();
+        let ended = request.ended_elsewhere.clone();
         let start = Command::Start {
             auth,
             request: Box::new(request),
@@ -262,7 +319,7 @@ impl Authorizer {
             reply,
             accepted,
         };
-        self.hand_over(auth, start, result).await
+        self.hand_over(auth, start, result, ended).await
     }
 
     /// Sends `command` (which carries `auth`) and waits for its result; a caller that stops
@@ -272,6 +329,7 @@ impl Authorizer {
         auth: AuthId,
         command: Command,
         result: oneshot::Receiver<AuthResult>,
+        ended_elsewhere: Option<EndedElsewhere>,
     ) -> AuthResult {
         if self.commands.send(command).await.is_err() {
             return AuthResult::Unavailable;
@@ -280,6 +338,7 @@ impl Authorizer {
             commands: self.commands.clone(),
             auth,
             armed: true,
+            ended_elsewhere,
         };
         let result = result.await.unwrap_or(AuthResult::Unavailable);
         guard.armed = false;
@@ -296,13 +355,14 @@ impl Authorizer {
         };
         let auth = self.next_auth.fetch_add(1, Ordering::Relaxed) + 1;
         let (reply, result) = oneshot::channel();
+        let ended = request.ended_elsewhere.clone();
         let resume = Command::Resume {
             auth,
             request: Box::new(request),
             permit,
             reply,
         };
-        self.hand_over(auth, resume, result).await
+        self.hand_over(auth, resume, result, ended).await
     }
 
     /// Authorizations running now.
@@ -343,8 +403,18 @@ struct Driver {
     /// PIN verdicts of the checks under way (one task each; bounded by the dialogs waiting for
     /// one, at most one per authorization).
     verdicts_tx: mpsc::UnboundedSender<(AuthId, bool)>,
+    /// Authorizations taken over for a stray answer, with the answer to hand back.
+    adoptions_tx: mpsc::UnboundedSender<(Vec<Adoption>, StrayAnswer)>,
+    next_adopted: AuthId,
     tracker: TaskTracker,
     slots: Arc<Semaphore>,
+}
+
+/// What the driver's own tasks send back to its loop: PIN verdicts, and the authorizations
+/// taken over for a stray answer with the answer.
+struct Feedback {
+    verdicts: mpsc::UnboundedSender<(AuthId, bool)>,
+    adoptions: mpsc::UnboundedSender<(Vec<Adoption>, StrayAnswer)>,
 }
 
 fn now_std() -> Instant {
@@ -358,9 +428,13 @@ impl Driver {
         bind_tasks: Vec<JoinHandle<()>>,
         events_tx: mpsc::Sender<BindEvent>,
         pin_verifier: Option<Arc<dyn PinVerifier>>,
-        verdicts_tx: mpsc::UnboundedSender<(AuthId, bool)>,
+        feedback: Feedback,
         slots: Arc<Semaphore>,
     ) -> Self {
+        let Feedback {
+            verdicts: verdicts_tx,
+            adoptions: adoptions_tx,
+        } = feedback;
         let router = Router::new(RouterConfig {
             dialect: config.dialect.clone(),
             service_code: config.service_code.clone(),
@@ -370,6 +444,7 @@ impl Driver {
             stk_grace: config.stk_grace,
             max_pending_por: config.max_pending_por,
             ussd_pin_check: pin_verifier.is_some(),
+            forward_strays: config.strays.is_some(),
         });
         Self {
             router,
@@ -381,6 +456,8 @@ impl Driver {
             ignored_seen: IgnoredAnswers::default(),
             pin_verifier,
             verdicts_tx,
+            adoptions_tx,
+            next_adopted: ADOPTED_IDS,
             tracker: TaskTracker::new(),
             slots,
         }
@@ -391,6 +468,7 @@ impl Driver {
         mut commands: mpsc::Receiver<Command>,
         mut events: mpsc::Receiver<BindEvent>,
         mut verdicts: mpsc::UnboundedReceiver<(AuthId, bool)>,
+        mut adoptions: mpsc::UnboundedReceiver<(Vec<Adoption>, StrayAnswer)>,
     ) {
         loop {
             let wake = self.router.poll_timeout();
@@ -408,8 +486,12 @@ impl Driver {
                     Some(Command::Resume { auth, request, permit, reply }) => {
                         self.resume(now_std(), auth, *request, permit, reply);
                     }
-                    Some(Command::EndEarly { auth }) => {
-                        self.router.end_early(now_std(), auth);
+                    Some(Command::EndEarly { auth, quietly }) => {
+                        if quietly {
+                            self.router.forget(now_std(), auth);
+                        } else {
+                            self.router.end_early(now_std(), auth);
+                        }
                         // Its caller is gone; the slot frees when the router releases it.
                         if let Some(w) = self.waiters.get_mut(&auth) {
                             w.reply = None;
@@ -433,10 +515,47 @@ impl Driver {
                 Some((auth, right)) = verdicts.recv() => {
                     self.router.handle_pin_verdict(now_std(), auth, right);
                 }
+                Some((adopted, answer)) = adoptions.recv() => {
+                    self.adopt(now_std(), adopted, answer);
+                    self.count_ignored();
+                }
                 () = sleep => self.router.handle_timeout(now_std()),
             }
             self.carry_out(now_std());
         }
+    }
+
+    /// Resumes the authorizations taken over for `answer`, then hands it to the router again.
+    fn adopt(&mut self, now: Instant, adopted: Vec<Adoption>, answer: StrayAnswer) {
+        let mut taken = 0;
+        for Adoption { request, reply } in adopted {
+            let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+                let _ = reply.send(AuthResult::Unavailable);
+                continue;
+            };
+            self.next_adopted += 1;
+            let auth = self.next_adopted;
+            if self.router.resume(now, auth, request).is_ok() {
+                self.waiters.insert(
+                    auth,
+                    Waiter {
+                        reply: Some(reply),
+                        accepted: None,
+                        _permit: permit,
+                    },
+                );
+                taken += 1;
+            } else {
+                // Already running here after all (resumed meanwhile): the answer finds it.
+                drop(reply);
+            }
+        }
+        if taken > 0 {
+            if let Some(c) = &self.config.cross_node_answers {
+                c.inc();
+            }
+        }
+        self.router.handle_stray(now, answer);
     }
 
     fn resume(
@@ -541,6 +660,19 @@ impl Driver {
                 }
                 RouterOutput::Released { auth } => {
                     self.waiters.remove(&auth);
+                }
+                RouterOutput::Stray(answer) => {
+                    match self.config.strays.as_ref().and_then(|s| s.0.get()).cloned() {
+                        Some(handler) => {
+                            let adoptions = self.adoptions_tx.clone();
+                            self.tracker.spawn(async move {
+                                let adopted = handler.adopt(&answer).await;
+                                let _ = adoptions.send((adopted, answer));
+                            });
+                        }
+                        // Not wired yet: hand it straight back, to be counted as ignored.
+                        None => self.router.handle_stray(now, answer),
+                    }
                 }
             }
         }

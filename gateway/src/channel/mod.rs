@@ -16,6 +16,10 @@ pub mod router;
 pub mod stk;
 pub mod ussd;
 
-pub use driver::{AuthChannel, AuthRequest, AuthResult, Authorizer, AuthorizerConfig, PinVerifier};
+pub use driver::{
+    Adoption, AuthChannel, AuthRequest, AuthResult, Authorizer, AuthorizerConfig, PinVerifier,
+    StrayAnswers, StraySlot,
+};
+pub use router::StrayAnswer;
 pub use stk::{CardProof, SimFailure, StkOutcome, StkParams, StkPush};
 pub use ussd::{UssdDialog, UssdOutcome, UssdPrompt};

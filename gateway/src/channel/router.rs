@@ -78,6 +78,52 @@ pub struct AuthRequest {
     pub ussd_key: Option<u16>,
     /// The STK transaction id and challenge the caller drew (and stored); `None`: the shell's.
     pub stk_nonce: Option<StkNonce>,
+    /// Set by the caller when another node ended the authorization (it answered there): the
+    /// dialog is then forgotten without a release screen, since the answer's node sent the
+    /// final one.
+    pub ended_elsewhere: Option<EndedElsewhere>,
+}
+
+/// A flag the caller raises when the authorization ended on another node.
+#[derive(Debug, Clone, Default)]
+pub struct EndedElsewhere(pub std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl EndedElsewhere {
+    pub fn raise(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn is_raised(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl PartialEq for EndedElsewhere {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for EndedElsewhere {}
+
+/// An answer no authorization of this router's matched: on a shared store it may belong to an
+/// authorization another node prompted (an SMSC hands answers to any bind of the account).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StrayAnswer {
+    /// A USSD `deliver_sm`.
+    Ussd(Box<DeliverSm>),
+    /// A reassembled SMS-PP proof of receipt from `msisdn`.
+    Stk { msisdn: String, packet: Vec<u8> },
+}
+
+impl StrayAnswer {
+    /// The sender, normalised as the router matches it.
+    pub fn msisdn(&self) -> String {
+        match self {
+            StrayAnswer::Ussd(d) => normalized_msisdn(&d.source_addr.to_string()),
+            StrayAnswer::Stk { msisdn, .. } => msisdn.clone(),
+        }
+    }
 }
 
 /// How an authorization ended. Exactly one per authorization.
@@ -146,6 +192,9 @@ pub struct RouterConfig {
     pub max_pending_por: usize,
     /// Whether PINs typed over USSD can be checked (a verifier is wired).
     pub ussd_pin_check: bool,
+    /// Answers that match nothing here are output as [`RouterOutput::Stray`] (a store shared
+    /// by several nodes) instead of being counted as ignored.
+    pub forward_strays: bool,
 }
 
 /// What the shell must do.
@@ -171,6 +220,10 @@ pub enum RouterOutput {
     Result { auth: AuthId, result: AuthResult },
     /// The router holds nothing more of the authorization.
     Released { auth: AuthId },
+    /// An answer that matched nothing here (only with `forward_strays`): the caller may take
+    /// over the authorizations it could belong to ([`Router::resume`]) and hand it back
+    /// ([`Router::handle_stray`]).
+    Stray(StrayAnswer),
 }
 
 impl std::fmt::Debug for RouterOutput {
@@ -182,6 +235,7 @@ impl std::fmt::Debug for RouterOutput {
             RouterOutput::VerifyPin { auth, .. } => write!(f, "VerifyPin({auth})"),
             RouterOutput::Result { auth, result } => write!(f, "Result({auth}, {result:?})"),
             RouterOutput::Released { auth } => write!(f, "Released({auth})"),
+            RouterOutput::Stray(_) => write!(f, "Stray"),
         }
     }
 }
@@ -485,7 +539,7 @@ impl Router {
                 } else if deliver.protocol_id == 0x7F {
                     self.handle_sms_pp(now, &deliver);
                 } else {
-                    self.handle_ussd(now, &deliver);
+                    self.handle_ussd(now, &deliver, false);
                 }
             }
             BindEvent::Bound { .. } => tracing::info!("bind up"),
@@ -638,11 +692,18 @@ impl Router {
         Ok((dialog, key))
     }
 
-    fn handle_ussd(&mut self, now: Instant, deliver: &DeliverSm) {
+    fn handle_ussd(&mut self, now: Instant, deliver: &DeliverSm, retried: bool) {
         match self.config.dialect.parse_mo(deliver) {
             Ok(mut mo) => {
                 mo.msisdn = normalized_msisdn(&mo.msisdn);
                 let Some(&auth) = self.ussd.get(&(mo.msisdn.clone(), mo.session_key)) else {
+                    if self.config.forward_strays && !retried {
+                        self.outputs
+                            .push_back(RouterOutput::Stray(StrayAnswer::Ussd(Box::new(
+                                deliver.clone(),
+                            ))));
+                        return;
+                    }
                     tracing::debug!("USSD MO for no open dialog");
                     self.ignored.ussd += 1;
                     return;
@@ -752,6 +813,11 @@ impl Router {
             }
         };
         let msisdn = normalized_msisdn(&deliver.source_addr.to_string());
+        self.handle_packet(now, msisdn, packet, false);
+    }
+
+    /// A reassembled PoR `packet` from `msisdn`: to the push it answers.
+    fn handle_packet(&mut self, now: Instant, msisdn: String, packet: Vec<u8>, retried: bool) {
         let candidates = self.stk.get(&msisdn).cloned().unwrap_or_default();
         for auth in candidates {
             if let Some(Entry {
@@ -765,8 +831,34 @@ impl Router {
                 }
             }
         }
+        if self.config.forward_strays && !retried {
+            self.outputs
+                .push_back(RouterOutput::Stray(StrayAnswer::Stk { msisdn, packet }));
+            return;
+        }
         tracing::debug!("PoR for no open push");
         self.ignored.stk += 1;
+    }
+
+    /// An answer handed back after [`RouterOutput::Stray`] (the caller has resumed what it could
+    /// belong to): matched now, or counted as ignored.
+    pub fn handle_stray(&mut self, now: Instant, answer: StrayAnswer) {
+        match answer {
+            StrayAnswer::Ussd(deliver) => self.handle_ussd(now, &deliver, true),
+            StrayAnswer::Stk { msisdn, packet } => self.handle_packet(now, msisdn, packet, true),
+        }
+    }
+
+    /// The authorization ended on another node: its dialog or push is dropped without a
+    /// release screen and without a result.
+    pub fn forget(&mut self, now: Instant, auth: AuthId) {
+        let Some(entry) = self.entries.get_mut(&auth) else {
+            return;
+        };
+        entry.result_sent = true;
+        entry.pin_pending = false;
+        let _ = now;
+        self.remove(auth);
     }
 
     fn submit_result(&mut self, now: Instant, auth: AuthId, result: Result<(), SubmitFailure>) {
@@ -962,6 +1054,7 @@ mod tests {
             stk_grace: Duration::from_secs(15),
             max_pending_por: 16,
             ussd_pin_check: true,
+            forward_strays: false,
         }
     }
 
@@ -981,6 +1074,7 @@ mod tests {
             expiry_secs: 60,
             ussd_key: None,
             stk_nonce: None,
+            ended_elsewhere: None,
         }
     }
 
@@ -1419,6 +1513,7 @@ mod tests {
     fn ussd_loa3_without_a_pin_check_is_refused_at_the_start() {
         let mut r = Router::new(RouterConfig {
             ussd_pin_check: false,
+            forward_strays: false,
             ..config()
         });
         let err = r

@@ -156,6 +156,7 @@ pub struct AuthorizationMetrics {
     refusals: Family<RefusalLabels, Counter>,
     awaiting_prompts: Family<OperatorLabels, Gauge>,
     answers_ignored: Family<OpChannelLabels, Counter>,
+    cross_node_answers: Family<OperatorLabels, Counter>,
     ota_counter_raises: Family<OperatorLabels, Counter>,
     duration: Family<ChannelOutcomeLabels, Histogram>,
     user_answer: Family<ChannelLabels, Histogram>,
@@ -183,6 +184,7 @@ pub struct OperatorMetrics {
     awaiting_prompts: Gauge,
     /// `[channel]`.
     answers_ignored: Vec<Counter>,
+    cross_node_answers: Counter,
     ota_counter_raises: Counter,
     /// `[channel][outcome]`.
     duration: Vec<Histogram>,
@@ -208,6 +210,7 @@ impl AuthorizationMetrics {
             refusals: Family::default(),
             awaiting_prompts: Family::default(),
             answers_ignored: Family::default(),
+            cross_node_answers: Family::default(),
             ota_counter_raises: Family::default(),
             duration: Family::new_with_constructor(|| Histogram::new(USER_LATENCY_BUCKETS)),
             user_answer: Family::new_with_constructor(|| Histogram::new(USER_LATENCY_BUCKETS)),
@@ -279,6 +282,11 @@ impl AuthorizationMetrics {
             m.answers_ignored.clone(),
         );
         registry.register(
+            "cross_node_answers",
+            "Answers this node took for authorizations another node prompted (a shared store: the SMSC hands answers to any bind), by operator",
+            m.cross_node_answers.clone(),
+        );
+        registry.register(
             "ota_floor_raises",
             "Cards that reported our OTA counter too low: the floor was raised (by 65 536, durably) and the push sent again, by operator",
             m.ota_counter_raises.clone(),
@@ -323,6 +331,9 @@ impl AuthorizationMetrics {
                 .get_or_create_owned(&OperatorLabels { operator: op() }),
             ota_counter_raises: self
                 .ota_counter_raises
+                .get_or_create_owned(&OperatorLabels { operator: op() }),
+            cross_node_answers: self
+                .cross_node_answers
                 .get_or_create_owned(&OperatorLabels { operator: op() }),
             answers_ignored: Channel::ALL
                 .iter()
@@ -406,6 +417,11 @@ impl OperatorMetrics {
     /// The counter of ignored answers on `channel`.
     pub fn answers_ignored_counter(&self, channel: Channel) -> Counter {
         self.answers_ignored[channel as usize].clone()
+    }
+
+    /// The counter of answers taken for another node's prompts.
+    pub fn cross_node_answers_counter(&self) -> Counter {
+        self.cross_node_answers.clone()
     }
 
     /// The gauge of admitted prompts not yet taken by the SMSC.

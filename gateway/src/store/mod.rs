@@ -280,6 +280,13 @@ pub trait Store: Send + Sync {
     fn failure(&self) -> Option<String> {
         None
     }
+
+    /// Ids of authorizations another node ended, as they are ended (a shared store only):
+    /// a hint to wake this node's waiters at once. Hints can be lost (a dropped connection, a
+    /// lagging receiver): the waiters' own deadline re-reads the store as the backstop.
+    fn ended_hints(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
+        None
+    }
 }
 
 /// Refuses key parts that would make keys ambiguous or unbounded.

@@ -184,4 +184,8 @@ impl Store for ObservedStore {
     fn failure(&self) -> Option<String> {
         self.inner.failure()
     }
+
+    fn ended_hints(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
+        self.inner.ended_hints()
+    }
 }

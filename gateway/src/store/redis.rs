@@ -132,7 +132,7 @@ return {'created', counter}
 /// sets, writes its outbox entries and starts the record's TTL.
 const CHANGE: &str = r#"
 -- KEYS: auth, inflight, inflight:msisdn, outbox
--- ARGV: expected_ver, json, terminal, ttl_ms, id, [event_id, entry_json]...
+-- ARGV: expected_ver, json, terminal, ttl_ms, id, hint_channel, hint, [event_id, entry_json]...
 local cur = redis.call('HMGET', KEYS[1], 'rec', 'ver', 'ota', 'terminal')
 if not cur[1] then
   return {'missing'}
@@ -149,10 +149,11 @@ if ARGV[3] == '1' then
   redis.call('HSET', KEYS[1], 'terminal', '1')
   redis.call('SREM', KEYS[2], ARGV[5])
   redis.call('SREM', KEYS[3], ARGV[5])
-  for i = 6, #ARGV, 2 do
+  for i = 8, #ARGV, 2 do
     redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 1])
   end
   redis.call('PEXPIRE', KEYS[1], ARGV[4])
+  redis.call('PUBLISH', ARGV[6], ARGV[7])
 end
 return {'ok', ver}
 "#;
@@ -232,10 +233,67 @@ pub struct RedisStore {
     /// [`HEALTH_INTERVAL`] keeps it current when no traffic does.
     failure: std::sync::Arc<Mutex<Option<String>>>,
     stop_health: tokio_util::sync::CancellationToken,
+    /// Ids ended through other handles (other nodes), from the hint channel.
+    hints: tokio::sync::broadcast::Sender<String>,
+    /// Tags this handle's hints, so it does not hear its own endings.
+    instance: String,
 }
 
 /// How often an idle node checks that Redis answers.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Ending hints a slow reader may fall behind by before it loses some (it then relies on the
+/// waiters' own re-read).
+const HINT_BACKLOG: usize = 4096;
+
+/// Subscribes to the ending hints until `stop`, forwarding the ids other handles (`own`
+/// excepted) ended; resubscribes after a lost connection (hints published meanwhile are lost:
+/// they are hints).
+async fn follow_hints(
+    client: redis::Client,
+    channel: String,
+    own: String,
+    hints: tokio::sync::broadcast::Sender<String>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    use futures_util::StreamExt;
+    loop {
+        let subscribed = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channel).await?;
+            redis::RedisResult::Ok(pubsub)
+        };
+        let pubsub = tokio::select! {
+            () = stop.cancelled() => return,
+            p = subscribed => p,
+        };
+        match pubsub {
+            Ok(mut pubsub) => {
+                let mut messages = pubsub.on_message();
+                loop {
+                    let message = tokio::select! {
+                        () = stop.cancelled() => return,
+                        m = messages.next() => m,
+                    };
+                    let Some(message) = message else { break };
+                    let Ok(hint) = message.get_payload::<String>() else {
+                        continue;
+                    };
+                    if let Some((from, id)) = hint.split_once('|') {
+                        if from != own {
+                            let _ = hints.send(id.to_owned());
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "ending hints: subscribing failed"),
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(HEALTH_INTERVAL) => {}
+        }
+    }
+}
 
 impl Drop for RedisStore {
     fn drop(&mut self) {
@@ -300,12 +358,13 @@ impl RedisStore {
         }
         let client = redis::Client::open(settings.url.as_str())
             .map_err(|e| StoreError::Backend(format!("Redis URL: {e}")))?;
+        let hint_client = client.clone();
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(settings.response_timeout))
             .set_connection_timeout(Some(settings.connect_timeout))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
-        let connection = ConnectionManager::new_with_config(client, config)
+        let connection = ConnectionManager::new_with_config(hint_client, config)
             .await
             .map_err(|e| StoreError::Backend(format!("connecting to Redis: {e}")))?;
         let failure = std::sync::Arc::new(Mutex::new(None));
@@ -313,6 +372,16 @@ impl RedisStore {
         tokio::spawn(health(
             connection.clone(),
             failure.clone(),
+            stop_health.clone(),
+        ));
+        let (hints, _) = tokio::sync::broadcast::channel(HINT_BACKLOG);
+        let channel = format!("{{{}}}:ended", settings.prefix);
+        let instance = hex::encode(rand::random::<[u8; 8]>());
+        tokio::spawn(follow_hints(
+            client,
+            channel,
+            instance.clone(),
+            hints.clone(),
             stop_health.clone(),
         ));
         Ok(Self {
@@ -326,6 +395,8 @@ impl RedisStore {
             cache: Mutex::new(HashMap::new()),
             failure,
             stop_health,
+            hints,
+            instance,
         })
     }
 
@@ -348,6 +419,11 @@ impl RedisStore {
 
     fn inflight_msisdn_key(&self, msisdn: &str) -> String {
         self.key(&["inflight", msisdn])
+    }
+
+    /// The pub/sub channel endings are announced on.
+    fn hint_channel(&self) -> String {
+        self.key(&["ended"])
     }
 
     fn outbox_key(&self) -> String {
@@ -462,7 +538,9 @@ impl RedisStore {
             .arg(json)
             .arg(if terminal { "1" } else { "0" })
             .arg(self.options.terminal_ttl_ms.max(1))
-            .arg(&record.id);
+            .arg(&record.id)
+            .arg(self.hint_channel())
+            .arg(format!("{}|{}", self.instance, record.id));
         for entry in entries {
             invocation.arg(&entry.event_id).arg(Self::encode(entry)?);
         }
@@ -935,6 +1013,10 @@ impl Store for RedisStore {
 
     fn failure(&self) -> Option<String> {
         lock(&self.failure).clone()
+    }
+
+    fn ended_hints(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
+        Some(self.hints.subscribe())
     }
 }
 

@@ -308,6 +308,7 @@ impl AuthorizationManager {
                 awaiting,
                 port.metrics.as_ref().map(|m| m.awaiting_prompts_gauge()),
             ))),
+            ended_elsewhere: EndedElsewhere::default(),
         });
         live.per_msisdn.insert(flight.msisdn.clone(), same + 1);
         if let Some(key) = &flight.idempotency_key {

@@ -48,6 +48,49 @@ fn card_secrets(keys: &CardKeys) -> Option<sim_applet_model::applet::state::Card
     })
 }
 
+/// The channel's request for `plan` on `channel` with `remaining` of the user's time; the
+/// ending instead when the push cannot be built (no card keys, no counter).
+pub(super) fn channel_request(
+    plan: &Plan,
+    channel: ChannelKind,
+    ussd_key: Option<u16>,
+    stk_counter: Option<u64>,
+    remaining: Duration,
+    ended_elsewhere: Option<EndedElsewhere>,
+) -> Result<AuthRequest, Ending> {
+    let auth_channel = match (channel, &plan.keys) {
+        (ChannelKind::Stk, Some(keys)) => {
+            let Some(secrets) = card_secrets(keys) else {
+                return Err(Ending::new(TerminalStatus::SimError, "card_keys"));
+            };
+            let Some(counter) = stk_counter else {
+                tracing::error!("no OTA counter was reserved with the record");
+                return Err(Ending::new(
+                    TerminalStatus::SimError,
+                    "ota_counter_unavailable",
+                ));
+            };
+            AuthChannel::Stk { secrets, counter }
+        }
+        _ => AuthChannel::Ussd,
+    };
+    Ok(AuthRequest {
+        msisdn: plan.msisdn.clone(),
+        loa: state::to_applet_loa(plan.loa),
+        channel: auth_channel,
+        rp_name: plan.rp_name.clone(),
+        consent: plan.consent.clone(),
+        binding_code: plan.binding.clone(),
+        expiry_secs: user_expiry_secs(remaining, channel),
+        ussd_key: match channel {
+            ChannelKind::Ussd => ussd_key,
+            ChannelKind::Stk => None,
+        },
+        stk_nonce: plan.stk_nonce,
+        ended_elsewhere,
+    })
+}
+
 impl Inner {
     pub(super) fn set_view(&self, flight: &Flight, view: AuthorizationView) {
         flight.view.send_replace(view);
@@ -159,43 +202,24 @@ impl Inner {
             return (Ending::new(TerminalStatus::Rejected, "no_operator"), None);
         };
         loop {
-            let auth_channel = match (channel, &plan.keys) {
-                (ChannelKind::Stk, Some(keys)) => {
-                    let Some(secrets) = card_secrets(keys) else {
-                        return (Ending::new(TerminalStatus::SimError, "card_keys"), via);
-                    };
-                    let Some(counter) = stk_counter else {
-                        tracing::error!("no OTA counter was reserved with the record");
-                        return (
-                            Ending::new(TerminalStatus::SimError, "ota_counter_unavailable"),
-                            via,
-                        );
-                    };
-                    AuthChannel::Stk { secrets, counter }
-                }
-                _ => AuthChannel::Ussd,
-            };
-            let counter = match &auth_channel {
-                AuthChannel::Stk { counter, .. } => Some(*counter),
-                AuthChannel::Ussd => None,
-            };
             let remaining = plan.deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
                 return (Ending::new(TerminalStatus::Expired, "no_response"), via);
             }
-            let request = AuthRequest {
-                msisdn: plan.msisdn.clone(),
-                loa: state::to_applet_loa(plan.loa),
-                channel: auth_channel,
-                rp_name: plan.rp_name.clone(),
-                consent: plan.consent.clone(),
-                binding_code: plan.binding.clone(),
-                expiry_secs: user_expiry_secs(remaining, channel),
-                ussd_key: match channel {
-                    ChannelKind::Ussd => ussd_key,
-                    ChannelKind::Stk => None,
-                },
-                stk_nonce: plan.stk_nonce,
+            let request = match channel_request(
+                plan,
+                channel,
+                ussd_key,
+                stk_counter,
+                remaining,
+                Some(flight.ended_elsewhere.clone()),
+            ) {
+                Ok(request) => request,
+                Err(ending) => return (ending, via),
+            };
+            let counter = match &request.channel {
+                AuthChannel::Stk { counter, .. } => Some(*counter),
+                AuthChannel::Ussd => None,
             };
             // `prompted` is recorded when the SMSC takes the prompt, not when it is queued: a
             // throttled bind must not make the view claim the handset has it.

@@ -54,6 +54,7 @@ mod carrying;
 mod keys;
 mod publishing;
 mod recovery;
+mod strays;
 
 pub use recovery::Recovered;
 
@@ -67,7 +68,7 @@ use super::service::{
 use super::state::{self, Ending};
 use crate::callback::{CallbackClient, RetryPolicy};
 use crate::channel::admission::Admission;
-use crate::channel::router::StkNonce;
+use crate::channel::router::{EndedElsewhere, StkNonce};
 use crate::channel::{AuthChannel, AuthRequest, AuthResult};
 use crate::metrics::authorization as m;
 use crate::routing::{Msisdn, Router};
@@ -239,6 +240,8 @@ struct Flight {
     deadline: Instant,
     /// Held while the prompt waits to be taken by the network; counts in admission.
     prompt_ticket: Mutex<Option<PromptTicket>>,
+    /// Raised when another node ended it: the channel then forgets its dialog quietly.
+    ended_elsewhere: EndedElsewhere,
 }
 
 impl Flight {
@@ -376,7 +379,7 @@ impl AuthorizationManager {
             .iter()
             .map(|_| Arc::new(AtomicUsize::new(0)))
             .collect();
-        Self {
+        let manager = Self {
             inner: Arc::new(Inner {
                 dialog_keys,
                 awaiting_prompts,
@@ -392,7 +395,23 @@ impl AuthorizationManager {
                 shutdown: CancellationToken::new(),
                 accepting: AtomicBool::new(true),
             }),
+        };
+        if let Some(hints) = manager.inner.store.ended_hints() {
+            tokio::spawn(strays::follow_ending_hints(
+                Arc::downgrade(&manager.inner),
+                hints,
+            ));
         }
+        manager
+    }
+
+    /// The [`crate::channel::StrayAnswers`] of operator `operator` (its index): with a store
+    /// shared by several nodes, an answer to another node's prompt is taken here.
+    pub fn stray_answers(&self, operator: usize) -> Arc<dyn crate::channel::StrayAnswers> {
+        Arc::new(strays::StrayAdopter {
+            inner: Arc::downgrade(&self.inner),
+            operator,
+        })
     }
 
     /// Authorizations running now.

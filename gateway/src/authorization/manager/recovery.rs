@@ -72,61 +72,23 @@ impl AuthorizationManager {
     /// Takes `record` over if its prompt can still be answered; `false` otherwise.
     fn resume(&self, record: &AuthorizationRecord, now_ms: u64) -> bool {
         let inner = &self.inner;
-        // Bounded: a deadline is at most the API's longest expiry away; a wild one must not
-        // overflow the clock.
-        let left = Duration::from_millis(record.deadline_ms.saturating_sub(now_ms))
-            .min(Duration::from_secs(24 * 3600));
-        if left < LEAST_TIME_TO_RESUME
-            || !matches!(record.state, AuthState::Routed | AuthState::Prompted)
-        {
-            return false;
-        }
-        let Some(op_index) = inner
-            .operators
-            .iter()
-            .position(|o| o.name == record.operator)
+        let Some(Resumable {
+            plan,
+            operator: op_index,
+            stored,
+        }) = inner.resumable(record, now_ms)
         else {
             return false;
         };
-        let Ok(msisdn) = Msisdn::parse(&record.msisdn) else {
-            return false;
+        let channel = plan.channel;
+        let loa = plan.loa;
+        let deadline = plan.deadline;
+        let msisdn = match Msisdn::parse(&record.msisdn) {
+            Ok(m) => m,
+            Err(_) => return false,
         };
-        let stored = state::from_store_channel(record.channel);
-        // A USSD key on an STK record is a fallback prompt's: that is the one out.
-        let channel = if record.ussd_key.is_some() {
-            ChannelKind::Ussd
-        } else {
-            stored
-        };
-        let (keys, stk_nonce) = match channel {
-            ChannelKind::Stk => {
-                let keys = inner
-                    .subscribers
-                    .get(&msisdn)
-                    .and_then(|sub| sub.keys.clone());
-                let nonce = match (
-                    <[u8; 8]>::try_from(record.txid.as_slice()),
-                    <[u8; 16]>::try_from(record.challenge.as_slice()),
-                ) {
-                    (Ok(txid), Ok(challenge)) => Some(StkNonce { txid, challenge }),
-                    _ => None,
-                };
-                if keys.is_none() || nonce.is_none() || record.stk_counter.is_none() {
-                    return false;
-                }
-                (keys, nonce)
-            }
-            ChannelKind::Ussd => {
-                if record.ussd_key.is_none() {
-                    return false;
-                }
-                (None, None)
-            }
-        };
-        let loa = state::from_store_loa(record.loa_requested);
         let mut view = state::view_of(record);
         view.channel = Some(channel);
-        let deadline = Instant::now() + left;
         let (tx, _) = watch::channel(view);
         let flight = Arc::new(Flight {
             prompt_ticket: Mutex::new(None),
@@ -141,6 +103,7 @@ impl AuthorizationManager {
             cancel: inner.shutdown.child_token(),
             started: Instant::now(),
             deadline,
+            ended_elsewhere: EndedElsewhere::default(),
         });
         {
             let mut live = lock(&inner.live);
@@ -154,24 +117,6 @@ impl AuthorizationManager {
         if let Some(om) = inner.operators[op_index].metrics.as_ref() {
             om.resumed(metric_channel(stored));
         }
-        let plan = Plan {
-            msisdn: record.msisdn.clone(),
-            loa,
-            channel,
-            keys,
-            stk_counter: record.stk_counter,
-            // A resumed push's counter was accepted by nobody yet or by the card: no raise.
-            ota_key: None,
-            stk_nonce,
-            ussd_key: record.ussd_key,
-            resumed_from: Some(record.state.clone()),
-            via: (channel != stored).then_some(channel),
-            // The prompt is on the handset already: its texts are not needed again.
-            rp_name: String::new(),
-            consent: String::new(),
-            binding: String::new(),
-            deadline,
-        };
         let span = tracing::info_span!(
             "authorization",
             id = %record.id,
@@ -226,5 +171,88 @@ impl AuthorizationManager {
                 "deliveries still running at shutdown; the next start sends them again"
             );
         }
+    }
+}
+
+/// What taking over a record needs: its plan, its operator and the channel it started on.
+pub(super) struct Resumable {
+    pub(super) plan: Plan,
+    pub(super) operator: usize,
+    pub(super) stored: ChannelKind,
+}
+
+impl Inner {
+    /// The plan that awaits `record`'s answer, if it can still come: time is left, the prompt
+    /// is out (or going out), and the record holds what checking the answer needs (the USSD
+    /// session key; the STK counter, transaction id and challenge, with the card's keys from
+    /// the registry).
+    pub(super) fn resumable(&self, record: &AuthorizationRecord, now_ms: u64) -> Option<Resumable> {
+        // Bounded: a deadline is at most the API's longest expiry away; a wild one must not
+        // overflow the clock.
+        let left = Duration::from_millis(record.deadline_ms.saturating_sub(now_ms))
+            .min(Duration::from_secs(24 * 3600));
+        if left < LEAST_TIME_TO_RESUME
+            || !matches!(record.state, AuthState::Routed | AuthState::Prompted)
+        {
+            return None;
+        }
+        let op_index = self
+            .operators
+            .iter()
+            .position(|o| o.name == record.operator)?;
+        let msisdn = Msisdn::parse(&record.msisdn).ok()?;
+        let stored = state::from_store_channel(record.channel);
+        // A USSD key on an STK record is a fallback prompt's: that is the one out.
+        let channel = if record.ussd_key.is_some() {
+            ChannelKind::Ussd
+        } else {
+            stored
+        };
+        let (keys, stk_nonce) = match channel {
+            ChannelKind::Stk => {
+                let keys = self
+                    .subscribers
+                    .get(&msisdn)
+                    .and_then(|sub| sub.keys.clone());
+                let nonce = match (
+                    <[u8; 8]>::try_from(record.txid.as_slice()),
+                    <[u8; 16]>::try_from(record.challenge.as_slice()),
+                ) {
+                    (Ok(txid), Ok(challenge)) => Some(StkNonce { txid, challenge }),
+                    _ => None,
+                };
+                if keys.is_none() || nonce.is_none() || record.stk_counter.is_none() {
+                    return None;
+                }
+                (keys, nonce)
+            }
+            ChannelKind::Ussd => {
+                record.ussd_key?;
+                (None, None)
+            }
+        };
+        let plan = Plan {
+            msisdn: record.msisdn.clone(),
+            loa: state::from_store_loa(record.loa_requested),
+            channel,
+            keys,
+            stk_counter: record.stk_counter,
+            // A resumed push's counter was accepted by nobody yet or by the card: no raise.
+            ota_key: None,
+            stk_nonce,
+            ussd_key: record.ussd_key,
+            resumed_from: Some(record.state.clone()),
+            via: (channel != stored).then_some(channel),
+            // The prompt is on the handset already: its texts are not needed again.
+            rp_name: String::new(),
+            consent: String::new(),
+            binding: String::new(),
+            deadline: Instant::now() + left,
+        };
+        Some(Resumable {
+            plan,
+            operator: op_index,
+            stored,
+        })
     }
 }

@@ -1,0 +1,151 @@
+//! Answers on any node. With a store shared by several nodes, an SMSC hands a handset's
+//! answer (a USSD `deliver_sm`, a PoR) to any bind of the account, so it often lands on a node
+//! that did not send the prompt. That node's router matches it to nothing and hands it here:
+//! the authorizations of that subscriber in flight in the shared store and not running on this
+//! node are taken over for the answer ([`Inner::resumable`], as after a restart), the router
+//! checks the answer against them (session key and step, PIN with the shared try counter, the
+//! card's MAC over the stored challenge), and the one it fits ends here by compare-and-set.
+//!
+//! The prompting node learns it from the store's ending hint (pub/sub): its flight publishes
+//! the stored result to its waiters and forgets its dialog quietly (the answering node sent the
+//! final screen). A lost hint costs time, not correctness: at its deadline the prompting node's
+//! own ending loses the compare-and-set and publishes the stored one.
+
+use super::carrying::channel_request;
+use super::recovery::Resumable;
+use super::*;
+use crate::channel::{Adoption, StrayAnswer, StrayAnswers};
+
+/// One operator's [`StrayAnswers`], over the manager.
+pub(super) struct StrayAdopter {
+    pub(super) inner: std::sync::Weak<Inner>,
+    pub(super) operator: usize,
+}
+
+impl StrayAnswers for StrayAdopter {
+    fn adopt<'a>(&'a self, answer: &'a StrayAnswer) -> BoxFuture<'a, Vec<Adoption>> {
+        async move {
+            let Some(inner) = self.inner.upgrade() else {
+                return Vec::new();
+            };
+            inner.adopt(self.operator, answer).await
+        }
+        .boxed()
+    }
+}
+
+impl Inner {
+    async fn adopt(self: &Arc<Self>, operator: usize, answer: &StrayAnswer) -> Vec<Adoption> {
+        let Some(op) = self.operators.get(operator) else {
+            return Vec::new();
+        };
+        let msisdn = answer.msisdn();
+        let records = match self.store.in_flight_for_msisdn(&msisdn).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "a stray answer could not be looked up");
+                return Vec::new();
+            }
+        };
+        let now_ms = (self.clock)();
+        let mut adopted = Vec::new();
+        for record in records {
+            if record.operator != op.name || lock(&self.live).by_id.contains_key(&record.id) {
+                continue;
+            }
+            let Some(Resumable { plan, stored, .. }) = self.resumable(&record, now_ms) else {
+                continue;
+            };
+            let fits = matches!(
+                (answer, plan.channel),
+                (StrayAnswer::Ussd(_), ChannelKind::Ussd)
+                    | (StrayAnswer::Stk { .. }, ChannelKind::Stk)
+            );
+            if !fits {
+                continue;
+            }
+            let remaining = plan.deadline.saturating_duration_since(Instant::now());
+            let Ok(request) = channel_request(
+                &plan,
+                plan.channel,
+                plan.ussd_key,
+                plan.stk_counter,
+                remaining,
+                None,
+            ) else {
+                continue;
+            };
+            let (reply, result) = oneshot::channel();
+            let inner = self.clone();
+            let id = record.id.clone();
+            self.tracker.spawn(async move {
+                inner.settle_adopted(&id, &plan, stored, result).await;
+            });
+            adopted.push(Adoption { request, reply });
+        }
+        adopted
+    }
+
+    /// Ends an authorization taken over for a stray answer with what the answer decided. One
+    /// the answer did not fit (it went to another, or it ran out of time here) is left to the
+    /// node that prompted it: this node only ends what it was answered.
+    async fn settle_adopted(
+        self: &Arc<Self>,
+        id: &str,
+        plan: &Plan,
+        stored: ChannelKind,
+        result: oneshot::Receiver<AuthResult>,
+    ) {
+        let Ok(result) = result.await else {
+            return;
+        };
+        if !state::user_answered(&result)
+            && !matches!(
+                result,
+                AuthResult::Aborted | AuthResult::SimError(_) | AuthResult::PinBlocked
+            )
+        {
+            return;
+        }
+        let channel = plan.channel;
+        let locked_now =
+            matches!(result, AuthResult::WrongPin) && self.is_locked(&plan.msisdn).await;
+        let ending = state::ending_of(result, plan.loa, channel == ChannelKind::Stk, locked_now);
+        tracing::info!(id, status = ?ending.status, "answer taken on this node for another node's prompt");
+        let via = (channel != stored).then_some(channel);
+        let _ = self.finish(id, ending, via).await;
+    }
+}
+
+/// Follows the store's ending hints while the manager lives: a flight running here that
+/// another node ended publishes the stored result and forgets its dialog.
+pub(super) async fn follow_ending_hints(
+    inner: std::sync::Weak<Inner>,
+    mut hints: broadcast::Receiver<String>,
+) {
+    loop {
+        let id = match hints.recv().await {
+            Ok(id) => id,
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(lost = n, "ending hints lost; deadlines re-read the store");
+                continue;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let Some(flight) = lock(&inner.live).by_id.get(&id).cloned() else {
+            continue;
+        };
+        match inner.store.get_authorization(&id).await {
+            Ok(Some(record)) if record.state.is_terminal() => {
+                flight.ended_elsewhere.raise();
+                inner.complete(&flight, &state::view_of(&record));
+                flight.cancel.cancel();
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "an ended authorization could not be read"),
+        }
+    }
+}
