@@ -43,6 +43,7 @@ fn record(caller: u64, i: u64) -> AuthorizationRecord {
         idempotency_key: Some(format!("req-{caller}-{i}")),
         prompted_ms: None,
         keycloak: None,
+        node: None,
     }
 }
 

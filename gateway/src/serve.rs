@@ -197,6 +197,7 @@ fn manager_settings(config: &GatewayConfig) -> ManagerSettings {
         overrun: Duration::from_secs(p.stk_answer_timeout_secs + p.submit_timeout_secs + 15),
         // A key never outlives the record it points at by much: both go with the store's TTL.
         idempotency_ttl: Duration::from_secs(config.store.terminal_ttl_secs.max(1)),
+        node_id: config.store.node_id(),
         ..ManagerSettings::default()
     }
 }
@@ -351,6 +352,7 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<ServeHandle> {
         .recover()
         .await
         .context("ending authorizations left in flight")?;
+    manager.follow_nodes();
     let service: Arc<dyn AuthorizationService> = Arc::new(manager.clone());
 
     // North API.

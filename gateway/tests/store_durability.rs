@@ -70,6 +70,7 @@ fn authorization(round: u64, writer: u64, i: u64) -> AuthorizationRecord {
         idempotency_key: None,
         prompted_ms: None,
         keycloak: None,
+        node: None,
     }
 }
 

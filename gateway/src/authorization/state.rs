@@ -376,6 +376,7 @@ mod tests {
             callback_url: None,
             idempotency_key: None,
             keycloak: None,
+            node: None,
             prompted_ms: None,
         }
     }

@@ -604,6 +604,7 @@ async fn restart_recovery_ends_every_in_flight_record() {
                     idempotency_key: None,
                     prompted_ms: None,
                     keycloak: None,
+                    node: None,
                 },
                 1,
                 0,
@@ -852,6 +853,7 @@ async fn a_restart_takes_over_prompts_that_can_still_be_answered_and_ends_the_re
         idempotency_key: None,
         prompted_ms: Some(now - 4_000),
         keycloak: None,
+        node: None,
     };
     let stk = AuthorizationRecord {
         id: "stk".into(),

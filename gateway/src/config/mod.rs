@@ -579,6 +579,10 @@ pub struct StoreConfig {
     /// Redis: longest wait for a connection.
     #[serde(default = "default_redis_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
+    /// This node's id among the nodes sharing the store; it must stay the same across restarts
+    /// (a restarted node takes over what it left in flight). Absent: derived from `path`.
+    #[serde(default)]
+    pub node_id: Option<String>,
     /// How long an ended authorization stays readable (polls, late callbacks, audits) and an
     /// idempotency key keeps pointing at it, before the purge removes them.
     #[serde(default = "default_terminal_ttl_secs")]
@@ -621,6 +625,19 @@ pub enum StoreBackend {
 }
 
 impl StoreConfig {
+    /// This node's id: `node_id`, or `node-` and a digest of `path` (stable across restarts of
+    /// one node, distinct between nodes with their own files).
+    pub fn node_id(&self) -> String {
+        match &self.node_id {
+            Some(id) => id.clone(),
+            None => {
+                use sha2::Digest;
+                let digest = sha2::Sha256::digest(self.path.to_string_lossy().as_bytes());
+                format!("node-{}", hex::encode(&digest[..6]))
+            }
+        }
+    }
+
     /// The Redis connection settings (`None` with the embedded backend).
     pub fn redis_settings(&self) -> Option<crate::store::RedisSettings> {
         (self.backend == StoreBackend::Redis).then(|| crate::store::RedisSettings {

@@ -157,6 +157,17 @@ impl GatewayConfig {
                     "must be non-empty, without braces or spaces",
                 ));
             }
+            if let Some(id) = &self.store.node_id {
+                if id.is_empty()
+                    || id.len() > 64
+                    || id.chars().any(|c| c.is_whitespace() || c.is_control())
+                {
+                    return Err(ConfigError::at(
+                        "store.node_id",
+                        "must be 1 to 64 characters without spaces",
+                    ));
+                }
+            }
             nonzero(
                 "store.response_timeout_ms".into(),
                 self.store.response_timeout_ms,

@@ -281,6 +281,17 @@ pub trait Store: Send + Sync {
         None
     }
 
+    /// Says that `node` is alive for `ttl_ms` more (a store shared by several nodes; a local
+    /// store has one node and keeps nothing).
+    async fn renew_lease(&self, _node: &str, _ttl_ms: u64) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Whether `node`'s lease still runs. A local store knows no other node: `false`.
+    async fn lease_alive(&self, _node: &str) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+
     /// Ids of authorizations another node ended, as they are ended (a shared store only):
     /// a hint to wake this node's waiters at once. Hints can be lost (a dropped connection, a
     /// lagging receiver): the waiters' own deadline re-reads the store as the backstop.

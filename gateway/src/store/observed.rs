@@ -188,4 +188,12 @@ impl Store for ObservedStore {
     fn ended_hints(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
         self.inner.ended_hints()
     }
+
+    async fn renew_lease(&self, node: &str, ttl_ms: u64) -> Result<(), StoreError> {
+        self.inner.renew_lease(node, ttl_ms).await
+    }
+
+    async fn lease_alive(&self, node: &str) -> Result<bool, StoreError> {
+        self.inner.lease_alive(node).await
+    }
 }

@@ -158,6 +158,10 @@ pub struct AuthorizationRecord {
     /// goes out after a restart too.
     #[serde(default)]
     pub keycloak: Option<KeycloakFollow>,
+    /// The node that created it (several nodes on one store): at start a node takes over its
+    /// own in-flight records and those of nodes whose lease ran out, never a live node's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// Keycloak's follow state of one CIBA request: its callback target and the bearer token to
@@ -657,6 +661,7 @@ pub(crate) mod tests {
             idempotency_key: Some("req-1".into()),
             prompted_ms: None,
             keycloak: None,
+            node: None,
         }
     }
 }

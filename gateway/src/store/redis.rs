@@ -20,6 +20,8 @@
 //! | `{p}:ota:<msisdn>:<tar>:<key set>` | string | the OTA high-water mark |
 //! | `{p}:pin:<msisdn>` | string | the PIN record as JSON |
 //! | `{p}:outbox` | hash | event id -> outbox entry as JSON |
+//! | `{p}:node:<id>` | string | a node's lease, `PEXPIRE`d: renewed every second while it runs |
+//! | `{p}:ended` | pub/sub channel | `<handle>|<id>` of every ending: a hint to wake the prompting node |
 //!
 //! # Compare-and-set
 //!
@@ -1017,6 +1019,33 @@ impl Store for RedisStore {
 
     fn ended_hints(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
         Some(self.hints.subscribe())
+    }
+
+    async fn renew_lease(&self, node: &str, ttl_ms: u64) -> Result<(), StoreError> {
+        check_key("node id", node)?;
+        let mut con = self.connection.clone();
+        let _: () = self.seen(
+            redis::cmd("SET")
+                .arg(self.key(&["node", node]))
+                .arg("alive")
+                .arg("PX")
+                .arg(ttl_ms.max(1))
+                .query_async(&mut con)
+                .await,
+        )?;
+        Ok(())
+    }
+
+    async fn lease_alive(&self, node: &str) -> Result<bool, StoreError> {
+        check_key("node id", node)?;
+        let mut con = self.connection.clone();
+        let n: i64 = self.seen(
+            redis::cmd("EXISTS")
+                .arg(self.key(&["node", node]))
+                .query_async(&mut con)
+                .await,
+        )?;
+        Ok(n == 1)
     }
 }
 

@@ -57,6 +57,8 @@ pub struct GatewayConfigBuilder {
     /// `[store] backend = "redis"` at this URL with this key prefix (absent: the embedded
     /// store in `dir`).
     pub redis: Option<(String, String)>,
+    /// `[store] node_id` (absent: derived from the store path).
+    pub node_id: Option<String>,
     /// `[log]` format and filter (absent: the gateway's default).
     pub log: Option<(String, String)>,
 }
@@ -95,6 +97,7 @@ impl GatewayConfigBuilder {
             api_listen: None,
             metrics_listen: None,
             redis: None,
+            node_id: None,
             log: None,
         }
     }
@@ -186,6 +189,9 @@ impl GatewayConfigBuilder {
                 &mut t,
                 format!("backend = \"redis\"\nurl = \"{url}\"\nkey_prefix = \"{prefix}\""),
             );
+        }
+        if let Some(id) = &self.node_id {
+            line(&mut t, format!("node_id = \"{id}\""));
         }
         for (key, value) in [
             ("terminal_ttl_secs", self.terminal_ttl_secs),

@@ -66,6 +66,7 @@ pub fn serve_if_child() -> Option<ExitCode> {
 pub struct GatewayProcess {
     child: Child,
     program: PathBuf,
+    args: Vec<String>,
     config: PathBuf,
     pub api_addr: SocketAddr,
 }
@@ -73,7 +74,18 @@ pub struct GatewayProcess {
 impl GatewayProcess {
     /// Starts `program` as a gateway child serving `config`; returns once it serves.
     pub async fn spawn(program: &Path, config: &Path) -> anyhow::Result<Self> {
+        Self::spawn_with_args(program, &[], config).await
+    }
+
+    /// [`Self::spawn`] with arguments (a test binary re-executing itself names the test that
+    /// calls [`serve_if_child`]).
+    pub async fn spawn_with_args(
+        program: &Path,
+        args: &[&str],
+        config: &Path,
+    ) -> anyhow::Result<Self> {
         let mut child = Command::new(program)
+            .args(args)
             .env(CONFIG_ENV, config)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -88,7 +100,8 @@ impl GatewayProcess {
         let mut lines = BufReader::new(stdout).lines();
         let api_addr = tokio::time::timeout(START_LIMIT, async {
             while let Some(line) = lines.next_line().await? {
-                if let Some(addr) = line.strip_prefix("API ") {
+                // A re-executed test binary prints libtest's "test name ... " before it.
+                if let Some((_, addr)) = line.split_once("API ") {
                     return addr
                         .trim()
                         .parse::<SocketAddr>()
@@ -104,6 +117,7 @@ impl GatewayProcess {
         Ok(Self {
             child,
             program: program.to_owned(),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
             config: config.to_owned(),
             api_addr,
         })
@@ -115,8 +129,18 @@ impl GatewayProcess {
             .start_kill()
             .context("sending SIGKILL to the gateway")?;
         self.child.wait().await.context("reaping the gateway")?;
-        let next = Self::spawn(&self.program, &self.config).await?;
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let next = Self::spawn_with_args(&self.program, &args, &self.config).await?;
         *self = next;
+        Ok(())
+    }
+
+    /// SIGKILL only: nothing flushed, nothing said on the way out.
+    pub async fn kill(mut self) -> anyhow::Result<()> {
+        self.child
+            .start_kill()
+            .context("sending SIGKILL to the gateway")?;
+        self.child.wait().await.context("reaping the gateway")?;
         Ok(())
     }
 

@@ -143,6 +143,7 @@ impl AuthorizationManager {
             idempotency_key: req.idempotency_key.clone(),
             prompted_ms: None,
             keycloak: req.keycloak.clone(),
+            node: Some(inner.settings.node_id.clone()),
         };
         let check_lock = channel == ChannelKind::Ussd && req.loa == Loa::Loa3;
         let locked = check_lock

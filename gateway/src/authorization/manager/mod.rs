@@ -146,6 +146,11 @@ pub struct ManagerSettings {
     pub callback_retry: RetryPolicy,
     /// Longest time spent delivering one callback.
     pub callback_window: Duration,
+    /// This node's id in a store shared by several nodes (kept across restarts).
+    pub node_id: String,
+    /// How long a node's lease runs without renewal; it renews every third of it. A node whose
+    /// lease ran out is dead: the others take over its authorizations in flight.
+    pub node_lease: Duration,
 }
 
 impl Default for ManagerSettings {
@@ -161,6 +166,8 @@ impl Default for ManagerSettings {
             overrun: Duration::from_secs(60),
             callback_retry: RetryPolicy::default(),
             callback_window: Duration::from_secs(60),
+            node_id: "local".into(),
+            node_lease: Duration::from_secs(5),
         }
     }
 }
@@ -313,6 +320,10 @@ struct Plan {
     deadline: Instant,
 }
 
+/// How often a long-poll of an authorization running on another node re-reads the store when
+/// no ending hint woke it.
+const ELSEWHERE_REREAD: Duration = Duration::from_millis(200);
+
 fn lock(live: &Mutex<Live>) -> MutexGuard<'_, Live> {
     // Every change to `Live` is a few map operations that cannot panic halfway.
     live.lock().unwrap_or_else(|p| p.into_inner())
@@ -429,6 +440,48 @@ impl AuthorizationManager {
         self.inner.outbox.depth()
     }
 
+    /// Long-polls an authorization another node runs: woken by the store's ending hint, and
+    /// re-reading the record every [`ELSEWHERE_REREAD`] as the backstop, until it is terminal
+    /// or `wait` is over.
+    async fn wait_elsewhere(
+        &self,
+        client_id: &str,
+        id: &str,
+        mut view: AuthorizationView,
+        wait: Duration,
+    ) -> Result<AuthorizationView, LookupError> {
+        let until = Instant::now() + wait;
+        let mut hints = self.inner.store.ended_hints();
+        loop {
+            let now = Instant::now();
+            if now >= until || state::is_terminal(&view) {
+                return Ok(view);
+            }
+            let pause = (until - now).min(ELSEWHERE_REREAD);
+            match hints.as_mut() {
+                Some(h) => {
+                    let _ = tokio::time::timeout(pause, async {
+                        loop {
+                            match h.recv().await {
+                                Ok(ended) if ended == id => return,
+                                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                                Err(broadcast::error::RecvError::Closed) => {
+                                    std::future::pending::<()>().await
+                                }
+                            }
+                        }
+                    })
+                    .await;
+                }
+                None => tokio::time::sleep(pause).await,
+            }
+            view = self
+                .lookup(client_id, id)
+                .await
+                .map(|r| state::view_of(&r))?;
+        }
+    }
+
     async fn lookup(&self, client_id: &str, id: &str) -> Result<AuthorizationRecord, LookupError> {
         match self.inner.store.get_authorization(id).await {
             Ok(Some(r)) if r.client_id == client_id => Ok(r),
@@ -483,9 +536,17 @@ impl AuthorizationService for AuthorizationManager {
                 let view = rx.borrow().clone();
                 return Ok(view);
             }
-            self.lookup(&client_id, &id)
+            let view = self
+                .lookup(&client_id, &id)
                 .await
-                .map(|r| state::view_of(&r))
+                .map(|r| state::view_of(&r))?;
+            match wait {
+                // Running on another node (a shared store): wait here for its ending.
+                Some(wait) if !state::is_terminal(&view) => {
+                    self.wait_elsewhere(&client_id, &id, view, wait).await
+                }
+                _ => Ok(view),
+            }
         }
         .boxed()
     }

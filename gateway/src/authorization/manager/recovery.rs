@@ -32,7 +32,18 @@ impl AuthorizationManager {
         if let Err(e) = self.inner.outbox.resume().await {
             tracing::error!(error = %e, "the outbox left by the last run cannot be read");
         }
-        let stale = self.inner.store.list_in_flight().await?;
+        let inner = &self.inner;
+        let node = inner.settings.node_id.clone();
+        let lease_ms = u64::try_from(inner.settings.node_lease.as_millis()).unwrap_or(u64::MAX);
+        if let Err(e) = inner.store.renew_lease(&node, lease_ms).await {
+            tracing::warn!(error = %e, "node lease not renewed");
+        }
+        let mut stale = Vec::new();
+        for record in inner.store.list_in_flight().await? {
+            if inner.takes_over(&record).await {
+                stale.push(record);
+            }
+        }
         let now_ms = (self.inner.clock)();
         let mut done = Recovered::default();
         // Every USSD key the last run left on a handset stays out of use for its MSISDN, taken
@@ -170,6 +181,95 @@ impl AuthorizationManager {
                 left = inner.outbox.depth(),
                 "deliveries still running at shutdown; the next start sends them again"
             );
+        }
+    }
+}
+
+/// A node's lease is renewed this many times per lease period.
+const RENEWALS_PER_LEASE: u32 = 3;
+
+impl AuthorizationManager {
+    /// With a store shared by several nodes: renews this node's lease, and takes over (or ends,
+    /// when their time is up) the authorizations in flight of nodes whose lease ran out, while
+    /// the manager lives. A no-op on a local store.
+    pub fn follow_nodes(&self) {
+        if self.inner.store.ended_hints().is_none() {
+            return;
+        }
+        tokio::spawn(follow_nodes(Arc::downgrade(&self.inner)));
+    }
+
+    /// Takes over or ends what dead nodes left in flight; returns how many records it touched.
+    pub async fn sweep_dead_nodes(&self) -> usize {
+        let inner = &self.inner;
+        let Ok(records) = inner.store.list_in_flight().await else {
+            return 0;
+        };
+        let now_ms = (inner.clock)();
+        let mut touched = 0;
+        for record in records {
+            let mine = record.node.as_deref() == Some(inner.settings.node_id.as_str());
+            if mine || lock(&inner.live).by_id.contains_key(&record.id) {
+                continue;
+            }
+            if !inner.takes_over(&record).await {
+                continue;
+            }
+            touched += 1;
+            if self.resume(&record, now_ms) {
+                tracing::warn!(id = %record.id, node = ?record.node, "taken over from a dead node");
+                continue;
+            }
+            let ending = Ending::new(TerminalStatus::Expired, "node_lost");
+            let _ = inner.finish(&record.id, ending, None).await;
+        }
+        touched
+    }
+}
+
+async fn follow_nodes(inner: std::sync::Weak<Inner>) {
+    let Some(lease) = inner.upgrade().map(|i| i.settings.node_lease) else {
+        return;
+    };
+    let every = (lease / RENEWALS_PER_LEASE).max(Duration::from_millis(100));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks: u32 = 0;
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        if inner.shutdown.is_cancelled() {
+            return;
+        }
+        let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
+        if let Err(e) = inner
+            .store
+            .renew_lease(&inner.settings.node_id, lease_ms)
+            .await
+        {
+            tracing::warn!(error = %e, "node lease not renewed");
+        }
+        ticks = ticks.wrapping_add(1);
+        if ticks % RENEWALS_PER_LEASE == 0 {
+            AuthorizationManager { inner }.sweep_dead_nodes().await;
+        }
+    }
+}
+
+impl Inner {
+    /// Whether this node may take `record` over: its own (or a record without a node, written
+    /// before nodes were named), or one of a node whose lease ran out. Never a live node's.
+    pub(super) async fn takes_over(&self, record: &AuthorizationRecord) -> bool {
+        match record.node.as_deref() {
+            None => true,
+            Some(node) if node == self.settings.node_id => true,
+            Some(node) => match self.store.lease_alive(node).await {
+                Ok(alive) => !alive,
+                // Unknown: leave it; the next sweep asks again.
+                Err(_) => false,
+            },
         }
     }
 }

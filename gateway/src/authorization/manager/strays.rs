@@ -140,8 +140,20 @@ pub(super) async fn follow_ending_hints(
         };
         match inner.store.get_authorization(&id).await {
             Ok(Some(record)) if record.state.is_terminal() => {
-                flight.ended_elsewhere.raise();
-                inner.complete(&flight, &state::view_of(&record));
+                // Answered elsewhere: that node sent the final screen. Cancelled or expired
+                // elsewhere: this node still holds the dialog and releases it.
+                let view = state::view_of(&record);
+                let answered = !matches!(
+                    view.state,
+                    AuthorizationState::Terminal {
+                        status: TerminalStatus::Cancelled | TerminalStatus::Expired,
+                        ..
+                    }
+                );
+                if answered {
+                    flight.ended_elsewhere.raise();
+                }
+                inner.complete(&flight, &view);
                 flight.cancel.cancel();
             }
             Ok(_) => {}
