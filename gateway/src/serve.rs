@@ -243,9 +243,16 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<ServeHandle> {
                 .with_context(|| format!("opening the store {}", config.store.path.display()))?,
         ),
         Some(settings) => Arc::new(
-            RedisStore::connect(&settings, options)
-                .await
-                .context("connecting to the Redis store ([store] url)")?,
+            RedisStore::connect_observed(
+                &settings,
+                options,
+                crate::store::RedisObservers {
+                    round_trips: Some(metrics.store.round_trips()),
+                    up: Some(metrics.store.shared_up()),
+                },
+            )
+            .await
+            .context("connecting to the Redis store ([store] url)")?,
         ),
     };
     let store: Arc<dyn Store> = Arc::new(ObservedStore::new(backend, metrics.store.clone()));

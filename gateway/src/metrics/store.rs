@@ -85,6 +85,8 @@ pub struct StoreMetrics {
     purged_authorizations: Counter,
     purged_idempotency_keys: Counter,
     file_bytes: Gauge,
+    round_trips: Counter,
+    shared_store_up: Gauge,
 }
 
 label_enum! {
@@ -201,7 +203,22 @@ impl StoreMetrics {
             "Size of the embedded store's file, read after each purge",
             file_bytes.clone(),
         );
+        let round_trips = Counter::default();
+        registry.register(
+            "store_round_trips",
+            "Requests sent to a shared store (Redis commands, scripts and pipelines; health pings excluded)",
+            round_trips.clone(),
+        );
+        let shared_store_up = Gauge::default();
+        registry.register(
+            "store_shared_up",
+            "1 while the shared store (Redis) answers, 0 while it cannot be reached; absent meaning for the embedded store (always 1)",
+            shared_store_up.clone(),
+        );
+        shared_store_up.set(1);
         Self {
+            round_trips,
+            shared_store_up,
             duration,
             operations,
             writer: std::sync::Arc::new(writer),
@@ -223,6 +240,16 @@ impl StoreMetrics {
             self.file_bytes
                 .set(i64::try_from(bytes).unwrap_or(i64::MAX));
         }
+    }
+
+    /// The counter of requests to a shared store.
+    pub fn round_trips(&self) -> Counter {
+        self.round_trips.clone()
+    }
+
+    /// The gauge saying whether the shared store answers.
+    pub fn shared_up(&self) -> Gauge {
+        self.shared_store_up.clone()
     }
 
     /// The observer to give the embedded store's writer.

@@ -108,7 +108,7 @@ pub use records::{
     OutboxPolicy, PinAttempt, PinRecord, PurgeReport, TerminalStatus, OTA_COUNTER_FIRST,
     OTA_COUNTER_MAX,
 };
-pub use redis::{LocalRedis, RedisSettings, RedisStore};
+pub use redis::{LocalRedis, RedisObservers, RedisSettings, RedisStore};
 
 /// Settings shared by all backends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -90,6 +90,15 @@ pub struct RedisSettings {
     pub connect_timeout: Duration,
 }
 
+/// What the Redis backend reports, when measured.
+#[derive(Debug, Clone, Default)]
+pub struct RedisObservers {
+    /// Requests sent (commands, scripts, pipelines), health pings excluded.
+    pub round_trips: Option<prometheus_client::metrics::counter::Counter>,
+    /// 1 while Redis answers, 0 while it cannot be reached.
+    pub up: Option<prometheus_client::metrics::gauge::Gauge>,
+}
+
 /// Creates an authorization with its idempotency claim and its OTA counter in one step.
 const CREATE: &str = r#"
 -- KEYS: auth, idem, inflight, inflight:msisdn, ota
@@ -183,6 +192,23 @@ end
 return string.format('%.0f', mark)
 "#;
 
+/// The records whose ids a set holds, in one round trip: `id, json, ota` per record still
+/// stored (a member whose record expired is skipped).
+const MEMBERS: &str = r#"
+-- KEYS: set
+-- ARGV: auth_key_prefix
+local out = {}
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local r = redis.call('HMGET', ARGV[1] .. id, 'rec', 'ota')
+  if r[1] then
+    out[#out + 1] = id
+    out[#out + 1] = r[1]
+    out[#out + 1] = r[2] or ''
+  end
+end
+return out
+"#;
+
 /// Sets a value if it still is what the caller read (`''`: absent).
 const SWAP: &str = r#"
 local cur = redis.call('GET', KEYS[1]) or ''
@@ -197,6 +223,7 @@ return 1
 async fn health(
     connection: ConnectionManager,
     failure: std::sync::Arc<Mutex<Option<String>>>,
+    up: Option<prometheus_client::metrics::gauge::Gauge>,
     stop: tokio_util::sync::CancellationToken,
 ) {
     let mut tick = tokio::time::interval(HEALTH_INTERVAL);
@@ -209,6 +236,9 @@ async fn health(
         let mut con = connection.clone();
         let result: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut con).await;
         note(&failure, &result);
+        if let Some(up) = &up {
+            up.set(i64::from(lock(&failure).is_none()));
+        }
     }
 }
 
@@ -228,6 +258,7 @@ pub struct RedisStore {
     change: Script,
     ota: Script,
     swap: Script,
+    members: Script,
     /// The record and version this node wrote last, per authorization in flight.
     cache: Mutex<HashMap<String, Versioned>>,
     /// The last connection failure, cleared by the next success: `/readyz` says not ready
@@ -239,6 +270,7 @@ pub struct RedisStore {
     hints: tokio::sync::broadcast::Sender<String>,
     /// Tags this handle's hints, so it does not hear its own endings.
     instance: String,
+    round_trips: Option<prometheus_client::metrics::counter::Counter>,
 }
 
 /// How often an idle node checks that Redis answers.
@@ -348,6 +380,15 @@ impl RedisStore {
         settings: &RedisSettings,
         options: StoreOptions,
     ) -> Result<Self, StoreError> {
+        Self::connect_observed(settings, options, RedisObservers::default()).await
+    }
+
+    /// [`Self::connect`], feeding `observers`.
+    pub async fn connect_observed(
+        settings: &RedisSettings,
+        options: StoreOptions,
+        observers: RedisObservers,
+    ) -> Result<Self, StoreError> {
         if settings.prefix.is_empty()
             || settings
                 .prefix
@@ -374,6 +415,7 @@ impl RedisStore {
         tokio::spawn(health(
             connection.clone(),
             failure.clone(),
+            observers.up,
             stop_health.clone(),
         ));
         let (hints, _) = tokio::sync::broadcast::channel(HINT_BACKLOG);
@@ -394,11 +436,13 @@ impl RedisStore {
             change: Script::new(CHANGE),
             ota: Script::new(OTA),
             swap: Script::new(SWAP),
+            members: Script::new(MEMBERS),
             cache: Mutex::new(HashMap::new()),
             failure,
             stop_health,
             hints,
             instance,
+            round_trips: observers.round_trips,
         })
     }
 
@@ -442,6 +486,9 @@ impl RedisStore {
 
     /// Notes the outcome of a round trip for [`Store::failure`].
     fn seen<T>(&self, result: redis::RedisResult<T>) -> Result<T, StoreError> {
+        if let Some(c) = &self.round_trips {
+            c.inc();
+        }
         note(&self.failure, &result);
         result.map_err(|e| StoreError::Backend(format!("Redis: {e}")))
     }
@@ -569,36 +616,25 @@ impl RedisStore {
         }
     }
 
-    async fn records(&self, ids: Vec<String>) -> Result<Vec<AuthorizationRecord>, StoreError> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        for id in &ids {
-            pipe.cmd("HMGET")
-                .arg(self.auth_key(id))
-                .arg("rec")
-                .arg("ota");
-        }
+    /// The in-flight records whose ids the set `key` holds, sorted by id.
+    async fn records_in(&self, key: String) -> Result<Vec<AuthorizationRecord>, StoreError> {
         let mut con = self.connection.clone();
-        let found: Vec<(Option<String>, Option<String>)> =
-            self.seen(pipe.query_async(&mut con).await)?;
-        let mut records = Vec::with_capacity(ids.len());
-        for (id, (json, ota)) in ids.iter().zip(found) {
-            if let Some(json) = json {
-                let record = self.decode_record(&json, ota.as_deref().unwrap_or(""), id)?;
-                if !record.state.is_terminal() {
-                    records.push(record);
-                }
+        let flat: Vec<String> = self.seen(
+            self.members
+                .key(key)
+                .arg(self.key(&["auth", ""]))
+                .invoke_async(&mut con)
+                .await,
+        )?;
+        let mut records = Vec::with_capacity(flat.len() / 3);
+        for triple in flat.chunks_exact(3) {
+            let record = self.decode_record(&triple[1], &triple[2], &triple[0])?;
+            if !record.state.is_terminal() {
+                records.push(record);
             }
         }
         records.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(records)
-    }
-
-    async fn members(&self, key: String) -> Result<Vec<String>, StoreError> {
-        let mut con = self.connection.clone();
-        self.seen(redis::cmd("SMEMBERS").arg(key).query_async(&mut con).await)
     }
 
     async fn ota_script(
@@ -961,8 +997,7 @@ impl Store for RedisStore {
     }
 
     async fn list_in_flight(&self) -> Result<Vec<AuthorizationRecord>, StoreError> {
-        let ids = self.members(self.inflight_key()).await?;
-        self.records(ids).await
+        self.records_in(self.inflight_key()).await
     }
 
     async fn in_flight_for_msisdn(
@@ -970,8 +1005,7 @@ impl Store for RedisStore {
         msisdn: &str,
     ) -> Result<Vec<AuthorizationRecord>, StoreError> {
         check_key("msisdn", msisdn)?;
-        let ids = self.members(self.inflight_msisdn_key(msisdn)).await?;
-        self.records(ids).await
+        self.records_in(self.inflight_msisdn_key(msisdn)).await
     }
 
     async fn outbox_pending(&self) -> Result<Vec<OutboxEntry>, StoreError> {

@@ -162,6 +162,13 @@ struct Cli {
     /// throttle-storm:SECS, malformed:COUNT (see docs/load-testing.md). Turns on --verify.
     #[arg(long)]
     chaos: Option<String>,
+    /// Gateway nodes started here, their binds all to the SMSC; API calls are spread over them
+    /// (more than one needs --store redis).
+    #[arg(long, default_value_t = 1)]
+    nodes: u32,
+    /// The nodes' store: embedded, redis (a redis-server started here) or redis=URL.
+    #[arg(long, default_value = "embedded")]
+    store: load_tests::surge::StoreChoice,
     /// Run the in-process gateway in a child process (implied by kill-gateway).
     #[arg(long)]
     gateway_process: bool,
@@ -310,6 +317,8 @@ impl Cli {
             gateway_process: self.gateway_process,
             verify: self.verify,
             callback_wait: Duration::from_secs(self.callback_wait_secs),
+            nodes: self.nodes,
+            store: self.store.clone(),
         })
     }
 }

@@ -63,6 +63,33 @@ pub enum GatewayMode {
     },
 }
 
+/// The gateway's store for a run started here.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum StoreChoice {
+    /// Each node its own embedded store (one node only).
+    #[default]
+    Embedded,
+    /// Every node on one Redis: the one at this URL, or a `redis-server` started here.
+    Redis(Option<String>),
+}
+
+impl std::str::FromStr for StoreChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "embedded" => Ok(Self::Embedded),
+            "redis" => Ok(Self::Redis(None)),
+            _ => match s.strip_prefix("redis=") {
+                Some(url) if url.starts_with("redis://") => Ok(Self::Redis(Some(url.to_owned()))),
+                _ => Err(format!(
+                    "`{s}`: expected embedded, redis or redis=redis://host:port/"
+                )),
+            },
+        }
+    }
+}
+
 /// How progress is shown while running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProgressMode {
@@ -128,6 +155,10 @@ pub struct SurgeConfig {
     pub verify: bool,
     /// Longest wait for outstanding callbacks after the drain.
     pub callback_wait: Duration,
+    /// Gateway nodes started here (in-process), their binds all to the SMSC; API calls are
+    /// spread over them. More than one needs the Redis store.
+    pub nodes: u32,
+    pub store: StoreChoice,
 }
 
 impl Default for SurgeConfig {
@@ -171,6 +202,8 @@ impl Default for SurgeConfig {
             gateway_process: false,
             verify: false,
             callback_wait: Duration::from_secs(60),
+            nodes: 1,
+            store: StoreChoice::Embedded,
         }
     }
 }
@@ -250,6 +283,12 @@ impl SurgeConfig {
             "drain_s": self.drain.as_secs_f64(),
             "gateway": gateway,
             "gateway_process": self.wants_gateway_process(),
+            "nodes": self.nodes,
+            "store": match &self.store {
+                StoreChoice::Embedded => "embedded".to_owned(),
+                StoreChoice::Redis(None) => "redis (started here)".to_owned(),
+                StoreChoice::Redis(Some(url)) => format!("redis {url}"),
+            },
             "verify": self.verify,
             "chaos": self.chaos.iter().map(|e| serde_json::json!({
                 "action": e.action.name(), "at_s": e.at.as_secs_f64(),

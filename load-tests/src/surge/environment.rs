@@ -9,9 +9,9 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::time::Instant;
 
-use super::config::{GatewayMode, SmscMode, SurgeConfig};
+use super::config::{GatewayMode, SmscMode, StoreChoice, SurgeConfig};
 use super::gateway_process::{free_loopback_addr, GatewayProcess};
-use super::target::{self, HttpTarget, Target};
+use super::target::{self, HttpTarget, MultiTarget, Target};
 use crate::harness::config::GatewayConfigBuilder;
 use crate::harness::network::{start_smsc, SmscSpec};
 use crate::smsc::population::PopulationConfig;
@@ -27,11 +27,16 @@ pub(super) struct Environment {
     pub(super) target: Arc<dyn Target>,
     pub(super) metrics_url: Option<String>,
     pub(super) smsc: Option<SmscHandle>,
-    pub(super) gateway: Option<gateway::serve::ServeHandle>,
+    /// The in-process gateway nodes.
+    pub(super) gateways: Vec<gateway::serve::ServeHandle>,
     /// The gateway when it runs in a child process (chaos runs kill it).
     pub(super) gateway_process: Option<tokio::sync::Mutex<GatewayProcess>>,
-    /// The API of the gateway started here, in-process or child.
-    pub(super) api_addr: Option<std::net::SocketAddr>,
+    /// The API of every node started here, in-process or child.
+    pub(super) api_addrs: Vec<std::net::SocketAddr>,
+    /// Every node's `/metrics`, for the per-node figures.
+    pub(super) node_metrics: Vec<String>,
+    /// The Redis started here for the nodes' shared store.
+    pub(super) redis: Option<gateway::store::LocalRedis>,
     pub(super) temp_dir: Option<PathBuf>,
 }
 
@@ -46,9 +51,11 @@ impl Environment {
                 target: Arc::new(HttpTarget::new(url, token)?),
                 metrics_url: metrics_url.clone(),
                 smsc: None,
-                gateway: None,
+                gateways: Vec::new(),
                 gateway_process: None,
-                api_addr: None,
+                api_addrs: Vec::new(),
+                node_metrics: metrics_url.iter().cloned().collect(),
+                redis: None,
                 temp_dir: None,
             }),
             GatewayMode::InProcess {
@@ -65,7 +72,7 @@ impl Environment {
                         window,
                     } => {
                         let mut account = AccountConfig::new(SMSC_SYSTEM_ID, SMSC_PASSWORD);
-                        account.max_binds = (*binds as usize).max(1);
+                        account.max_binds = (*binds as usize * c.nodes.max(1) as usize).max(1);
                         account.throttle_tps = *throttle_tps;
                         let population = PopulationConfig {
                             size: c.population,
@@ -105,58 +112,44 @@ impl Environment {
                         .duration_since(std::time::UNIX_EPOCH)
                         .map_or(0, |d| d.as_nanos())
                 ));
-                let mut builder = gateway_builder(c, smsc_addr, &dir);
-                builder.system_id = system_id;
-                builder.password = password;
-                builder.binds = *binds;
-                builder.window = Some(*window);
-                builder.max_submits_per_sec = *max_submits_per_sec;
-                builder.max_in_flight = Some(*max_in_flight);
-                builder.loa3_over_ussd = *loa3_over_ussd;
-                let started = if c.wants_gateway_process() {
-                    start_child(&mut builder, &dir)
-                        .await
-                        .map(|(p, metrics)| (None, Some(p), metrics))
-                } else {
-                    match builder.build() {
-                        Ok(config) => gateway::serve::start(config)
-                            .await
-                            .context("starting the in-process gateway")
-                            .map(|h| {
-                                let metrics = h.metrics_addr;
-                                (Some(h), None, metrics)
-                            }),
-                        Err(e) => Err(e),
+                match start_nodes(
+                    c,
+                    &smsc_addr,
+                    &dir,
+                    (&system_id, &password),
+                    (
+                        *binds,
+                        *window,
+                        *max_submits_per_sec,
+                        *max_in_flight,
+                        *loa3_over_ussd,
+                    ),
+                )
+                .await
+                {
+                    Ok(nodes) => {
+                        let env = Self {
+                            target: Arc::new(MultiTarget::new(&nodes.api_addrs, TOKEN)?),
+                            metrics_url: nodes.metrics.first().cloned(),
+                            smsc: smsc_handle,
+                            gateways: nodes.gateways,
+                            gateway_process: nodes.process.map(tokio::sync::Mutex::new),
+                            api_addrs: nodes.api_addrs,
+                            node_metrics: nodes.metrics,
+                            redis: nodes.redis,
+                            temp_dir: Some(dir),
+                        };
+                        env.wait_ready().await;
+                        Ok(env)
                     }
-                };
-                let (handle, process, metrics_addr) = match started {
-                    Ok(h) => h,
                     Err(e) => {
                         if let Some(s) = smsc_handle {
                             s.shutdown().await;
                         }
                         let _ = std::fs::remove_dir_all(&dir);
-                        return Err(e);
+                        Err(e)
                     }
-                };
-                let api_addr = match (&handle, &process) {
-                    (Some(h), _) => h.api_addr,
-                    (None, Some(p)) => p.api_addr,
-                    (None, None) => unreachable!("one of the two was started"),
-                };
-                let target = HttpTarget::new(&format!("http://{api_addr}"), TOKEN)?;
-                let metrics_url = metrics_addr.map(|a| format!("http://{a}/metrics"));
-                let env = Self {
-                    target: Arc::new(target),
-                    metrics_url,
-                    smsc: smsc_handle,
-                    gateway: handle,
-                    gateway_process: process.map(tokio::sync::Mutex::new),
-                    api_addr: Some(api_addr),
-                    temp_dir: Some(dir),
-                };
-                env.wait_ready().await;
-                Ok(env)
+                }
             }
         }
     }
@@ -164,9 +157,14 @@ impl Environment {
     /// Waits (bounded) until the gateway says it is ready, so the first arrivals do not meet
     /// binds still coming up.
     async fn wait_ready(&self) -> bool {
-        let Some(api) = self.api_addr else {
-            return true;
-        };
+        let mut all = true;
+        for api in &self.api_addrs {
+            all &= Self::node_ready(*api).await;
+        }
+        all
+    }
+
+    async fn node_ready(api: std::net::SocketAddr) -> bool {
         let client = target::http_client();
         let url = format!("http://{api}/readyz");
         let until = Instant::now() + Duration::from_secs(10);
@@ -185,6 +183,15 @@ impl Environment {
         }
         tracing::warn!("gateway not ready after 10 s; starting anyway");
         false
+    }
+
+    /// The shared Redis of the run, if any (started here or given).
+    pub(super) fn redis_url(&self, c: &SurgeConfig) -> Option<String> {
+        match (&self.redis, &c.store) {
+            (Some(r), _) => Some(r.url()),
+            (None, StoreChoice::Redis(Some(url))) => Some(url.clone()),
+            _ => None,
+        }
     }
 
     /// SIGKILLs the gateway child and starts it again on the same store; returns how long
@@ -211,7 +218,7 @@ impl Environment {
     }
 
     pub(super) async fn shutdown(self) {
-        if let Some(g) = self.gateway {
+        for g in self.gateways {
             g.shutdown().await;
         }
         if let Some(p) = self.gateway_process {
@@ -220,10 +227,97 @@ impl Environment {
         if let Some(s) = self.smsc {
             s.shutdown().await;
         }
+        drop(self.redis);
         if let Some(d) = self.temp_dir {
             let _ = std::fs::remove_dir_all(d);
         }
     }
+}
+
+/// The nodes started for one run.
+struct Nodes {
+    gateways: Vec<gateway::serve::ServeHandle>,
+    process: Option<GatewayProcess>,
+    api_addrs: Vec<std::net::SocketAddr>,
+    metrics: Vec<String>,
+    redis: Option<gateway::store::LocalRedis>,
+}
+
+/// Starts `c.nodes` gateway nodes on the run's store (Redis for more than one: the URL given,
+/// or a `redis-server` started in `dir`), their binds to `smsc_addr`.
+async fn start_nodes(
+    c: &SurgeConfig,
+    smsc_addr: &str,
+    dir: &std::path::Path,
+    (system_id, password): (&str, &str),
+    (binds, window, max_submits_per_sec, max_in_flight, loa3_over_ussd): (
+        u32,
+        u32,
+        Option<u32>,
+        u32,
+        bool,
+    ),
+) -> anyhow::Result<Nodes> {
+    let nodes = c.nodes.max(1);
+    if nodes > 1 && c.store == StoreChoice::Embedded {
+        anyhow::bail!("--nodes {nodes} needs --store redis: embedded stores are not shared");
+    }
+    if nodes > 1 && c.wants_gateway_process() {
+        anyhow::bail!("a gateway in a child process (kill-gateway) runs with --nodes 1 only");
+    }
+    let (redis, redis_url) = match &c.store {
+        StoreChoice::Embedded => (None, None),
+        StoreChoice::Redis(Some(url)) => (None, Some(url.clone())),
+        StoreChoice::Redis(None) => {
+            let server = gateway::store::LocalRedis::start(&dir.join("redis"))
+                .context("starting redis-server for --store redis")?;
+            let url = server.url();
+            (Some(server), Some(url))
+        }
+    };
+    let mut out = Nodes {
+        gateways: Vec::new(),
+        process: None,
+        api_addrs: Vec::new(),
+        metrics: Vec::new(),
+        redis,
+    };
+    for i in 0..nodes {
+        let mut builder = gateway_builder(c, smsc_addr.to_owned(), &dir.join(format!("node-{i}")));
+        builder.system_id = system_id.to_owned();
+        builder.password = password.to_owned();
+        builder.binds = binds;
+        builder.window = Some(window);
+        builder.max_submits_per_sec = max_submits_per_sec;
+        builder.max_in_flight = Some(max_in_flight);
+        builder.loa3_over_ussd = loa3_over_ussd;
+        if let Some(url) = &redis_url {
+            // A fresh prefix per run: a Redis given by URL may hold an earlier run's keys.
+            let prefix = format!("surge-{}-{}", std::process::id(), c.seed);
+            builder.redis = Some((url.clone(), prefix));
+            builder.node_id = Some(format!("node-{i}"));
+        }
+        if c.wants_gateway_process() {
+            let (process, metrics) =
+                start_child(&mut builder, &dir.join(format!("node-{i}"))).await?;
+            out.api_addrs.push(process.api_addr);
+            out.metrics
+                .extend(metrics.map(|a| format!("http://{a}/metrics")));
+            out.process = Some(process);
+        } else {
+            let handle = match builder.build() {
+                Ok(config) => gateway::serve::start(config)
+                    .await
+                    .with_context(|| format!("starting gateway node {i}"))?,
+                Err(e) => return Err(e),
+            };
+            out.api_addrs.push(handle.api_addr);
+            out.metrics
+                .extend(handle.metrics_addr.map(|a| format!("http://{a}/metrics")));
+            out.gateways.push(handle);
+        }
+    }
+    Ok(out)
 }
 
 /// Starts the gateway of `builder` as a child process of this executable, on fixed loopback

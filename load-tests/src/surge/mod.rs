@@ -24,6 +24,7 @@ pub mod chaos;
 pub mod config;
 pub mod environment;
 pub mod gateway_process;
+pub mod nodes;
 pub mod plot;
 pub mod profile;
 pub mod progress;
@@ -33,5 +34,5 @@ pub mod target;
 pub mod workload;
 
 pub use capacity::capacity_search;
-pub use config::{GatewayMode, ProgressMode, RetryModel, Slo, SmscMode, SurgeConfig};
+pub use config::{GatewayMode, ProgressMode, RetryModel, Slo, SmscMode, StoreChoice, SurgeConfig};
 pub use workload::{check_slo, run};

@@ -296,6 +296,30 @@ pub struct Verification {
     pub callbacks_malformed: u64,
 }
 
+/// One gateway node of the run (scraped from its `/metrics` at the end).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeFigures {
+    /// Authorizations it admitted.
+    pub started: u64,
+    /// `deliver_sm` its binds received (answers and receipts).
+    pub answers_received: u64,
+    /// Consent prompts it submitted.
+    pub prompts_sent: u64,
+    /// Answers it took for another node's prompts.
+    pub cross_node_answers: u64,
+}
+
+/// The shared Redis over the run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RedisFigures {
+    /// Requests the nodes sent (commands, scripts, pipelines; health pings excluded).
+    pub round_trips: u64,
+    /// ... over completed authorizations.
+    pub round_trips_per_authorization: Option<f64>,
+    /// CPU the Redis server used (user + system), when it could be read.
+    pub cpu_seconds: Option<f64>,
+}
+
 /// One second of the run in the JSON timeline.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TimelinePoint {
@@ -333,6 +357,14 @@ pub struct Report {
     /// The chaos plan as carried out.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub chaos: Vec<super::chaos::ChaosRecord>,
+    /// Per gateway node started here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeFigures>,
+    /// Answers that arrived on a node other than the prompting one, summed over the nodes.
+    #[serde(default)]
+    pub cross_node_answers: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisFigures>,
     /// Arrivals dispatched later than the lateness threshold after their scheduled time.
     pub late_starts: u64,
     pub late_threshold_ms: u64,
@@ -452,6 +484,9 @@ impl Report {
             duplicates: 0,
             verification: None,
             chaos: Vec::new(),
+            nodes: Vec::new(),
+            cross_node_answers: None,
+            redis: None,
             late_starts: r.late_starts,
             late_threshold_ms: 0,
             offered_per_s: per(r.offered, arrival_phase.as_secs_f64()),
@@ -625,6 +660,23 @@ impl Report {
                 .map_or("-".to_owned(), |m| format!("{m:.2}")),
             opt(self.smpp.gateway_reconnects),
         );
+        for (i, n) in self.nodes.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "  node {i}       started {} prompts {} answers received {} cross-node {}",
+                n.started, n.prompts_sent, n.answers_received, n.cross_node_answers
+            );
+        }
+        if let Some(r) = &self.redis {
+            let _ = writeln!(
+                s,
+                "  redis        {} round trips ({} per authorization), {} CPU s",
+                r.round_trips,
+                r.round_trips_per_authorization
+                    .map_or("-".to_owned(), |v| format!("{v:.2}")),
+                r.cpu_seconds.map_or("-".to_owned(), |v| format!("{v:.2}")),
+            );
+        }
         if let (Some(commits), Some(fsyncs)) = (self.store.commits, self.store.fsyncs) {
             let _ = writeln!(
                 s,

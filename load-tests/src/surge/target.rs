@@ -229,6 +229,53 @@ impl Target for HttpTarget {
     }
 }
 
+/// Several gateway nodes behind one [`Target`]: starts go round the nodes in turn, and an
+/// authorization is polled on the node its id hashes to, so most polls ask a node that did not
+/// start it (what a load balancer in front of the nodes does).
+pub struct MultiTarget {
+    nodes: Vec<HttpTarget>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl MultiTarget {
+    /// One node per API address.
+    pub fn new(addrs: &[std::net::SocketAddr], token: &str) -> Result<Self, TargetError> {
+        if addrs.is_empty() {
+            return Err(TargetError::Url("no gateway node".into()));
+        }
+        let nodes = addrs
+            .iter()
+            .map(|a| HttpTarget::new(&format!("http://{a}"), token))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            nodes,
+            next: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+
+    fn polled_on(&self, id: &str) -> &HttpTarget {
+        let h = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+        &self.nodes[(h % self.nodes.len() as u64) as usize]
+    }
+}
+
+impl Target for MultiTarget {
+    fn start(&self, params: StartParams) -> BoxFuture<'_, Result<StartOutcome, TargetError>> {
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.nodes.len();
+        self.nodes[i].start(params)
+    }
+
+    fn poll<'a>(
+        &'a self,
+        id: &'a str,
+        wait: Duration,
+    ) -> BoxFuture<'a, Result<Observed, TargetError>> {
+        self.polled_on(id).poll(id, wait)
+    }
+}
+
 /// Fetches a Prometheus text page (`http://host:port/metrics`).
 pub async fn scrape(
     client: &Client<HttpConnector, Full<Bytes>>,
@@ -249,6 +296,18 @@ pub async fn scrape(
         .map_err(|e| TargetError::Http(e.to_string()))?
         .to_bytes();
     Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Sum of the samples of metric `name` whose labels contain every `label="value"` pair of
+/// `labels`; `None` when none is present.
+pub fn metric_sum_where(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    let kept: String = text
+        .lines()
+        .filter(|l| l.starts_with(name) && wanted.iter().all(|w| l.contains(w.as_str())))
+        .collect::<Vec<_>>()
+        .join("\n");
+    metric_sum(&kept, name)
 }
 
 /// Sum of every sample of metric `name` (any labels) in a Prometheus text page; `None` when

@@ -52,10 +52,37 @@ pub async fn run(config: &SurgeConfig) -> anyhow::Result<Report> {
     let schedule = schedule::build(&config.profile, &config.schedule_config())?;
     let env = Environment::start(config).await?;
     let smsc_before = env.smsc.as_ref().map(|s| s.stats().snapshot());
+    let redis_url = env.redis_url(config);
+    let redis_cpu_before = match &redis_url {
+        Some(url) => super::nodes::redis_cpu_seconds(url).await,
+        None => None,
+    };
     let result = drive(config, &schedule, &env).await;
     let smsc_after = env.smsc.as_ref().map(|s| s.stats().snapshot());
+    let nodes = super::nodes::scrape_nodes(&env.node_metrics).await;
+    let redis_cpu_after = match &redis_url {
+        Some(url) => super::nodes::redis_cpu_seconds(url).await,
+        None => None,
+    };
     env.shutdown().await;
     let mut report = result?;
+    if config.nodes > 1 || redis_url.is_some() {
+        let completed: u64 = report.completed.values().sum();
+        report.cross_node_answers = Some(nodes.iter().map(|n| n.0.cross_node_answers).sum());
+        if redis_url.is_some() {
+            let round_trips: u64 = nodes.iter().map(|n| n.1).sum();
+            report.redis = Some(super::report::RedisFigures {
+                round_trips,
+                round_trips_per_authorization: (completed > 0)
+                    .then(|| ((round_trips as f64 / completed as f64) * 100.0).round() / 100.0),
+                cpu_seconds: match (redis_cpu_before, redis_cpu_after) {
+                    (Some(a), Some(b)) => Some(((b - a) * 100.0).round() / 100.0),
+                    _ => None,
+                },
+            });
+        }
+        report.nodes = nodes.into_iter().map(|n| n.0).collect();
+    }
     if let (Some(a), Some(b)) = (smsc_before, smsc_after) {
         fill_smsc(&mut report.smpp, &a, &b);
     }
@@ -602,9 +629,11 @@ mod tests {
             target,
             metrics_url: None,
             smsc: None,
-            gateway: None,
+            gateways: Vec::new(),
             gateway_process: None,
-            api_addr: None,
+            api_addrs: Vec::new(),
+            node_metrics: Vec::new(),
+            redis: None,
             temp_dir: None,
         }
     }

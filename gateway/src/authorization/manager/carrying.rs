@@ -329,15 +329,11 @@ impl Inner {
                 }
                 continue;
             }
-            if state::user_answered(&result)
-                && !self
-                    .step(flight, AuthState::Prompted, AuthState::Answered, None)
-                    .await
-            {
-                return (
-                    Ending::new(TerminalStatus::Cancelled, "client_cancelled"),
-                    via,
-                );
+            if state::user_answered(&result) {
+                // Shown, not stored: the ending follows at once and is the durable step (a
+                // crash in between finds the record `prompted`, which recovery treats alike;
+                // a cancel in between wins or loses the ending's compare-and-set).
+                self.set_step(flight, PendingState::Answered);
             }
             let locked_now =
                 matches!(result, AuthResult::WrongPin) && self.is_locked(&plan.msisdn).await;

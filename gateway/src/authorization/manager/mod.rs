@@ -220,6 +220,10 @@ struct Inner {
     tracker: TaskTracker,
     shutdown: CancellationToken,
     accepting: AtomicBool,
+    /// Ids this node ended: wakes its long-polls of authorizations it does not run (an answer
+    /// it took for another node's prompt), which the store's hints, from other nodes only,
+    /// would not.
+    ended_here: broadcast::Sender<String>,
 }
 
 /// Running authorizations (bounded by the admission cap).
@@ -320,8 +324,13 @@ struct Plan {
     deadline: Instant,
 }
 
+/// Endings of this node a slow long-poll may fall behind by (it then re-reads the store).
+const ENDED_HERE_BACKLOG: usize = 1024;
+
 /// How often a long-poll of an authorization running on another node re-reads the store when
-/// no ending hint woke it.
+/// no ending hint woke it: rarely when hints come (they are the normal wake-up; the re-read
+/// covers a lost one and endings made by this node for another's prompt), often without.
+const ELSEWHERE_REREAD_WITH_HINTS: Duration = Duration::from_secs(1);
 const ELSEWHERE_REREAD: Duration = Duration::from_millis(200);
 
 fn lock(live: &Mutex<Live>) -> MutexGuard<'_, Live> {
@@ -405,6 +414,7 @@ impl AuthorizationManager {
                 tracker: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
                 accepting: AtomicBool::new(true),
+                ended_here: broadcast::channel(ENDED_HERE_BACKLOG).0,
             }),
         };
         if let Some(hints) = manager.inner.store.ended_hints() {
@@ -452,29 +462,39 @@ impl AuthorizationManager {
     ) -> Result<AuthorizationView, LookupError> {
         let until = Instant::now() + wait;
         let mut hints = self.inner.store.ended_hints();
+        let mut here = self.inner.ended_here.subscribe();
         loop {
             let now = Instant::now();
             if now >= until || state::is_terminal(&view) {
                 return Ok(view);
             }
-            let pause = (until - now).min(ELSEWHERE_REREAD);
-            match hints.as_mut() {
-                Some(h) => {
-                    let _ = tokio::time::timeout(pause, async {
-                        loop {
-                            match h.recv().await {
-                                Ok(ended) if ended == id => return,
-                                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                                Err(broadcast::error::RecvError::Closed) => {
-                                    std::future::pending::<()>().await
-                                }
+            let every = if hints.is_some() {
+                ELSEWHERE_REREAD_WITH_HINTS
+            } else {
+                ELSEWHERE_REREAD
+            };
+            let pause = (until - now).min(every);
+            let _ = tokio::time::timeout(pause, async {
+                loop {
+                    let ended = tokio::select! {
+                        e = here.recv() => e,
+                        e = async {
+                            match hints.as_mut() {
+                                Some(h) => h.recv().await,
+                                None => std::future::pending().await,
                             }
+                        } => e,
+                    };
+                    match ended {
+                        Ok(ended) if ended == id => return,
+                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Closed) => {
+                            std::future::pending::<()>().await
                         }
-                    })
-                    .await;
+                    }
                 }
-                None => tokio::time::sleep(pause).await,
-            }
+            })
+            .await;
             view = self
                 .lookup(client_id, id)
                 .await

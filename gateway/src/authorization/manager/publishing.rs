@@ -120,6 +120,7 @@ impl Inner {
                 outbox,
             }) => {
                 let view = self.publish(&record);
+                let _ = self.ended_here.send(record.id.clone());
                 self.outbox.deliver(outbox, &record);
                 Ok(view)
             }

@@ -99,12 +99,17 @@ impl Inner {
         let Ok(result) = result.await else {
             return;
         };
-        if !state::user_answered(&result)
-            && !matches!(
+        // An expiry the handset reported (a PoR saying the user let the screen time out) is
+        // an answer; one from this node's own timer at the deadline is not: it is the
+        // prompting node's to call.
+        let by_timer = Instant::now() + Duration::from_millis(500) >= plan.deadline;
+        let decided = state::user_answered(&result)
+            || matches!(
                 result,
                 AuthResult::Aborted | AuthResult::SimError(_) | AuthResult::PinBlocked
             )
-        {
+            || (matches!(result, AuthResult::Expired | AuthResult::HandsetTimeout) && !by_timer);
+        if !decided {
             return;
         }
         let channel = plan.channel;
