@@ -233,6 +233,9 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<ServeHandle> {
     let router = Arc::new(router(&config).context("building the router")?);
 
     let (metrics, exposition) = Metrics::standalone();
+    // Closed while a shared store cannot be reached: the binds then refuse answers with a
+    // temporary error instead of acknowledging what cannot be applied.
+    let mo_gate = crate::smpp::session::MoGate::default();
     let options = StoreOptions {
         terminal_ttl_ms: config.store.terminal_ttl_secs.saturating_mul(1000),
         durable_commit_interval: Duration::from_millis(config.store.durable_commit_interval_ms),
@@ -249,6 +252,7 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<ServeHandle> {
                 crate::store::RedisObservers {
                     round_trips: Some(metrics.store.round_trips()),
                     up: Some(metrics.store.shared_up()),
+                    mo_gate: Some(mo_gate.clone()),
                 },
             )
             .await
@@ -282,8 +286,12 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<ServeHandle> {
                 .with_context(|| format!("operators[{i}].binds[{j}]: password"))?;
             let m = Arc::new(metrics.smpp.bind(&op.name, &b.system_id));
             bind_metrics.push(m.clone());
-            let mut bind =
-                BindConfig::new(b.address.clone(), b.session_config(&password)).with_metrics(m);
+            let mut bind = BindConfig::new(b.address.clone(), {
+                let mut session = b.session_config(&password);
+                session.mo_gate = mo_gate.clone();
+                session
+            })
+            .with_metrics(m);
             if let Some(tls) = b.tls_settings() {
                 bind = bind.with_tls(tls);
             }

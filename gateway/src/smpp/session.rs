@@ -92,6 +92,25 @@ pub struct SessionConfig {
     pub max_submits_per_sec: Option<u32>,
     /// Time allowed for in-flight submits to drain and for the `unbind_resp`.
     pub unbind_timeout: Duration,
+    /// While closed, every `deliver_sm` is answered ESME_RX_T_APPN (a temporary error: the
+    /// SMSC delivers it again later) and not reported: the store an answer must be applied
+    /// to cannot be reached, and an answer acknowledged now would be lost.
+    pub mo_gate: MoGate,
+}
+
+/// Shared between the store's health and every bind: closed while answers cannot be applied.
+#[derive(Debug, Clone, Default)]
+pub struct MoGate(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl MoGate {
+    /// Closes (`true`) or opens the gate.
+    pub fn set_closed(&self, closed: bool) {
+        self.0.store(closed, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 impl Default for SessionConfig {
@@ -110,6 +129,7 @@ impl Default for SessionConfig {
             enquire_link_timeout: Duration::from_secs(10),
             max_submits_per_sec: None,
             unbind_timeout: Duration::from_secs(5),
+            mo_gate: MoGate::default(),
         }
     }
 }
@@ -577,6 +597,10 @@ impl Session {
                     seq,
                     Pdu::EnquireLinkResp,
                 ));
+            }
+            CommandId::DeliverSm if self.config.mo_gate.is_closed() => {
+                let resp = DeliverSmResp::builder().build();
+                self.send(Command::new(CommandStatus::EsmeRxTAppn, seq, resp));
             }
             CommandId::DeliverSm => {
                 let resp = DeliverSmResp::builder().build();
@@ -1331,6 +1355,38 @@ mod tests {
         s.handle_timeout(t30 + Duration::from_secs(10));
         assert!(s.is_bound());
         assert_eq!(s.poll_timeout(), Some(t30 + Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn with_the_mo_gate_closed_an_answer_gets_a_temporary_error_and_is_not_reported() {
+        let t0 = Instant::now();
+        let config = cfg();
+        let gate = config.mo_gate.clone();
+        let mut s = bound(config, t0);
+        let deliver = DeliverSm::builder()
+            .source_addr(COctetString::from_str("48600100200").unwrap())
+            .short_message(OctetString::from_str("1").unwrap())
+            .build();
+        gate.set_closed(true);
+        s.handle_frame(
+            t0,
+            &frame(Command::new(CommandStatus::EsmeRok, 901, deliver.clone())),
+        );
+        let out = sent(&mut s);
+        assert_eq!(out[0].id(), CommandId::DeliverSmResp);
+        assert_eq!(out[0].status(), CommandStatus::EsmeRxTAppn);
+        assert!(
+            events(&mut s).is_empty(),
+            "not reported while the gate is closed"
+        );
+        gate.set_closed(false);
+        s.handle_frame(
+            t0,
+            &frame(Command::new(CommandStatus::EsmeRok, 902, deliver.clone())),
+        );
+        assert_eq!(sent(&mut s)[0].status(), CommandStatus::EsmeRok);
+        assert_eq!(events(&mut s), vec![SessionEvent::Mo(Box::new(deliver))]);
+        assert!(s.is_bound());
     }
 
     #[test]

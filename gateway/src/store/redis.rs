@@ -97,6 +97,9 @@ pub struct RedisObservers {
     pub round_trips: Option<prometheus_client::metrics::counter::Counter>,
     /// 1 while Redis answers, 0 while it cannot be reached.
     pub up: Option<prometheus_client::metrics::gauge::Gauge>,
+    /// Closed while Redis cannot be reached: the binds then answer `deliver_sm` with a
+    /// temporary error, so the SMSC delivers the answers again once they can be applied.
+    pub mo_gate: Option<crate::smpp::session::MoGate>,
 }
 
 /// Creates an authorization with its idempotency claim and its OTA counter in one step.
@@ -224,6 +227,7 @@ async fn health(
     connection: ConnectionManager,
     failure: std::sync::Arc<Mutex<Option<String>>>,
     up: Option<prometheus_client::metrics::gauge::Gauge>,
+    gate: Option<crate::smpp::session::MoGate>,
     stop: tokio_util::sync::CancellationToken,
 ) {
     let mut tick = tokio::time::interval(HEALTH_INTERVAL);
@@ -235,7 +239,7 @@ async fn health(
         }
         let mut con = connection.clone();
         let result: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut con).await;
-        note(&failure, &result);
+        note(&failure, gate.as_ref(), &result);
         if let Some(up) = &up {
             up.set(i64::from(lock(&failure).is_none()));
         }
@@ -271,6 +275,7 @@ pub struct RedisStore {
     /// Tags this handle's hints, so it does not hear its own endings.
     instance: String,
     round_trips: Option<prometheus_client::metrics::counter::Counter>,
+    mo_gate: Option<crate::smpp::session::MoGate>,
 }
 
 /// How often an idle node checks that Redis answers.
@@ -335,8 +340,19 @@ impl Drop for RedisStore {
     }
 }
 
-/// Notes one round trip's outcome in `failure`.
-fn note<T>(failure: &Mutex<Option<String>>, result: &redis::RedisResult<T>) {
+/// Notes one round trip's outcome in `failure` and in the answers' gate.
+fn note<T>(
+    failure: &Mutex<Option<String>>,
+    gate: Option<&crate::smpp::session::MoGate>,
+    result: &redis::RedisResult<T>,
+) {
+    note_failure(failure, result);
+    if let Some(gate) = gate {
+        gate.set_closed(lock(failure).is_some());
+    }
+}
+
+fn note_failure<T>(failure: &Mutex<Option<String>>, result: &redis::RedisResult<T>) {
     match result {
         Ok(_) => {
             let mut failure = lock(failure);
@@ -416,6 +432,7 @@ impl RedisStore {
             connection.clone(),
             failure.clone(),
             observers.up,
+            observers.mo_gate.clone(),
             stop_health.clone(),
         ));
         let (hints, _) = tokio::sync::broadcast::channel(HINT_BACKLOG);
@@ -443,6 +460,7 @@ impl RedisStore {
             hints,
             instance,
             round_trips: observers.round_trips,
+            mo_gate: observers.mo_gate,
         })
     }
 
@@ -489,7 +507,7 @@ impl RedisStore {
         if let Some(c) = &self.round_trips {
             c.inc();
         }
-        note(&self.failure, &result);
+        note(&self.failure, self.mo_gate.as_ref(), &result);
         result.map_err(|e| StoreError::Backend(format!("Redis: {e}")))
     }
 
