@@ -164,3 +164,72 @@ async fn three_wrong_pins_split_across_two_nodes_lock_the_msisdn_on_both() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_on_the_other_node_ends_it_everywhere_and_the_prompting_node_releases_the_dialog()
+{
+    within(60, async {
+        let redis_dir = tempfile::tempdir().unwrap();
+        let redis = LocalRedis::start(redis_dir.path())
+            .expect("this test needs redis-server (scripts/test.sh installs it)");
+        // Users who never answer: the dialog is open on the handset when the cancel comes.
+        let (smsc, log) = start_smsc(user(1.0, 0.0, 0.0)).await;
+        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let a = node(
+            smsc.local_addr(),
+            &redis.url(),
+            BindKind::Transceiver,
+            dir_a.path(),
+        )
+        .await;
+        let b = node(
+            smsc.local_addr(),
+            &redis.url(),
+            BindKind::Transceiver,
+            dir_b.path(),
+        )
+        .await;
+        wait_ready(a.api_addr).await;
+        wait_ready(b.api_addr).await;
+        let m = msisdn(index_with(false, 7));
+        let id = start_ok(a.api_addr, &m, 2, 60).await;
+        log.wait_prompts(&m, 1).await;
+        // A long-poll on A, then the cancel on B.
+        let poll = tokio::spawn({
+            let api = a.api_addr;
+            let id = id.clone();
+            async move { get(api, &id, 30).await.body }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let c = cancel(b.api_addr, &id).await;
+        assert_eq!(c.status, 200, "{:?}", c.body);
+        assert_eq!(c.body["status"], "cancelled", "{:?}", c.body);
+        let on_a = tokio::time::timeout(Duration::from_secs(5), poll)
+            .await
+            .expect("A's long-poll is woken by B's cancel")
+            .unwrap();
+        assert_eq!(on_a["status"], "cancelled", "{on_a}");
+        // A still held the dialog: it releases it on the handset.
+        let texts = || -> Vec<String> {
+            log.mt()
+                .iter()
+                .filter(|x| x.sm.destination.addr == m)
+                .map(|x| String::from_utf8_lossy(&x.sm.short_message).into_owned())
+                .collect()
+        };
+        for _ in 0..100 {
+            if texts().len() >= 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let texts = texts();
+        assert_eq!(texts.len(), 2, "{texts:?}");
+        assert_eq!(texts[1], "Cancelled", "{texts:?}");
+        a.shutdown().await;
+        b.shutdown().await;
+        smsc.shutdown().await;
+        drop(redis);
+    })
+    .await;
+}

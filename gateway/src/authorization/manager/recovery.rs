@@ -39,8 +39,9 @@ impl AuthorizationManager {
             tracing::warn!(error = %e, "node lease not renewed");
         }
         let mut stale = Vec::new();
+        let mut leases = HashMap::new();
         for record in inner.store.list_in_flight().await? {
-            if inner.takes_over(&record).await {
+            if inner.takes_over(&record, &mut leases).await {
                 stale.push(record);
             }
         }
@@ -207,12 +208,13 @@ impl AuthorizationManager {
         };
         let now_ms = (inner.clock)();
         let mut touched = 0;
+        let mut leases = HashMap::new();
         for record in records {
             let mine = record.node.as_deref() == Some(inner.settings.node_id.as_str());
             if mine || lock(&inner.live).by_id.contains_key(&record.id) {
                 continue;
             }
-            if !inner.takes_over(&record).await {
+            if !inner.takes_over(&record, &mut leases).await {
                 continue;
             }
             touched += 1;
@@ -261,15 +263,29 @@ async fn follow_nodes(inner: std::sync::Weak<Inner>) {
 impl Inner {
     /// Whether this node may take `record` over: its own (or a record without a node, written
     /// before nodes were named), or one of a node whose lease ran out. Never a live node's.
-    pub(super) async fn takes_over(&self, record: &AuthorizationRecord) -> bool {
+    /// `leases` remembers each node's answer for one pass over the records (one request per
+    /// node, not per record).
+    pub(super) async fn takes_over(
+        &self,
+        record: &AuthorizationRecord,
+        leases: &mut HashMap<String, bool>,
+    ) -> bool {
         match record.node.as_deref() {
             None => true,
             Some(node) if node == self.settings.node_id => true,
-            Some(node) => match self.store.lease_alive(node).await {
-                Ok(alive) => !alive,
-                // Unknown: leave it; the next sweep asks again.
-                Err(_) => false,
-            },
+            Some(node) => {
+                if let Some(alive) = leases.get(node) {
+                    return !alive;
+                }
+                match self.store.lease_alive(node).await {
+                    Ok(alive) => {
+                        leases.insert(node.to_owned(), alive);
+                        !alive
+                    }
+                    // Unknown: leave it; the next sweep asks again.
+                    Err(_) => false,
+                }
+            }
         }
     }
 }
