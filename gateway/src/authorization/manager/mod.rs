@@ -224,6 +224,9 @@ struct Inner {
     /// it took for another node's prompt), which the store's hints, from other nodes only,
     /// would not.
     ended_here: broadcast::Sender<String>,
+    /// Ids taken over here for a stray answer and not settled yet: a sweep must not take them
+    /// over a second time (the router refuses a second dialog with the same key or counter).
+    adopted: Mutex<std::collections::HashSet<String>>,
 }
 
 /// Running authorizations (bounded by the admission cap).
@@ -415,6 +418,7 @@ impl AuthorizationManager {
                 shutdown: CancellationToken::new(),
                 accepting: AtomicBool::new(true),
                 ended_here: broadcast::channel(ENDED_HERE_BACKLOG).0,
+                adopted: Mutex::new(std::collections::HashSet::new()),
             }),
         };
         if let Some(hints) = manager.inner.store.ended_hints() {

@@ -211,7 +211,10 @@ impl AuthorizationManager {
         let mut leases = HashMap::new();
         for record in records {
             let mine = record.node.as_deref() == Some(inner.settings.node_id.as_str());
-            if mine || lock(&inner.live).by_id.contains_key(&record.id) {
+            if mine
+                || lock(&inner.live).by_id.contains_key(&record.id)
+                || inner.is_adopted(&record.id)
+            {
                 continue;
             }
             if !inner.takes_over(&record, &mut leases).await {

@@ -35,6 +35,14 @@ impl StrayAnswers for StrayAdopter {
 }
 
 impl Inner {
+    /// Whether `id` was taken over here for a stray answer and is not settled yet.
+    pub(super) fn is_adopted(&self, id: &str) -> bool {
+        self.adopted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(id)
+    }
+
     async fn adopt(self: &Arc<Self>, operator: usize, answer: &StrayAnswer) -> Vec<Adoption> {
         let Some(op) = self.operators.get(operator) else {
             return Vec::new();
@@ -50,7 +58,10 @@ impl Inner {
         let now_ms = (self.clock)();
         let mut adopted = Vec::new();
         for record in records {
-            if record.operator != op.name || lock(&self.live).by_id.contains_key(&record.id) {
+            if record.operator != op.name
+                || lock(&self.live).by_id.contains_key(&record.id)
+                || self.is_adopted(&record.id)
+            {
                 continue;
             }
             let Some(Resumable { plan, stored, .. }) = self.resumable(&record, now_ms) else {
@@ -78,8 +89,17 @@ impl Inner {
             let (reply, result) = oneshot::channel();
             let inner = self.clone();
             let id = record.id.clone();
+            self.adopted
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id.clone());
             self.tracker.spawn(async move {
                 inner.settle_adopted(&id, &plan, stored, result).await;
+                inner
+                    .adopted
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
             });
             adopted.push(Adoption { request, reply });
         }
