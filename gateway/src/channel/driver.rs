@@ -534,20 +534,10 @@ impl Driver {
                 continue;
             };
             self.next_adopted += 1;
-            let auth = self.next_adopted;
-            if self.router.resume(now, auth, request).is_ok() {
-                self.waiters.insert(
-                    auth,
-                    Waiter {
-                        reply: Some(reply),
-                        accepted: None,
-                        _permit: permit,
-                    },
-                );
+            // Refused when it runs here after all (resumed meanwhile): the answer finds it, and
+            // the refusal (`Invalid`) ends nothing.
+            if self.resume(now, self.next_adopted, request, permit, reply) {
                 taken += 1;
-            } else {
-                // Already running here after all (resumed meanwhile): the answer finds it.
-                drop(reply);
             }
         }
         if taken > 0 {
@@ -565,7 +555,7 @@ impl Driver {
         request: AuthRequest,
         permit: OwnedSemaphorePermit,
         reply: oneshot::Sender<AuthResult>,
-    ) {
+    ) -> bool {
         match self.router.resume(now, auth, request) {
             Ok(()) => {
                 self.waiters.insert(
@@ -576,9 +566,11 @@ impl Driver {
                         _permit: permit,
                     },
                 );
+                true
             }
             Err(why) => {
                 let _ = reply.send(AuthResult::Invalid(why));
+                false
             }
         }
     }

@@ -246,6 +246,18 @@ async fn health(
     }
 }
 
+/// What the compare-and-set script did.
+enum Changed {
+    /// Written; the record's new version.
+    Written { ver: String },
+    /// Someone wrote it since the version given: the current record, to compute again from.
+    Stale(Versioned),
+    /// It has ended already: the terminal record.
+    Ended(Versioned),
+    /// No such authorization.
+    Missing,
+}
+
 /// One record as stored: the record and the version the next compare-and-set expects.
 #[derive(Debug, Clone)]
 struct Versioned {
@@ -585,15 +597,14 @@ impl RedisStore {
         lock(&self.cache).remove(id);
     }
 
-    /// Runs the compare-and-set script; `Ok(Ok(ver))` when written, `Ok(Err(answer))` with
-    /// the script's refusal otherwise.
+    /// Runs the compare-and-set script and reads its answer.
     async fn change(
         &self,
         record: &AuthorizationRecord,
         expected_ver: &str,
         terminal: bool,
         entries: &[OutboxEntry],
-    ) -> Result<Result<String, Vec<String>>, StoreError> {
+    ) -> Result<Changed, StoreError> {
         let json = Self::encode(record)?;
         let mut invocation = self.change.prepare_invoke();
         invocation
@@ -613,24 +624,25 @@ impl RedisStore {
         }
         let mut con = self.connection.clone();
         let answer: Vec<String> = self.seen(invocation.invoke_async(&mut con).await)?;
-        match answer.first().map(String::as_str) {
-            Some("ok") => Ok(Ok(answer.get(1).cloned().unwrap_or_default())),
-            Some(_) => Ok(Err(answer)),
-            None => Err(StoreError::Backend("empty answer from the script".into())),
-        }
-    }
-
-    /// A refusal of [`Self::change`] that carries the current record (`stale`, `terminal`).
-    fn refused_record(&self, answer: &[String], id: &str) -> Result<Versioned, StoreError> {
-        match answer {
+        let current = || match answer.as_slice() {
             [_, json, ota, ver, ..] => Ok(Versioned {
-                record: self.decode_record(json, ota, id)?,
+                record: self.decode_record(json, ota, &record.id)?,
                 ver: ver.clone(),
             }),
-            _ => Err(StoreError::NotFound {
-                table: "authorizations",
-                key: id.to_owned(),
+            _ => Err(StoreError::Backend(
+                "short answer from the compare-and-set".into(),
+            )),
+        };
+        match answer.first().map(String::as_str) {
+            Some("ok") => Ok(Changed::Written {
+                ver: answer.get(1).cloned().unwrap_or_default(),
             }),
+            Some("stale") => Ok(Changed::Stale(current()?)),
+            Some("terminal") => Ok(Changed::Ended(current()?)),
+            Some("missing") => Ok(Changed::Missing),
+            other => Err(StoreError::Backend(format!(
+                "compare-and-set answered {other:?}"
+            ))),
         }
     }
 
@@ -911,7 +923,7 @@ impl Store for RedisStore {
                 });
             }
             match self.change(&next, &current.ver, false, &[]).await? {
-                Ok(ver) => {
+                Changed::Written { ver } => {
                     self.remember(
                         id,
                         Versioned {
@@ -921,28 +933,25 @@ impl Store for RedisStore {
                     );
                     return Ok(next);
                 }
-                Err(answer) => match answer.first().map(String::as_str) {
-                    Some("stale") => {
-                        current = self.refused_record(&answer, id)?;
-                        from_cache = false;
-                        contended(round + 1).await;
-                    }
-                    Some("terminal") => {
-                        self.forget(id);
-                        let ended = self.refused_record(&answer, id)?;
-                        return Err(StoreError::Conflict {
-                            id: id.to_owned(),
-                            actual: ended.record.state,
-                        });
-                    }
-                    _ => {
-                        self.forget(id);
-                        return Err(StoreError::NotFound {
-                            table: "authorizations",
-                            key: id.to_owned(),
-                        });
-                    }
-                },
+                Changed::Stale(now) => {
+                    current = now;
+                    from_cache = false;
+                    contended(round + 1).await;
+                }
+                Changed::Ended(ended) => {
+                    self.forget(id);
+                    return Err(StoreError::Conflict {
+                        id: id.to_owned(),
+                        actual: ended.record.state,
+                    });
+                }
+                Changed::Missing => {
+                    self.forget(id);
+                    return Err(StoreError::NotFound {
+                        table: "authorizations",
+                        key: id.to_owned(),
+                    });
+                }
             }
         }
         Err(StoreError::Backend(format!(
@@ -973,7 +982,7 @@ impl Store for RedisStore {
             }
             let entries = outbox_for(&next, outbox, update.now_ms);
             match self.change(&next, &current.ver, true, &entries).await? {
-                Ok(_) => {
+                Changed::Written { .. } => {
                     self.forget(id);
                     return Ok(Ended {
                         record: next,
@@ -981,27 +990,25 @@ impl Store for RedisStore {
                         outbox: entries,
                     });
                 }
-                Err(answer) => match answer.first().map(String::as_str) {
-                    Some("stale") => {
-                        current = self.refused_record(&answer, id)?;
-                        contended(round + 1).await;
-                    }
-                    Some("terminal") => {
-                        self.forget(id);
-                        return Ok(Ended {
-                            record: self.refused_record(&answer, id)?.record,
-                            won: false,
-                            outbox: Vec::new(),
-                        });
-                    }
-                    _ => {
-                        self.forget(id);
-                        return Err(StoreError::NotFound {
-                            table: "authorizations",
-                            key: id.to_owned(),
-                        });
-                    }
-                },
+                Changed::Stale(now) => {
+                    current = now;
+                    contended(round + 1).await;
+                }
+                Changed::Ended(ended) => {
+                    self.forget(id);
+                    return Ok(Ended {
+                        record: ended.record,
+                        won: false,
+                        outbox: Vec::new(),
+                    });
+                }
+                Changed::Missing => {
+                    self.forget(id);
+                    return Err(StoreError::NotFound {
+                        table: "authorizations",
+                        key: id.to_owned(),
+                    });
+                }
             }
         }
         Err(StoreError::Backend(format!(

@@ -125,10 +125,7 @@ impl GatewayProcess {
 
     /// SIGKILL, then a new child on the same configuration (same store, same addresses).
     pub async fn kill_and_restart(&mut self) -> anyhow::Result<()> {
-        self.child
-            .start_kill()
-            .context("sending SIGKILL to the gateway")?;
-        self.child.wait().await.context("reaping the gateway")?;
+        self.sigkill().await?;
         let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
         let next = Self::spawn_with_args(&self.program, &args, &self.config).await?;
         *self = next;
@@ -137,6 +134,10 @@ impl GatewayProcess {
 
     /// SIGKILL only: nothing flushed, nothing said on the way out.
     pub async fn kill(mut self) -> anyhow::Result<()> {
+        self.sigkill().await
+    }
+
+    async fn sigkill(&mut self) -> anyhow::Result<()> {
         self.child
             .start_kill()
             .context("sending SIGKILL to the gateway")?;
