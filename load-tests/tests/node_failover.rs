@@ -182,6 +182,7 @@ async fn a_killed_node_s_prompts_are_ended_by_the_other_and_its_restart_takes_no
     let store = RedisStore::connect(
         &RedisSettings {
             url: redis.url(),
+            ca_file: None,
             prefix: PREFIX.into(),
             response_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),

@@ -567,9 +567,13 @@ pub struct StoreConfig {
     /// Database file of the embedded store. With Redis, this node's local files (the audit
     /// log) are named after it; no database is created there.
     pub path: PathBuf,
-    /// Redis: `redis://[user:password@]host:port[/db]`.
+    /// Redis: `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS.
     #[serde(default)]
     pub url: Option<String>,
+    /// Redis over TLS: the PEM file of the only CA trusted for the server's certificate
+    /// (absent: the system's roots).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// Redis: every key starts with `{key_prefix}:` (a hash tag: one Cluster slot).
     #[serde(default = "default_key_prefix")]
     pub key_prefix: String,
@@ -642,6 +646,7 @@ impl StoreConfig {
     pub fn redis_settings(&self) -> Option<crate::store::RedisSettings> {
         (self.backend == StoreBackend::Redis).then(|| crate::store::RedisSettings {
             url: self.url.clone().unwrap_or_default(),
+            ca_file: self.ca_file.clone(),
             prefix: self.key_prefix.clone(),
             response_timeout: std::time::Duration::from_millis(self.response_timeout_ms),
             connect_timeout: std::time::Duration::from_millis(self.connect_timeout_ms),

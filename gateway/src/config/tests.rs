@@ -463,3 +463,39 @@ fn the_redis_backend_needs_a_redis_url_and_a_plain_prefix() {
     let e = load(&with("backend = \"postgres\""), &[]).unwrap_err();
     assert_eq!(e.key, "store.backend");
 }
+
+#[test]
+fn redis_over_tls_takes_a_rediss_url_and_an_optional_ca_file() {
+    let with = |extra: &str| MINIMAL.replace("[store]\n", &format!("[store]\n{extra}\n"));
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "not checked here").unwrap();
+    let c = load(
+        &with(&format!(
+            "backend = \"redis\"\nurl = \"rediss://127.0.0.1:6380\"\nca_file = {:?}",
+            ca.display().to_string()
+        )),
+        &[],
+    )
+    .unwrap();
+    let settings = c.store.redis_settings().unwrap();
+    assert_eq!(settings.url, "rediss://127.0.0.1:6380");
+    assert_eq!(settings.ca_file.as_deref(), Some(ca.as_path()));
+
+    let e = load(
+        &with(&format!(
+            "backend = \"redis\"\nurl = \"redis://127.0.0.1:6379\"\nca_file = {:?}",
+            ca.display().to_string()
+        )),
+        &[],
+    )
+    .unwrap_err();
+    assert_eq!(e.key, "store.ca_file");
+    assert!(e.to_string().contains("rediss://"), "{e}");
+    let e = load(
+        &with("backend = \"redis\"\nurl = \"rediss://h:1\"\nca_file = \"/nonexistent/ca.pem\""),
+        &[],
+    )
+    .unwrap_err();
+    assert_eq!(e.key, "store.ca_file");
+}

@@ -130,12 +130,11 @@ impl GatewayConfig {
         // [store]
         if self.store.backend == StoreBackend::Redis {
             match self.store.url.as_deref() {
-                Some(url) if url.starts_with("redis://") => {}
+                Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {}
                 Some(_) => {
                     return Err(ConfigError::at(
                         "store.url",
-                        "must be a redis:// URL (TLS to Redis, rediss://, is not built in: \
-                         keep Redis on a private network or behind a TLS tunnel)",
+                        "must be a redis:// URL, or rediss:// for TLS",
                     ))
                 }
                 None => {
@@ -143,6 +142,25 @@ impl GatewayConfig {
                         "store.url",
                         "is required with backend = \"redis\"",
                     ))
+                }
+            }
+            if let Some(ca) = &self.store.ca_file {
+                if !self
+                    .store
+                    .url
+                    .as_deref()
+                    .is_some_and(|u| u.starts_with("rediss://"))
+                {
+                    return Err(ConfigError::at(
+                        "store.ca_file",
+                        "is only used with a rediss:// (TLS) URL",
+                    ));
+                }
+                if !ca.is_file() {
+                    return Err(ConfigError::at(
+                        "store.ca_file",
+                        format!("{} is not a readable file", ca.display()),
+                    ));
                 }
             }
             if self.store.key_prefix.is_empty()

@@ -687,6 +687,7 @@ pub(crate) async fn redis_store(server: &LocalRedis) -> RedisStore {
 pub(crate) fn redis_settings(server: &LocalRedis, prefix: &str) -> RedisSettings {
     RedisSettings {
         url: server.url(),
+        ca_file: None,
         prefix: prefix.into(),
         response_timeout: std::time::Duration::from_secs(5),
         connect_timeout: std::time::Duration::from_secs(5),

@@ -80,8 +80,11 @@ const MAX_CACHED: usize = 1 << 20;
 /// Connection settings of the Redis backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisSettings {
-    /// `redis://[user:password@]host:port[/db]`.
+    /// `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS.
     pub url: String,
+    /// With `rediss://`: the PEM file of the only CA trusted for the server's certificate
+    /// (`None`: the system's roots).
+    pub ca_file: Option<std::path::PathBuf>,
     /// Every key starts with `{prefix}:`.
     pub prefix: String,
     /// Longest wait for one command's answer.
@@ -397,6 +400,33 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
+/// The client for `settings`: plain TCP for `redis://`, TLS for `rediss://` (checked against
+/// `ca_file` alone when one is given, so a private CA is not trusted for anything else).
+fn client_for(settings: &RedisSettings) -> Result<redis::Client, StoreError> {
+    let url = settings.url.as_str();
+    let client = match &settings.ca_file {
+        Some(path) if url.starts_with("rediss://") => {
+            let root_cert = std::fs::read(path).map_err(|e| {
+                StoreError::Backend(format!("Redis CA file {}: {e}", path.display()))
+            })?;
+            redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_cert),
+                },
+            )
+        }
+        Some(_) => {
+            return Err(StoreError::Backend(
+                "a Redis CA file needs a rediss:// URL".into(),
+            ))
+        }
+        None => redis::Client::open(url),
+    };
+    client.map_err(|e| StoreError::Backend(format!("Redis URL: {e}")))
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -427,8 +457,7 @@ impl RedisStore {
                 "the Redis key prefix must be non-empty, without braces or spaces".into(),
             ));
         }
-        let client = redis::Client::open(settings.url.as_str())
-            .map_err(|e| StoreError::Backend(format!("Redis URL: {e}")))?;
+        let client = client_for(settings)?;
         let hint_client = client.clone();
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(settings.response_timeout))
@@ -1114,6 +1143,7 @@ impl Store for RedisStore {
 pub struct LocalRedis {
     child: std::process::Child,
     port: u16,
+    tls_port: Option<u16>,
     dir: std::path::PathBuf,
 }
 
@@ -1128,14 +1158,47 @@ impl LocalRedis {
 
     /// The same on a given port (a restart on the same files and address).
     pub fn start_on(dir: &std::path::Path, port: Option<u16>) -> Result<Self, StoreError> {
+        Self::launch(dir, port, None)
+    }
+
+    /// [`Self::start`], with a TLS port besides (server certificate and key in PEM, no client
+    /// certificates asked for); see [`Self::tls_url`].
+    pub fn start_with_tls(
+        dir: &std::path::Path,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+    ) -> Result<Self, StoreError> {
+        Self::launch(dir, None, Some((cert, key)))
+    }
+
+    fn launch(
+        dir: &std::path::Path,
+        port: Option<u16>,
+        tls: Option<(&std::path::Path, &std::path::Path)>,
+    ) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)?;
+        let free_port = || -> Result<u16, StoreError> {
+            Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port())
+        };
         let port = match port {
             Some(p) => p,
-            None => std::net::TcpListener::bind("127.0.0.1:0")?
-                .local_addr()?
-                .port(),
+            None => free_port()?,
         };
-        let child = std::process::Command::new("redis-server")
+        let mut command = std::process::Command::new("redis-server");
+        let mut tls_port = None;
+        if let Some((cert, key)) = tls {
+            let p = free_port()?;
+            tls_port = Some(p);
+            command
+                .args(["--tls-port", &p.to_string(), "--tls-auth-clients", "no"])
+                .arg("--tls-cert-file")
+                .arg(cert)
+                .arg("--tls-key-file")
+                .arg(key);
+        }
+        let child = command
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
             .args([
                 "--save",
@@ -1167,6 +1230,7 @@ impl LocalRedis {
         let server = Self {
             child,
             port,
+            tls_port,
             dir: dir.to_owned(),
         };
         let until = std::time::Instant::now() + Duration::from_secs(10);
@@ -1200,6 +1264,12 @@ impl LocalRedis {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// `rediss://localhost:<tls port>/` when started with TLS (the name the test certificate
+    /// is issued for).
+    pub fn tls_url(&self) -> Option<String> {
+        self.tls_port.map(|p| format!("rediss://localhost:{p}/"))
     }
 
     pub fn dir(&self) -> &std::path::Path {
@@ -1440,5 +1510,50 @@ mod tests {
         ));
         assert_eq!(store.reserve_ota_counters(&card, 1).await.unwrap(), 11..12);
         drop(again);
+    }
+
+    /// The test certificates shared with the HTTPS tests (see their README).
+    fn tls_fixture(name: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../load-tests/tests/fixtures/tls")
+            .join(name)
+    }
+
+    #[tokio::test]
+    async fn over_tls_the_store_works_through_its_ca_and_refuses_another_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = LocalRedis::start_with_tls(
+            dir.path(),
+            &tls_fixture("server.pem"),
+            &tls_fixture("server.key"),
+        )
+        .unwrap_or_else(|e| panic!("redis-server with TLS (scripts/test.sh installs it): {e}"));
+        let url = server.tls_url().unwrap();
+        let settings = |ca: &str| RedisSettings {
+            url: url.clone(),
+            ca_file: Some(tls_fixture(ca)),
+            connect_timeout: Duration::from_secs(2),
+            ..redis_settings(&server, "tls")
+        };
+
+        let store = RedisStore::connect(&settings("ca.pem"), OPTIONS)
+            .await
+            .unwrap();
+        let record = AuthorizationRecord {
+            id: "over-tls".into(),
+            ..sample()
+        };
+        store.create_authorization(&record, 0, 1_000, None).await.unwrap();
+        let back = store.get_authorization("over-tls").await.unwrap().unwrap();
+        assert_eq!(back.msisdn, record.msisdn);
+        // The plain port sees what went through TLS: one server, not a stand-in.
+        assert_eq!(
+            raw(&server, &["EXISTS", &store.auth_key("over-tls")]).await,
+            redis::Value::Int(1)
+        );
+
+        let refused = RedisStore::connect(&settings("other-ca.pem"), OPTIONS).await;
+        let err = refused.err().expect("a server certificate from another CA is refused");
+        assert!(err.to_string().contains("connecting to Redis"), "{err}");
     }
 }
