@@ -289,6 +289,9 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<ServeHandle> {
             let mut bind = BindConfig::new(b.address.clone(), {
                 let mut session = b.session_config(&password);
                 session.mo_gate = mo_gate.clone();
+                // With a shared store an answer may be another node's: it is acknowledged once
+                // it is checked and applied (see the channel driver).
+                session.defer_mo_ack = shared_store;
                 session
             })
             .with_metrics(m);

@@ -6,6 +6,9 @@
 //!   every answer lands on B. B takes the answer against the shared record (session key,
 //!   the card's MAC over the stored challenge) and ends the authorization; A's API reports the
 //!   approved result (with the card's proof for the applet) at once, B's GET the same.
+//! - An answer landing on B while Redis does not answer is refused with a temporary error (B
+//!   cannot check it against the shared record, and an acknowledged answer would be lost); the
+//!   SMSC delivers it again and, Redis back, B applies it.
 //! - Both nodes transceivers: three wrong PINs over USSD started on alternating nodes lock
 //!   the MSISDN on both (the try counter is in Redis).
 #![allow(clippy::unwrap_used)]
@@ -48,6 +51,16 @@ async fn wait_ready(api: SocketAddr) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("node at {api} not ready within 5 s");
+}
+
+/// Sends one command to the Redis at `port` over RESP (inline form) and reads the first line.
+fn redis_command(port: u16, command: &str) -> String {
+    use std::io::{BufRead, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(format!("{command}\r\n").as_bytes()).unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(s).read_line(&mut line).unwrap();
+    line
 }
 
 async fn metric(gw: &gateway::serve::ServeHandle, name: &str) -> f64 {
@@ -105,6 +118,67 @@ async fn prompts_leave_one_node_answers_land_on_the_other_and_both_report_the_on
         }
         let on_a = terminal(a.api_addr, &stk).await;
         assert!(on_a["proof"].is_string(), "the card's proof: {on_a}");
+        a.shutdown().await;
+        b.shutdown().await;
+        smsc.shutdown().await;
+        drop(redis);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_on_the_other_node_while_redis_is_paused_is_refused_and_applied_when_delivered_again(
+) {
+    within(90, async {
+        let redis_dir = tempfile::tempdir().unwrap();
+        let redis = LocalRedis::start(redis_dir.path())
+            .expect("this test needs redis-server (scripts/test.sh installs it)");
+        // Every user approves, about 0.5 s (real) after the prompt.
+        let slow = sim_applet_model::handset::user::UserParams {
+            min_action_ms: 50_000,
+            sigma: 0.05,
+            ..user(0.0, 0.0, 0.0)
+        };
+        let (smsc, log) = start_smsc_with(slow, Some((30, Duration::from_millis(250)))).await;
+        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let a = node(
+            smsc.local_addr(),
+            &redis.url(),
+            BindKind::Transmitter,
+            dir_a.path(),
+        )
+        .await;
+        let mut config = gateway_config(smsc.local_addr(), dir_b.path(), u64::from(SIZE));
+        on_redis(&mut config, &redis.url());
+        config.store.response_timeout_ms = 200;
+        config.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
+        for bind in &mut config.operators[0].binds {
+            bind.bind_kind = BindKind::Receiver;
+        }
+        let b = start_gateway(config).await;
+        wait_ready(a.api_addr).await;
+        wait_ready(b.api_addr).await;
+
+        let m = msisdn(index_with(false, 3));
+        let id = start_ok(a.api_addr, &m, 2, 30).await;
+        log.wait_prompts(&m, 1).await;
+        // Redis stops answering before the handset does, for 2 s.
+        assert_eq!(
+            redis_command(redis.port(), "CLIENT PAUSE 2000 ALL"),
+            "+OK\r\n"
+        );
+        let on_a = terminal(a.api_addr, &id).await;
+        assert_eq!(on_a["status"], "approved", "the answer was lost: {on_a}");
+        let on_b = get(b.api_addr, &id, 0).await.body;
+        assert_eq!(on_b["status"], "approved", "B: {on_b}");
+        let refused = metric(&b, "gateway_smpp_mo_refused_total").await;
+        assert!(refused >= 1.0, "B refused {refused} deliveries");
+        assert!(
+            smsc.stats()
+                .deliver_retries
+                .load(std::sync::atomic::Ordering::Relaxed)
+                >= 1
+        );
         a.shutdown().await;
         b.shutdown().await;
         smsc.shutdown().await;

@@ -33,7 +33,7 @@ use super::router::{
     AuthId, EndedElsewhere, IgnoredAnswers, Router, RouterConfig, RouterOutput, StkNonce,
     StrayAnswer,
 };
-use crate::smpp::bind::{self, BindConfig, BindEvent, BindHandle};
+use crate::smpp::bind::{self, BindConfig, BindEvent, BindHandle, MoAck};
 use crate::smpp::session::{SubmitFailure, SubmitId, SubmitRequest};
 use prometheus_client::metrics::counter::Counter;
 use sim_applet_model::smpp::dialect::Dialect;
@@ -50,19 +50,30 @@ pub trait PinVerifier: Send + Sync + 'static {
 /// Takes over, for an answer this node's router matched to nothing, the authorizations of a
 /// shared store it may belong to (prompted by another node): each comes back as the request
 /// [`Router::resume`] needs and the sender of its one result. The answer is then handed to the
-/// router again.
+/// router again. `Err` when the store could not be asked: the answer is then refused with a
+/// temporary error, for the SMSC to deliver again.
 pub trait StrayAnswers: Send + Sync + 'static {
     fn adopt<'a>(
         &'a self,
         answer: &'a StrayAnswer,
-    ) -> futures_util::future::BoxFuture<'a, Vec<Adoption>>;
+    ) -> futures_util::future::BoxFuture<'a, Result<Vec<Adoption>, String>>;
 }
 
 /// One authorization taken over for a stray answer.
 pub struct Adoption {
     pub request: AuthRequest,
     pub reply: oneshot::Sender<AuthResult>,
+    /// Whether the ending the answer decided is stored (`true` also when it decided none);
+    /// the answer's `deliver_sm` is acknowledged after it. Dropped unsent: nothing to store.
+    pub settled: oneshot::Receiver<bool>,
 }
+
+/// A stray answer with the `deliver_sm_resp` it is owed (when its bind defers them).
+type StrayWithAck = (StrayAnswer, Option<MoAck>);
+
+/// Longest wait for the endings a stray answer decided before its `deliver_sm` is acknowledged
+/// anyway (they are then in memory and being stored; an SMSC's own timeout is longer).
+const SETTLE_BEFORE_ACK: Duration = Duration::from_secs(5);
 
 /// Where the [`StrayAnswers`] handler goes once it exists (the manager is built after the
 /// authorizers it drives).
@@ -404,8 +415,14 @@ struct Driver {
     /// one, at most one per authorization).
     verdicts_tx: mpsc::UnboundedSender<(AuthId, bool)>,
     /// Authorizations taken over for a stray answer, with the answer to hand back.
-    adoptions_tx: mpsc::UnboundedSender<(Vec<Adoption>, StrayAnswer)>,
+    adoptions_tx: mpsc::UnboundedSender<(Vec<Adoption>, StrayWithAck)>,
     next_adopted: AuthId,
+    /// The answer owed for the `deliver_sm` being handled: taken with the stray answer it
+    /// becomes, or sent (`ESME_ROK`) when the handling is done.
+    mo_ack: Option<MoAck>,
+    /// Authorizations whose PIN check started since this was cleared (an adopted one's answer
+    /// is acknowledged after that check's ending is stored).
+    pin_checks_started: Vec<AuthId>,
     tracker: TaskTracker,
     slots: Arc<Semaphore>,
 }
@@ -414,7 +431,7 @@ struct Driver {
 /// taken over for a stray answer with the answer.
 struct Feedback {
     verdicts: mpsc::UnboundedSender<(AuthId, bool)>,
-    adoptions: mpsc::UnboundedSender<(Vec<Adoption>, StrayAnswer)>,
+    adoptions: mpsc::UnboundedSender<(Vec<Adoption>, StrayWithAck)>,
 }
 
 fn now_std() -> Instant {
@@ -458,6 +475,8 @@ impl Driver {
             verdicts_tx,
             adoptions_tx,
             next_adopted: ADOPTED_IDS,
+            mo_ack: None,
+            pin_checks_started: Vec::new(),
             tracker: TaskTracker::new(),
             slots,
         }
@@ -468,7 +487,7 @@ impl Driver {
         mut commands: mpsc::Receiver<Command>,
         mut events: mpsc::Receiver<BindEvent>,
         mut verdicts: mpsc::UnboundedReceiver<(AuthId, bool)>,
-        mut adoptions: mpsc::UnboundedReceiver<(Vec<Adoption>, StrayAnswer)>,
+        mut adoptions: mpsc::UnboundedReceiver<(Vec<Adoption>, StrayWithAck)>,
     ) {
         loop {
             let wake = self.router.poll_timeout();
@@ -509,26 +528,50 @@ impl Driver {
                     }
                 },
                 Some(event) = events.recv() => {
+                    let event = match event {
+                        BindEvent::MoAwaitingAck { deliver, ack } => {
+                            self.mo_ack = Some(ack);
+                            BindEvent::Mo(deliver)
+                        }
+                        event => event,
+                    };
                     self.router.handle_event(now_std(), event);
                     self.count_ignored();
                 }
                 Some((auth, right)) = verdicts.recv() => {
                     self.router.handle_pin_verdict(now_std(), auth, right);
                 }
-                Some((adopted, answer)) = adoptions.recv() => {
-                    self.adopt(now_std(), adopted, answer);
+                Some((adopted, (answer, ack))) = adoptions.recv() => {
+                    self.adopt(now_std(), adopted, answer, ack);
                     self.count_ignored();
                 }
                 () = sleep => self.router.handle_timeout(now_std()),
             }
             self.carry_out(now_std());
+            // Handled here (matched, ignored, or no stray of it taken): acknowledged now.
+            self.mo_ack = None;
+            self.pin_checks_started.clear();
         }
     }
 
     /// Resumes the authorizations taken over for `answer`, then hands it to the router again.
-    fn adopt(&mut self, now: Instant, adopted: Vec<Adoption>, answer: StrayAnswer) {
-        let mut taken = 0;
-        for Adoption { request, reply } in adopted {
+    /// Its `deliver_sm` is acknowledged once what it decided is stored: the endings of the
+    /// authorizations it ended, or whose PIN check it started; refused with a temporary error
+    /// (the SMSC delivers it again) when an ending could not be stored.
+    fn adopt(
+        &mut self,
+        now: Instant,
+        adopted: Vec<Adoption>,
+        answer: StrayAnswer,
+        ack: Option<MoAck>,
+    ) {
+        let mut taken = Vec::new();
+        for Adoption {
+            request,
+            reply,
+            settled,
+        } in adopted
+        {
             let Ok(permit) = self.slots.clone().try_acquire_owned() else {
                 let _ = reply.send(AuthResult::Unavailable);
                 continue;
@@ -537,15 +580,42 @@ impl Driver {
             // Refused when it runs here after all (resumed meanwhile): the answer finds it, and
             // the refusal (`Invalid`) ends nothing.
             if self.resume(now, self.next_adopted, request, permit, reply) {
-                taken += 1;
+                taken.push((self.next_adopted, settled));
             }
         }
-        if taken > 0 {
+        if !taken.is_empty() {
             if let Some(c) = &self.config.cross_node_answers {
                 c.inc();
             }
         }
+        self.pin_checks_started.clear();
         self.router.handle_stray(now, answer);
+        self.carry_out(now);
+        let Some(ack) = ack else {
+            return;
+        };
+        let decided: Vec<_> = taken
+            .into_iter()
+            .filter(|(auth, _)| {
+                let result_sent = self.waiters.get(auth).is_none_or(|w| w.reply.is_none());
+                result_sent || self.pin_checks_started.contains(auth)
+            })
+            .map(|(_, settled)| settled)
+            .collect();
+        if decided.is_empty() {
+            return;
+        }
+        self.tracker.spawn(async move {
+            let stored =
+                tokio::time::timeout(SETTLE_BEFORE_ACK, futures_util::future::join_all(decided))
+                    .await
+                    .map_or(true, |all| all.into_iter().all(|s| s.unwrap_or(true)));
+            ack.reply(if stored {
+                rusmpp::CommandStatus::EsmeRok
+            } else {
+                rusmpp::CommandStatus::EsmeRxTAppn
+            });
+        });
     }
 
     fn resume(
@@ -637,6 +707,7 @@ impl Driver {
                 }
                 RouterOutput::VerifyPin { auth, msisdn, pin } => match &self.pin_verifier {
                     Some(verifier) => {
+                        self.pin_checks_started.push(auth);
                         let (verifier, verdicts) = (verifier.clone(), self.verdicts_tx.clone());
                         self.tracker.spawn(async move {
                             let right = verifier.verify(&msisdn, &pin).await;
@@ -657,9 +728,20 @@ impl Driver {
                     match self.config.strays.as_ref().and_then(|s| s.0.get()).cloned() {
                         Some(handler) => {
                             let adoptions = self.adoptions_tx.clone();
+                            // A stray comes only from the `deliver_sm` being handled.
+                            let ack = self.mo_ack.take();
                             self.tracker.spawn(async move {
-                                let adopted = handler.adopt(&answer).await;
-                                let _ = adoptions.send((adopted, answer));
+                                match handler.adopt(&answer).await {
+                                    Ok(adopted) => {
+                                        let _ = adoptions.send((adopted, (answer, ack)));
+                                    }
+                                    Err(e) => {
+                                        tracing::warn!(error = %e, "a stray answer could not be looked up; refused for the SMSC to deliver it again");
+                                        if let Some(ack) = ack {
+                                            ack.reply(rusmpp::CommandStatus::EsmeRxTAppn);
+                                        }
+                                    }
+                                }
                             });
                         }
                         // Not wired yet: hand it straight back, to be counted as ignored.

@@ -533,7 +533,9 @@ impl Router {
                     self.submit_result(now, auth, Err(reason));
                 }
             }
-            BindEvent::Mo(deliver) => {
+            // An answer owed is sent when its `ack` drops, after this: the owner that defers
+            // answers takes the `ack` out first.
+            BindEvent::Mo(deliver) | BindEvent::MoAwaitingAck { deliver, .. } => {
                 if is_delivery_receipt(u8::from(deliver.esm_class)) {
                     self.handle_receipt(now, &deliver);
                 } else if deliver.protocol_id == 0x7F {

@@ -163,6 +163,7 @@ pub struct SmppMetrics {
     submit_rate: Family<BindLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     round_trip: Family<BindLabels, Histogram>,
     throttles: Family<BindLabels, Counter>,
+    mo_refused: Family<BindLabels, Counter>,
     reconnects: Family<BindLabels, Counter>,
     keepalive_graces: Family<BindLabels, Counter>,
     nacks: Family<NackLabels, Counter>,
@@ -181,6 +182,7 @@ pub struct BindMetrics {
     submit_rate: Gauge<f64, std::sync::atomic::AtomicU64>,
     round_trip: Histogram,
     throttles: Counter,
+    mo_refused: Counter,
     reconnects: Counter,
     keepalive_graces: Counter,
     nacks: Vec<Counter>,
@@ -198,6 +200,7 @@ impl SmppMetrics {
             submit_rate: Family::default(),
             round_trip: Family::new_with_constructor(|| Histogram::new(MACHINE_LATENCY_BUCKETS)),
             throttles: Family::default(),
+            mo_refused: Family::default(),
             reconnects: Family::default(),
             keepalive_graces: Family::default(),
             nacks: Family::default(),
@@ -241,6 +244,12 @@ impl SmppMetrics {
             "smpp_throttles",
             "submit_sm answered ESME_RTHROTTLED or ESME_RMSGQFUL (re-sent at the bind's next token)",
             m.throttles.clone(),
+        );
+        registry.register(
+            "smpp_mo_refused",
+            "deliver_sm answered with a temporary error (ESME_RX_T_APPN), for the SMSC to deliver \
+             again: the shared store could not be reached, or an answer's ending not stored",
+            m.mo_refused.clone(),
         );
         registry.register(
             "smpp_reconnects",
@@ -320,6 +329,7 @@ impl SmppMetrics {
             submit_rate: self.submit_rate.get_or_create_owned(&labels),
             round_trip: self.round_trip.get_or_create_owned(&labels),
             throttles: self.throttles.get_or_create_owned(&labels),
+            mo_refused: self.mo_refused.get_or_create_owned(&labels),
             reconnects: self.reconnects.get_or_create_owned(&labels),
             keepalive_graces: self.keepalive_graces.get_or_create_owned(&labels),
             nacks,
@@ -399,6 +409,11 @@ impl BindMetrics {
     /// A submit_sm was throttled.
     pub fn throttled(&self) {
         self.throttles.inc();
+    }
+
+    /// A deliver_sm was answered with a temporary error.
+    pub fn mo_refused(&self) {
+        self.mo_refused.inc();
     }
 
     /// Throttles so far (tests).

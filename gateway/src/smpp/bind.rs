@@ -21,19 +21,20 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt};
 use rand::Rng;
+use rusmpp::CommandStatus;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 
-pub use super::bind_machine::{BindEvent, ConnectError, LinkDown};
+pub use super::bind_machine::{BindEvent, ConnectError, LinkDown, MoAck};
 pub use crate::tls::{
     crypto_provider, load_pem_certs, load_pem_key, tls_server_config, TlsClientSettings,
     TlsSetupError,
 };
 
-use super::bind_machine::{Action, BindMachine, BindMachineConfig};
+use super::bind_machine::{Action, BindMachine, BindMachineConfig, MoAckToken};
 use super::framing::frame_codec;
 use super::session::{SessionConfig, SubmitId, SubmitRequest};
 use crate::metrics::smpp::{BindMetrics, BindState};
@@ -216,17 +217,20 @@ pub fn spawn(
     let (tx, rx) = mpsc::channel(64);
     let pending = Arc::new(AtomicUsize::new(0));
     let load = Arc::new(BindLoad::new());
-    let machine = BindMachine::new(
+    let mut machine = BindMachine::new(
         config.machine_config(),
         now_std(),
         rand::thread_rng().gen(),
         config.metrics.clone(),
     );
+    let (mo_acks_tx, mo_acks) = mpsc::unbounded_channel();
+    machine.set_mo_ack_sender(mo_acks_tx);
     let task = BindTask {
         machine,
         config,
         events,
         commands: rx,
+        mo_acks,
         pending: pending.clone(),
         load: load.clone(),
         link: None,
@@ -245,6 +249,8 @@ struct BindTask {
     config: BindConfig,
     events: mpsc::Sender<BindEvent>,
     commands: mpsc::Receiver<Command>,
+    /// Answers owed for deferred `deliver_sm`s (as many as the SMSC has outstanding).
+    mo_acks: mpsc::UnboundedReceiver<(MoAckToken, CommandStatus)>,
     pending: Arc<AtomicUsize>,
     load: Arc<BindLoad>,
     /// The open connection, split.
@@ -347,6 +353,9 @@ impl BindTask {
                         }
                         Err(e) => self.machine.handle_connect_failed(now_std(), e),
                     }
+                }
+                Some((token, status)) = self.mo_acks.recv() => {
+                    self.machine.ack_mo(token, status);
                 }
                 command = self.commands.recv() => match command {
                     Some(Command::Submit { id, request }) => {

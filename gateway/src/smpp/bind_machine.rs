@@ -96,7 +96,7 @@ impl fmt::Display for LinkDown {
 }
 
 /// What a bind reports.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum BindEvent {
     /// Bound (again).
     Bound {
@@ -124,6 +124,14 @@ pub enum BindEvent {
     },
     /// An MO `deliver_sm` (already answered).
     Mo(Box<DeliverSm>),
+    /// An MO `deliver_sm` not answered yet (the session defers its answers): `ack` answers it,
+    /// `ESME_ROK` when dropped.
+    MoAwaitingAck {
+        /// The message.
+        deliver: Box<DeliverSm>,
+        /// Its answer.
+        ack: MoAck,
+    },
     /// The link went down (or never came up); a reconnect follows unless the bind is stopping.
     Disconnected {
         /// What happened.
@@ -132,6 +140,58 @@ pub enum BindEvent {
     /// The bind has ended (after [`BindMachine::unbind`]); nothing follows.
     Stopped,
 }
+
+/// Which `deliver_sm` an answer is for: the connection it came on and its sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MoAckToken {
+    connection: u64,
+    seq: u32,
+}
+
+/// Where a bind's shell takes the answers to deferred `deliver_sm`s.
+pub type MoAckSender = tokio::sync::mpsc::UnboundedSender<(MoAckToken, CommandStatus)>;
+
+/// The answer owed for one `deliver_sm`: [`MoAck::reply`] with a status, or `ESME_ROK` when
+/// dropped, so that no path can leave the SMSC waiting (an unanswered `deliver_sm` holds a slot
+/// of its window until it times out). Answers for a connection that has gone are not sent: the
+/// SMSC delivers the message again.
+#[derive(Debug)]
+pub struct MoAck {
+    token: MoAckToken,
+    to: Option<MoAckSender>,
+}
+
+impl MoAck {
+    /// Which `deliver_sm` this answers.
+    pub fn token(&self) -> MoAckToken {
+        self.token
+    }
+
+    /// Answers with `status`.
+    pub fn reply(mut self, status: CommandStatus) {
+        self.send(status);
+    }
+
+    fn send(&mut self, status: CommandStatus) {
+        if let Some(to) = self.to.take() {
+            let _ = to.send((self.token, status));
+        }
+    }
+}
+
+impl Drop for MoAck {
+    fn drop(&mut self) {
+        self.send(CommandStatus::EsmeRok);
+    }
+}
+
+impl PartialEq for MoAck {
+    fn eq(&self, other: &Self) -> bool {
+        self.token == other.token
+    }
+}
+
+impl Eq for MoAck {}
 
 /// What the shell must do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,6 +238,10 @@ pub struct BindMachine {
     actions: VecDeque<Action>,
     events: VecDeque<BindEvent>,
     metrics: Option<Arc<BindMetrics>>,
+    /// Counts connections, so that an answer owed on one is never sent on the next.
+    connection: u64,
+    /// Where the answers of deferred `deliver_sm`s go (set by the shell).
+    mo_acks: Option<MoAckSender>,
 }
 
 impl BindMachine {
@@ -198,6 +262,8 @@ impl BindMachine {
             stopping: false,
             jitter: SplitMix64::new(jitter_seed),
             actions: VecDeque::new(),
+            connection: 0,
+            mo_acks: None,
             events: VecDeque::new(),
             metrics,
         }
@@ -294,12 +360,28 @@ impl BindMachine {
 
     /// The connection asked for by [`Action::Connect`] is up: a session starts on it, and the
     /// carried submissions go into it in order.
+    /// Where the answers of deferred `deliver_sm`s go ([`MoAck`]): the shell's loop, which
+    /// hands them to [`Self::ack_mo`].
+    pub fn set_mo_ack_sender(&mut self, to: MoAckSender) {
+        self.mo_acks = Some(to);
+    }
+
+    /// Answers a deferred `deliver_sm`, when its connection is still the one up.
+    pub fn ack_mo(&mut self, token: MoAckToken, status: CommandStatus) {
+        if let Link::Up { session, .. } = &mut self.link {
+            if token.connection == self.connection {
+                session.ack_mo(token.seq, status);
+            }
+        }
+    }
+
     pub fn handle_connected(&mut self, now: Instant) {
         if !matches!(self.link, Link::Connecting) {
             // A connection nobody asked for any more (the bind is stopping): close it.
             self.actions.push_back(Action::CloseLink);
             return;
         }
+        self.connection += 1;
         let mut session =
             match Session::with_metrics(self.config.session.clone(), now, self.metrics.clone()) {
                 Ok(s) => s,
@@ -461,6 +543,17 @@ impl BindMachine {
                     self.events.push_back(BindEvent::Throttled { id })
                 }
                 SessionEvent::Mo(deliver) => self.events.push_back(BindEvent::Mo(deliver)),
+                SessionEvent::MoAwaitingAck { deliver, seq } => {
+                    let ack = MoAck {
+                        token: MoAckToken {
+                            connection: self.connection,
+                            seq,
+                        },
+                        to: self.mo_acks.clone(),
+                    };
+                    self.events
+                        .push_back(BindEvent::MoAwaitingAck { deliver, ack });
+                }
                 SessionEvent::Closed { reason, unsent } => {
                     closed = Some((reason, unsent));
                     break;
@@ -886,5 +979,70 @@ mod tests {
             ]
         );
         assert_eq!(actions(&mut m), vec![Action::CloseLink, Action::Stop]);
+    }
+
+    #[test]
+    fn a_deferred_answer_goes_out_on_its_own_connection_only_and_by_drop_as_ok() {
+        let t0 = Instant::now();
+        let mut m = BindMachine::new(
+            BindMachineConfig {
+                session: SessionConfig {
+                    defer_mo_ack: true,
+                    ..config().session
+                },
+                ..config()
+            },
+            t0,
+            7,
+            None,
+        );
+        let (to, mut acks) = tokio::sync::mpsc::unbounded_channel();
+        m.set_mo_ack_sender(to);
+        bind(&mut m, t0);
+        let deliver = |seq: u32| {
+            let pdu = DeliverSm::builder()
+                .source_addr(COctetString::from_str("48600100200").unwrap())
+                .short_message(OctetString::from_str("1").unwrap())
+                .build();
+            encode_command(&Command::new(CommandStatus::EsmeRok, seq, pdu))
+        };
+        let mo_ack = |m: &mut BindMachine| match events(m).pop() {
+            Some(BindEvent::MoAwaitingAck { ack, .. }) => ack,
+            other => panic!("{other:?}"),
+        };
+        m.handle_frame(t0, &deliver(41));
+        let first = mo_ack(&mut m);
+        m.handle_frame(t0, &deliver(42));
+        let second = mo_ack(&mut m);
+        assert!(sent(&mut m).is_empty());
+
+        first.reply(CommandStatus::EsmeRxTAppn);
+        drop(second);
+        for _ in 0..2 {
+            let (token, status) = acks.try_recv().unwrap();
+            m.ack_mo(token, status);
+        }
+        let out: Vec<_> = sent(&mut m)
+            .iter()
+            .map(|c| (c.id(), c.sequence_number(), c.status()))
+            .collect();
+        assert_eq!(
+            out,
+            vec![
+                (CommandId::DeliverSmResp, 41, CommandStatus::EsmeRxTAppn),
+                (CommandId::DeliverSmResp, 42, CommandStatus::EsmeRok),
+            ]
+        );
+
+        // Owed on a connection that is gone: never sent on the next one.
+        m.handle_frame(t0, &deliver(43));
+        let stale = mo_ack(&mut m);
+        m.handle_link_lost(t0);
+        let _ = (events(&mut m), actions(&mut m));
+        bind(&mut m, t0 + Duration::from_secs(2));
+        drop(stale);
+        let (token, status) = acks.try_recv().unwrap();
+        m.ack_mo(token, status);
+        assert!(sent(&mut m).is_empty(), "an answer owed on the old link");
     }
 }

@@ -96,6 +96,10 @@ pub struct SessionConfig {
     /// SMSC delivers it again later) and not reported: the store an answer must be applied
     /// to cannot be reached, and an answer acknowledged now would be lost.
     pub mo_gate: MoGate,
+    /// Report each `deliver_sm` unanswered ([`SessionEvent::MoAwaitingAck`]) and answer it
+    /// only when told ([`Session::ack_mo`]): with a shared store, an answer prompted by another
+    /// node is acknowledged only once it is checked and applied there.
+    pub defer_mo_ack: bool,
 }
 
 /// Shared between the store's health and every bind: closed while answers cannot be applied.
@@ -130,6 +134,7 @@ impl Default for SessionConfig {
             max_submits_per_sec: None,
             unbind_timeout: Duration::from_secs(5),
             mo_gate: MoGate::default(),
+            defer_mo_ack: false,
         }
     }
 }
@@ -276,6 +281,14 @@ pub enum SessionEvent {
     },
     /// A `deliver_sm` (MO message or receipt); it has been answered with `deliver_sm_resp`.
     Mo(Box<DeliverSm>),
+    /// A `deliver_sm` not answered yet (with `defer_mo_ack`): [`Session::ack_mo`] with `seq`
+    /// answers it. Unanswered, the SMSC delivers it again after its own timeout.
+    MoAwaitingAck {
+        /// The message.
+        deliver: Box<DeliverSm>,
+        /// Its sequence number, for the answer.
+        seq: u32,
+    },
     /// The session ended; nothing more will be sent or reported.
     Closed {
         /// Why.
@@ -508,6 +521,25 @@ impl Session {
 
     /// Start a graceful unbind: no new submissions, in-flight ones drain, then `unbind`.
     /// Queued, unsent submissions are handed back in the final `Closed` event.
+    /// Answers the `deliver_sm` reported as [`SessionEvent::MoAwaitingAck`] with `seq`, with
+    /// `status` (`ESME_ROK`, or a temporary error so that the SMSC delivers it again). Nothing
+    /// is sent once the session is closed: the SMSC delivers it again on another bind.
+    pub fn ack_mo(&mut self, seq: u32, status: CommandStatus) {
+        if matches!(self.state, State::Bound | State::Unbinding { .. }) {
+            self.answer_mo(seq, status);
+        }
+    }
+
+    fn answer_mo(&mut self, seq: u32, status: CommandStatus) {
+        if status != CommandStatus::EsmeRok {
+            if let Some(m) = &self.metrics {
+                m.mo_refused();
+            }
+        }
+        let resp = DeliverSmResp::builder().build();
+        self.send(Command::new(status, seq, resp));
+    }
+
     pub fn unbind(&mut self, now: Instant) {
         match self.state {
             State::Bound => {
@@ -599,8 +631,15 @@ impl Session {
                 ));
             }
             CommandId::DeliverSm if self.config.mo_gate.is_closed() => {
-                let resp = DeliverSmResp::builder().build();
-                self.send(Command::new(CommandStatus::EsmeRxTAppn, seq, resp));
+                self.answer_mo(seq, CommandStatus::EsmeRxTAppn);
+            }
+            CommandId::DeliverSm if self.config.defer_mo_ack => {
+                if let Some(Pdu::DeliverSm(deliver)) = command.pdu() {
+                    self.events.push_back(SessionEvent::MoAwaitingAck {
+                        deliver: Box::new(deliver.clone()),
+                        seq,
+                    });
+                }
             }
             CommandId::DeliverSm => {
                 let resp = DeliverSmResp::builder().build();
@@ -1387,6 +1426,64 @@ mod tests {
         assert_eq!(sent(&mut s)[0].status(), CommandStatus::EsmeRok);
         assert_eq!(events(&mut s), vec![SessionEvent::Mo(Box::new(deliver))]);
         assert!(s.is_bound());
+    }
+
+    #[test]
+    fn a_deferred_deliver_sm_is_answered_only_when_told_and_not_after_the_close() {
+        let t0 = Instant::now();
+        let mut s = bound(
+            SessionConfig {
+                defer_mo_ack: true,
+                ..cfg()
+            },
+            t0,
+        );
+        let deliver = DeliverSm::builder()
+            .source_addr(COctetString::from_str("48600100200").unwrap())
+            .short_message(OctetString::from_str("1").unwrap())
+            .build();
+        for seq in [901, 902] {
+            s.handle_frame(
+                t0,
+                &frame(Command::new(CommandStatus::EsmeRok, seq, deliver.clone())),
+            );
+        }
+        assert!(
+            sent(&mut s).is_empty(),
+            "nothing answered before the owner says"
+        );
+        assert_eq!(
+            events(&mut s),
+            vec![
+                SessionEvent::MoAwaitingAck {
+                    deliver: Box::new(deliver.clone()),
+                    seq: 901
+                },
+                SessionEvent::MoAwaitingAck {
+                    deliver: Box::new(deliver.clone()),
+                    seq: 902
+                }
+            ]
+        );
+        s.ack_mo(902, CommandStatus::EsmeRxTAppn);
+        s.ack_mo(901, CommandStatus::EsmeRok);
+        let out = sent(&mut s);
+        assert_eq!(
+            out.iter()
+                .map(|c| (c.id(), c.sequence_number(), c.status()))
+                .collect::<Vec<_>>(),
+            vec![
+                (CommandId::DeliverSmResp, 902, CommandStatus::EsmeRxTAppn),
+                (CommandId::DeliverSmResp, 901, CommandStatus::EsmeRok),
+            ]
+        );
+        s.handle_frame(
+            t0,
+            &frame(Command::new(CommandStatus::EsmeRok, 7, Pdu::Unbind)),
+        );
+        let _ = sent(&mut s);
+        s.ack_mo(903, CommandStatus::EsmeRok);
+        assert!(sent(&mut s).is_empty(), "a closed session answers nothing");
     }
 
     #[test]

@@ -1543,7 +1543,10 @@ mod tests {
             id: "over-tls".into(),
             ..sample()
         };
-        store.create_authorization(&record, 0, 1_000, None).await.unwrap();
+        store
+            .create_authorization(&record, 0, 1_000, None)
+            .await
+            .unwrap();
         let back = store.get_authorization("over-tls").await.unwrap().unwrap();
         assert_eq!(back.msisdn, record.msisdn);
         // The plain port sees what went through TLS: one server, not a stand-in.
@@ -1553,7 +1556,7 @@ mod tests {
         );
 
         let refused = RedisStore::connect(&settings("other-ca.pem"), OPTIONS).await;
-        let err = refused.err().expect("a server certificate from another CA is refused");
+        let err = refused.expect_err("a server certificate from another CA is refused");
         assert!(err.to_string().contains("connecting to Redis"), "{err}");
     }
 }

@@ -186,7 +186,7 @@ async fn esme_lane(
                 lane.failed += 1;
                 Some(id)
             }
-            BindEvent::Mo(_) => {
+            BindEvent::Mo(_) | BindEvent::MoAwaitingAck { .. } => {
                 lane.mo += 1;
                 None
             }

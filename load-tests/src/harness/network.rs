@@ -25,6 +25,8 @@ pub struct SmscSpec {
     pub seed: Option<u64>,
     /// How long the SMSC waits for an answer (shutdown waits this long for `unbind_resp`).
     pub response_timeout: Option<Duration>,
+    /// Delivery attempts of an MO refused with a temporary error, and the pause between them.
+    pub mo_retries: Option<(u32, Duration)>,
     /// Keep a [`NetworkLog`] of every MT and MO (off for load runs: it holds every message).
     pub record: bool,
 }
@@ -38,6 +40,7 @@ impl SmscSpec {
             window: None,
             seed: None,
             response_timeout: None,
+            mo_retries: None,
             record: true,
         }
     }
@@ -163,6 +166,10 @@ pub async fn start_smsc(spec: SmscSpec) -> anyhow::Result<(SmscHandle, Arc<Netwo
     }
     if let Some(t) = spec.response_timeout {
         config.response_timeout = t;
+    }
+    if let Some((attempts, delay)) = spec.mo_retries {
+        config.mo_max_attempts = attempts;
+        config.mo_retry_delay = delay;
     }
     let smsc = smsc::start(config, network)
         .await

@@ -63,6 +63,14 @@ pub fn user(p_ignore: f64, p_deny: f64, p_wrong_pin: f64) -> UserParams {
 
 /// Starts an SMSC (account `gw`/`pw`) with the population under `user`, recording.
 pub async fn start_smsc(user: UserParams) -> (SmscHandle, Arc<Log>) {
+    start_smsc_with(user, None).await
+}
+
+/// [`start_smsc`], with the SMSC's MO delivery attempts and the pause between them.
+pub async fn start_smsc_with(
+    user: UserParams,
+    mo_retries: Option<(u32, Duration)>,
+) -> (SmscHandle, Arc<Log>) {
     let population = PopulationConfig {
         size: SIZE,
         applet_share: SHARE,
@@ -76,6 +84,7 @@ pub async fn start_smsc(user: UserParams) -> (SmscHandle, Arc<Log>) {
         account: AccountConfig::new(SYSTEM_ID, PASSWORD),
         // Shutdown waits this long for unbind_resp.
         response_timeout: Some(Duration::from_millis(500)),
+        mo_retries,
         ..SmscSpec::new(population)
     };
     network::start_smsc(spec).await.unwrap()

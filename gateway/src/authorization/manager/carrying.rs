@@ -8,6 +8,17 @@ use sim_applet_model::ota::ResponseStatus;
 /// Seconds the user is given, rounded up so a request with the API's minimum expiry is not cut
 /// below it by the milliseconds already spent; for the applet, inside the range its protocol
 /// accepts (the gateway's own deadline still ends the authorization on time).
+/// First pause before a step is written again after a transient store failure; it doubles up
+/// to [`STEP_RETRY_MAX`].
+const STEP_RETRY_FIRST: Duration = Duration::from_millis(100);
+const STEP_RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// Failures that may pass (a shared store unreachable, a disk hiccup), as opposed to a record
+/// that cannot be written at all.
+fn is_transient(e: &StoreError) -> bool {
+    matches!(e, StoreError::Backend(_) | StoreError::Io(_))
+}
+
 fn user_expiry_secs(remaining: Duration, channel: ChannelKind) -> u16 {
     let secs = u16::try_from(remaining.as_millis().div_ceil(1000)).unwrap_or(u16::MAX);
     match channel {
@@ -108,6 +119,8 @@ impl Inner {
     /// (cancel, shutdown), and the caller stops.
     /// Records the step to `prompted` once per authorization; `false` when it ended meanwhile
     /// (cancelled, shut down), so the caller stops.
+    /// Records that the prompt left (`Routed` to `Prompted`); `false` when it could not be
+    /// recorded before the user's time ran out.
     pub(super) async fn mark_prompted(
         &self,
         flight: &Flight,
@@ -134,29 +147,38 @@ impl Inner {
         to: AuthState,
         counter: Option<u64>,
     ) -> bool {
-        let now = (self.clock)();
         let step = state::pending_step(&to);
-        let mut update = AuthorizationUpdate::to(to, now);
-        if let Some(c) = counter {
-            update = update.with_stk_counter(c);
-        }
-        let result = self
-            .store
-            .update_authorization_state(&flight.id, &from, &update)
-            .await;
-        match result {
-            Ok(_) => {
-                if let Some(step) = step {
-                    self.set_step(flight, step);
-                }
-                true
+        let mut pause = STEP_RETRY_FIRST;
+        loop {
+            let mut update = AuthorizationUpdate::to(to.clone(), (self.clock)());
+            if let Some(c) = counter {
+                update = update.with_stk_counter(c);
             }
-            Err(StoreError::Conflict { actual, .. }) if actual.is_terminal() => false,
-            Err(e) => {
-                // The store is the record of truth; without it the step cannot be kept, and
-                // the authorization ends rather than carrying on unrecorded.
-                tracing::error!(error = %e, "authorization step not stored");
-                false
+            let result = self
+                .store
+                .update_authorization_state(&flight.id, &from, &update)
+                .await;
+            match result {
+                Ok(_) => {
+                    if let Some(step) = step {
+                        self.set_step(flight, step);
+                    }
+                    return true;
+                }
+                Err(StoreError::Conflict { actual, .. }) if actual.is_terminal() => return false,
+                Err(e) if Instant::now() + pause < flight.deadline && is_transient(&e) => {
+                    // A shared store that is briefly unreachable (a Redis restart or
+                    // failover): the answer may still come, so the step is tried again.
+                    tracing::warn!(error = %e, "authorization step not stored yet; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(STEP_RETRY_MAX);
+                }
+                Err(e) => {
+                    // The store is the record of truth; without it the step cannot be kept,
+                    // and the authorization ends rather than carrying on unrecorded.
+                    tracing::error!(error = %e, "authorization step not stored");
+                    return false;
+                }
             }
         }
     }

@@ -23,10 +23,13 @@ pub(super) struct StrayAdopter {
 }
 
 impl StrayAnswers for StrayAdopter {
-    fn adopt<'a>(&'a self, answer: &'a StrayAnswer) -> BoxFuture<'a, Vec<Adoption>> {
+    fn adopt<'a>(
+        &'a self,
+        answer: &'a StrayAnswer,
+    ) -> BoxFuture<'a, Result<Vec<Adoption>, String>> {
         async move {
             let Some(inner) = self.inner.upgrade() else {
-                return Vec::new();
+                return Ok(Vec::new());
             };
             inner.adopt(self.operator, answer).await
         }
@@ -43,18 +46,20 @@ impl Inner {
             .contains(id)
     }
 
-    async fn adopt(self: &Arc<Self>, operator: usize, answer: &StrayAnswer) -> Vec<Adoption> {
+    async fn adopt(
+        self: &Arc<Self>,
+        operator: usize,
+        answer: &StrayAnswer,
+    ) -> Result<Vec<Adoption>, String> {
         let Some(op) = self.operators.get(operator) else {
-            return Vec::new();
+            return Ok(Vec::new());
         };
         let msisdn = answer.msisdn();
-        let records = match self.store.in_flight_for_msisdn(&msisdn).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(error = %e, "a stray answer could not be looked up");
-                return Vec::new();
-            }
-        };
+        let records = self
+            .store
+            .in_flight_for_msisdn(&msisdn)
+            .await
+            .map_err(|e| e.to_string())?;
         let now_ms = (self.clock)();
         let mut adopted = Vec::new();
         for record in records {
@@ -87,6 +92,7 @@ impl Inner {
                 continue;
             };
             let (reply, result) = oneshot::channel();
+            let (settled_tx, settled) = oneshot::channel();
             let inner = self.clone();
             let id = record.id.clone();
             self.adopted
@@ -94,30 +100,38 @@ impl Inner {
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(id.clone());
             self.tracker.spawn(async move {
-                inner.settle_adopted(&id, &plan, stored, result).await;
+                let stored_ok = inner.settle_adopted(&id, &plan, stored, result).await;
+                if let Some(ok) = stored_ok {
+                    let _ = settled_tx.send(ok);
+                }
                 inner
                     .adopted
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&id);
             });
-            adopted.push(Adoption { request, reply });
+            adopted.push(Adoption {
+                request,
+                reply,
+                settled,
+            });
         }
-        adopted
+        Ok(adopted)
     }
 
     /// Ends an authorization taken over for a stray answer with what the answer decided. One
     /// the answer did not fit (it went to another, or it ran out of time here) is left to the
-    /// node that prompted it: this node only ends what it was answered.
+    /// node that prompted it: this node only ends what it was answered. Whether the ending is
+    /// stored (`true` when nothing was to be stored); `None` when no result came.
     async fn settle_adopted(
         self: &Arc<Self>,
         id: &str,
         plan: &Plan,
         stored: ChannelKind,
         result: oneshot::Receiver<AuthResult>,
-    ) {
+    ) -> Option<bool> {
         let Ok(result) = result.await else {
-            return;
+            return None;
         };
         // An expiry the handset reported (a PoR saying the user let the screen time out) is
         // an answer; one from this node's own timer at the deadline is not: it is the
@@ -130,7 +144,7 @@ impl Inner {
             )
             || (matches!(result, AuthResult::Expired | AuthResult::HandsetTimeout) && !by_timer);
         if !decided {
-            return;
+            return Some(true);
         }
         let channel = plan.channel;
         let locked_now =
@@ -138,7 +152,15 @@ impl Inner {
         let ending = state::ending_of(result, plan.loa, channel == ChannelKind::Stk, locked_now);
         tracing::info!(id, status = ?ending.status, "answer taken on this node for another node's prompt");
         let via = (channel != stored).then_some(channel);
-        let _ = self.finish(id, ending, via).await;
+        match self.finish(id, ending, via).await {
+            Err(LookupError::Internal(e)) => {
+                // The record stays in flight: the answer, refused for now, is delivered again
+                // and taken over again.
+                tracing::warn!(id, error = %e, "the ending an answer decided is not stored");
+                Some(false)
+            }
+            _ => Some(true),
+        }
     }
 }
 
