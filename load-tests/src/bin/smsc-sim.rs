@@ -286,6 +286,9 @@ async fn run(
     Ok(())
 }
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let (config, population) = match load(&cli) {

@@ -358,6 +358,9 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     Ok(report.slo.values().all(|ok| *ok))
 }
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // A chaos run's gateway is this executable in a child process.
     if let Some(code) = load_tests::surge::gateway_process::serve_if_child() {

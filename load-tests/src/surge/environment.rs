@@ -194,6 +194,11 @@ impl Environment {
         }
     }
 
+    /// The gateway child's CPU seconds so far and peak resident set, when there is one.
+    pub(super) async fn gateway_process_figures(&self) -> Option<(f64, u64)> {
+        self.gateway_process.as_ref()?.lock().await.figures()
+    }
+
     /// SIGKILLs the gateway child and starts it again on the same store; returns how long
     /// the API was gone (until `/readyz` said ready again).
     pub(super) async fn kill_gateway(&self) -> anyhow::Result<Duration> {

@@ -123,6 +123,12 @@ impl GatewayProcess {
         })
     }
 
+    /// Its CPU seconds so far and peak resident set (`None` once it has ended).
+    pub fn figures(&self) -> Option<(f64, u64)> {
+        let pid = self.child.id()?;
+        Some(super::report::process_figures_of(&pid.to_string()))
+    }
+
     /// SIGKILL, then a new child on the same configuration (same store, same addresses).
     pub async fn kill_and_restart(&mut self) -> anyhow::Result<()> {
         self.sigkill().await?;

@@ -320,6 +320,18 @@ pub struct RedisFigures {
     pub cpu_seconds: Option<f64>,
 }
 
+/// The gateway child process over the run (`--gateway-process`): the gateway alone, apart
+/// from the driver and the SMSC.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GatewayProcessFigures {
+    /// CPU it used during the run (user + system).
+    pub cpu_seconds: f64,
+    /// ... per completed authorization, in microseconds.
+    pub cpu_us_per_authorization: Option<f64>,
+    /// Its peak resident set.
+    pub peak_rss_bytes: u64,
+}
+
 /// One second of the run in the JSON timeline.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TimelinePoint {
@@ -365,6 +377,8 @@ pub struct Report {
     pub cross_node_answers: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis: Option<RedisFigures>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_process: Option<GatewayProcessFigures>,
     /// Arrivals dispatched later than the lateness threshold after their scheduled time.
     pub late_starts: u64,
     pub late_threshold_ms: u64,
@@ -409,7 +423,12 @@ pub fn encode_histogram(h: &Histogram<u64>) -> String {
 
 /// Figures of this process from `/proc` (Linux): CPU seconds (user + system) and peak RSS.
 pub fn process_figures() -> (f64, u64) {
-    let cpu = std::fs::read_to_string("/proc/self/stat")
+    process_figures_of("self")
+}
+
+/// [`process_figures`] of process `pid` (`"self"` or a number).
+pub fn process_figures_of(pid: &str) -> (f64, u64) {
+    let cpu = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|s| {
             // Fields after the command name in parentheses; utime and stime are 14 and 15.
@@ -421,7 +440,7 @@ pub fn process_figures() -> (f64, u64) {
             Some((ut + st) / 100.0)
         })
         .unwrap_or(0.0);
-    let rss = std::fs::read_to_string("/proc/self/status")
+    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
@@ -487,6 +506,7 @@ impl Report {
             nodes: Vec::new(),
             cross_node_answers: None,
             redis: None,
+            gateway_process: None,
             late_starts: r.late_starts,
             late_threshold_ms: 0,
             offered_per_s: per(r.offered, arrival_phase.as_secs_f64()),
@@ -693,6 +713,16 @@ impl Report {
             self.peak_rss_bytes as f64 / (1024.0 * 1024.0),
             self.duration_s
         );
+        if let Some(g) = &self.gateway_process {
+            let _ = writeln!(
+                s,
+                "  gateway      {:.2} CPU s ({} us per authorization), peak RSS {:.1} MiB (its own process)",
+                g.cpu_seconds,
+                g.cpu_us_per_authorization
+                    .map_or("-".to_owned(), |v| format!("{v:.0}")),
+                g.peak_rss_bytes as f64 / (1024.0 * 1024.0),
+            );
+        }
         for (k, ok) in &self.slo {
             let _ = writeln!(s, "  SLO {k}: {}", if *ok { "met" } else { "MISSED" });
         }

@@ -57,7 +57,9 @@ pub async fn run(config: &SurgeConfig) -> anyhow::Result<Report> {
         Some(url) => super::nodes::redis_cpu_seconds(url).await,
         None => None,
     };
+    let gateway_before = env.gateway_process_figures().await;
     let result = drive(config, &schedule, &env).await;
+    let gateway_after = env.gateway_process_figures().await;
     let smsc_after = env.smsc.as_ref().map(|s| s.stats().snapshot());
     let nodes = super::nodes::scrape_nodes(&env.node_metrics).await;
     let redis_cpu_after = match &redis_url {
@@ -85,6 +87,17 @@ pub async fn run(config: &SurgeConfig) -> anyhow::Result<Report> {
     }
     if let (Some(a), Some(b)) = (smsc_before, smsc_after) {
         fill_smsc(&mut report.smpp, &a, &b);
+    }
+    // A chaos kill restarts the child and its counters: the figures then cover the last one.
+    if let (Some((cpu_a, _)), Some((cpu_b, rss))) = (gateway_before, gateway_after) {
+        let completed: u64 = report.completed.values().sum();
+        let cpu = (cpu_b - cpu_a).max(0.0);
+        report.gateway_process = Some(super::report::GatewayProcessFigures {
+            cpu_seconds: (cpu * 100.0).round() / 100.0,
+            cpu_us_per_authorization: (completed > 0)
+                .then(|| (cpu * 1e6 / completed as f64).round()),
+            peak_rss_bytes: rss,
+        });
     }
     check_slo(&mut report, &config.slo);
     Ok(report)

@@ -115,12 +115,9 @@ impl Inner {
         });
     }
 
-    /// A non-terminal step by compare-and-set. `false`: the authorization ended meanwhile
-    /// (cancel, shutdown), and the caller stops.
-    /// Records the step to `prompted` once per authorization; `false` when it ended meanwhile
-    /// (cancelled, shut down), so the caller stops.
-    /// Records that the prompt left (`Routed` to `Prompted`); `false` when it could not be
-    /// recorded before the user's time ran out.
+    /// Records that the prompt left (`Routed` to `Prompted`), once per authorization; `false`
+    /// when it ended meanwhile (cancelled, shut down) or the step could not be stored before
+    /// the user's time ran out, so the caller stops.
     pub(super) async fn mark_prompted(
         &self,
         flight: &Flight,
@@ -140,6 +137,8 @@ impl Inner {
         true
     }
 
+    /// A non-terminal step by compare-and-set, tried again on a transient store failure until
+    /// the deadline. `false`: the authorization ended meanwhile, or the step was not stored.
     pub(super) async fn step(
         &self,
         flight: &Flight,
