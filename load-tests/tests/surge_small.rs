@@ -190,3 +190,60 @@ fn surge_against_a_throttled_smsc_refuses_the_excess_and_fails_none_it_accepted(
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--follow callbacks`: no task or connection per authorization in the driver, the gateway
+/// POSTs each ending to surge's receiver. Every arrival is still accounted for, nothing lost,
+/// and the gateway's latency still comes from the views (the callbacks carry `gateway_ms`).
+#[test]
+fn following_by_callback_accounts_for_every_arrival_like_long_polls() {
+    let dir = std::env::temp_dir().join(format!("surge-callbacks-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("report.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_surge"))
+        .args([
+            "--scale",
+            "0.003",
+            "--compress",
+            "540",
+            "--window-hours",
+            "19-22",
+            "--seed",
+            "11",
+            "--compress-think",
+            "--loa3-over-ussd",
+            "--expiry-secs",
+            "10",
+            "--population",
+            "20000",
+            "--drain-secs",
+            "60",
+            "--progress",
+            "plain",
+            "--follow",
+            "callbacks",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "surge failed ({:?})\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(r["settings"]["follow"], "callbacks", "{stdout}");
+    assert_eq!(r["lost"], 0, "{stdout}");
+    assert_eq!(r["poll_errors"], 0, "{stdout}");
+    let started = r["started"].as_u64().unwrap();
+    assert!(started > 200, "{stdout}");
+    assert_eq!(count(&r["completed"]), started, "{stdout}");
+    assert_eq!(r["gateway_latency_source"]["view"], started, "{stdout}");
+    assert!(
+        r["completed"]["approved"].as_u64().unwrap() > started / 2,
+        "{stdout}"
+    );
+}

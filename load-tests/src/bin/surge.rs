@@ -176,6 +176,11 @@ struct Cli {
     /// drain; the report's `duplicates` counts disagreements.
     #[arg(long)]
     verify: bool,
+    /// How each authorization is followed to its end: long-poll (a task and a connection
+    /// each while it waits) or callbacks (the gateway POSTs the ending to a receiver here;
+    /// a map entry each, for millions in flight). Callbacks cannot carry --retry-after-secs.
+    #[arg(long, value_enum, default_value_t = load_tests::surge::config::Follow::LongPoll)]
+    follow: load_tests::surge::config::Follow,
     /// Longest wait for callbacks after the drain, seconds.
     #[arg(long, default_value_t = 60)]
     callback_wait_secs: u64,
@@ -270,6 +275,14 @@ impl Cli {
                 loa3_over_ussd: self.loa3_over_ussd,
             },
         };
+        if self.follow == load_tests::surge::config::Follow::Callbacks
+            && self.retry_after_secs.is_some()
+        {
+            anyhow::bail!(
+                "--retry-after-secs needs --follow long-poll (the press-again model watches \
+                 each prompt)"
+            );
+        }
         Ok(SurgeConfig {
             profile,
             day_renewals: self.day_renewals,
@@ -316,6 +329,7 @@ impl Cli {
             },
             gateway_process: self.gateway_process,
             verify: self.verify,
+            follow: self.follow,
             callback_wait: Duration::from_secs(self.callback_wait_secs),
             nodes: self.nodes,
             store: self.store.clone(),

@@ -14,6 +14,8 @@ use axum::Router;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
+use super::target::Observed;
+
 /// What one callback said.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallbackSeen {
@@ -31,17 +33,41 @@ struct Body {
     status: Option<String>,
     #[serde(default)]
     reason: Option<String>,
+    #[serde(default)]
+    state: Option<String>,
+    #[serde(default)]
+    gateway_ms: Option<u64>,
 }
 
 type Calls = Arc<Mutex<HashMap<String, Vec<CallbackSeen>>>>;
 
+/// Told of every well-formed callback: the authorization id and its view.
+pub type CallbackSink = Arc<dyn Fn(&str, Observed) + Send + Sync>;
+
+/// What the receiver does with a callback: remember it (verification), hand it on (following
+/// by callback), or both.
+#[derive(Clone)]
+struct Handling {
+    calls: Option<Calls>,
+    malformed: Arc<Mutex<u64>>,
+    sink: Arc<std::sync::OnceLock<CallbackSink>>,
+}
+
 /// The receiver; stops when dropped.
-#[derive(Debug)]
 pub struct CallbackReceiver {
     addr: SocketAddr,
     calls: Calls,
     malformed: Arc<Mutex<u64>>,
+    sink: Arc<std::sync::OnceLock<CallbackSink>>,
     stop: CancellationToken,
+}
+
+impl std::fmt::Debug for CallbackReceiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallbackReceiver")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -49,16 +75,28 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl CallbackReceiver {
+    /// A receiver that remembers every callback (for verification).
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(true).await
+    }
+
+    /// A receiver that remembers callbacks only when `record` (a run following a million
+    /// authorizations by callback keeps nothing per callback but what [`Self::set_sink`] does).
+    pub async fn start_with(record: bool) -> anyhow::Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .context("binding the callback receiver")?;
         let addr = listener.local_addr()?;
         let calls: Calls = Arc::default();
         let malformed = Arc::new(Mutex::new(0u64));
+        let sink = Arc::new(std::sync::OnceLock::new());
         let app = Router::new()
             .route("/callback", post(receive))
-            .with_state((calls.clone(), malformed.clone()));
+            .with_state(Handling {
+                calls: record.then(|| calls.clone()),
+                malformed: malformed.clone(),
+                sink: sink.clone(),
+            });
         let stop = CancellationToken::new();
         let until = stop.clone();
         tokio::spawn(async move {
@@ -70,8 +108,14 @@ impl CallbackReceiver {
             addr,
             calls,
             malformed,
+            sink,
             stop,
         })
+    }
+
+    /// Hands every well-formed callback to `sink` from now on (set once).
+    pub fn set_sink(&self, sink: CallbackSink) {
+        let _ = self.sink.set(sink);
     }
 
     /// The URL to give as `callback_url`.
@@ -102,22 +146,31 @@ impl Drop for CallbackReceiver {
     }
 }
 
-async fn receive(
-    State((calls, malformed)): State<(Calls, Arc<Mutex<u64>>)>,
-    body: axum::body::Bytes,
-) -> StatusCode {
+async fn receive(State(handling): State<Handling>, body: axum::body::Bytes) -> StatusCode {
     match serde_json::from_slice::<Body>(&body) {
         Ok(b) => {
-            let seen = CallbackSeen {
-                event_id: b.event_id,
-                status: b.status.unwrap_or_default(),
-                reason: b.reason.unwrap_or_default(),
-            };
-            lock(&calls).entry(b.id).or_default().push(seen);
+            if let Some(sink) = handling.sink.get() {
+                let view = Observed {
+                    state: b.state.clone().unwrap_or_default(),
+                    step: None,
+                    status: b.status.clone(),
+                    reason: b.reason.clone(),
+                    gateway_ms: b.gateway_ms,
+                };
+                sink(&b.id, view);
+            }
+            if let Some(calls) = &handling.calls {
+                let seen = CallbackSeen {
+                    event_id: b.event_id,
+                    status: b.status.unwrap_or_default(),
+                    reason: b.reason.unwrap_or_default(),
+                };
+                lock(calls).entry(b.id).or_default().push(seen);
+            }
             StatusCode::OK
         }
         Err(_) => {
-            *lock(&malformed) += 1;
+            *lock(&handling.malformed) += 1;
             // A 4xx the gateway does not retry: it would only send the same body again.
             StatusCode::UNPROCESSABLE_ENTITY
         }

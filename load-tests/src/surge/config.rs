@@ -109,6 +109,18 @@ pub struct Slo {
     pub min_achieved_per_s: Option<f64>,
 }
 
+/// How the driver learns each authorization's ending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Follow {
+    /// A task per authorization long-polls its view (a connection each while it waits).
+    #[default]
+    LongPoll,
+    /// The gateway POSTs the ending to a receiver here; nothing is held per authorization but
+    /// a map entry (see [`super::following`]).
+    Callbacks,
+}
+
 /// Everything a run needs; the binary fills it from flags, tests build it directly.
 #[derive(Debug, Clone)]
 pub struct SurgeConfig {
@@ -153,6 +165,8 @@ pub struct SurgeConfig {
     /// every terminal result is read again after the drain; a disagreement counts in
     /// `duplicates`.
     pub verify: bool,
+    /// How each authorization is followed to its end.
+    pub follow: Follow,
     /// Longest wait for outstanding callbacks after the drain.
     pub callback_wait: Duration,
     /// Gateway nodes started here (in-process), their binds all to the SMSC; API calls are
@@ -180,6 +194,7 @@ impl Default for SurgeConfig {
             think_compression: 1.0,
             expiry_secs: None,
             retry: None,
+            follow: Follow::LongPoll,
             drain: Duration::from_secs(180),
             late_threshold: Duration::from_millis(10),
             max_outstanding: 100_000,
@@ -277,6 +292,7 @@ impl SurgeConfig {
                 "p_wrong_pin": self.user.p_wrong_pin,
             },
             "expiry_secs": self.expiry_secs,
+            "follow": self.follow,
             "retry": self.retry.as_ref().map(|r| serde_json::json!({
                 "late_after_s": r.late_after.as_secs(), "probability": r.probability, "max_presses": r.max_presses
             })),

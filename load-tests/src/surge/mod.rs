@@ -23,6 +23,7 @@ pub mod capacity;
 pub mod chaos;
 pub mod config;
 pub mod environment;
+pub mod following;
 pub mod gateway_process;
 pub mod nodes;
 pub mod plot;

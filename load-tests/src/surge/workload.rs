@@ -13,8 +13,9 @@ use tokio_util::task::TaskTracker;
 
 use super::callbacks::CallbackReceiver;
 use super::chaos::{ChaosAction, ChaosRecord};
-use super::config::{Slo, SurgeConfig};
+use super::config::{Follow, Slo, SurgeConfig};
 use super::environment::Environment;
+use super::following::Awaiting;
 use super::progress::{lock_w, progress, scrape_windows, WindowSamples};
 use super::report::{Recorder, Report, SmppFigures, Verification};
 use super::schedule::{self, Arrival, Rng};
@@ -36,8 +37,11 @@ pub(super) struct Shared {
     pub(super) deadline: Instant,
     pub(super) config: SurgeConfig,
     pub(super) tracker: TaskTracker,
-    /// Given as every start's `callback_url` when verification is on.
+    /// Given as every start's `callback_url` when verification is on or when following by
+    /// callback.
     pub(super) callback_url: Option<String>,
+    /// Following by callback: the authorizations waiting for theirs.
+    pub(super) awaiting: Option<Arc<Awaiting>>,
 }
 
 impl Shared {
@@ -159,8 +163,9 @@ async fn drive(
     env: &Environment,
 ) -> anyhow::Result<Report> {
     let verify = config.verify || !config.chaos.is_empty();
-    let receiver = if verify {
-        Some(CallbackReceiver::start().await?)
+    let by_callback = config.follow == Follow::Callbacks;
+    let receiver = if verify || by_callback {
+        Some(CallbackReceiver::start_with(verify).await?)
     } else {
         None
     };
@@ -179,7 +184,20 @@ async fn drive(
         config: config.clone(),
         tracker: TaskTracker::new(),
         callback_url: receiver.as_ref().map(CallbackReceiver::url),
+        awaiting: by_callback.then(Arc::default),
     });
+    if let (Some(receiver), Some(awaiting)) = (&receiver, shared.awaiting.clone()) {
+        // Weak: the receiver's task may outlive this run by a moment.
+        let weak = Arc::downgrade(&shared);
+        receiver.set_sink(Arc::new(move |id, view| {
+            let now = Instant::now();
+            if let (Some((scheduled, view)), Some(s)) =
+                (awaiting.arrive(id, view, now), weak.upgrade())
+            {
+                finish(&s, id, &view, scheduled, now, None);
+            }
+        }));
+    }
     let stop = CancellationToken::new();
     let side = TaskTracker::new();
     side.spawn(progress(
@@ -266,13 +284,47 @@ async fn dispatch(
     lock(&shared.rec).arrivals_done = true;
     shared.tracker.close();
     // Tasks stop polling at the deadline themselves; the margin covers a last poll in flight.
-    let drained = tokio::time::timeout_at(
+    let mut drained = tokio::time::timeout_at(
         shared.deadline + Duration::from_secs(5),
         shared.tracker.wait(),
     )
     .await
     .is_ok();
+    if let Some(awaiting) = &shared.awaiting {
+        drained &= drain_callbacks(shared, awaiting).await;
+    }
     (arrival_phase, drained)
+}
+
+/// Following by callback: waits for the callbacks still due until the drain deadline, then
+/// reads each authorization still waiting once (its callback may have been lost); one that is
+/// not terminal then is lost. Whether every callback came in time.
+async fn drain_callbacks(shared: &Arc<Shared>, awaiting: &Awaiting) -> bool {
+    while !awaiting.is_empty() && Instant::now() < shared.deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let left = awaiting.take_all();
+    let all_in = left.is_empty();
+    use futures_util::StreamExt as _;
+    let reads = futures_util::stream::iter(left).for_each_concurrent(64, |(id, scheduled)| {
+        let s = shared.clone();
+        async move {
+            match s.target.poll(&id, Duration::ZERO).await {
+                Ok(v) if v.is_terminal() => finish(&s, &id, &v, scheduled, Instant::now(), None),
+                Ok(v) => {
+                    let step = v.step.unwrap_or_else(|| "pending".into());
+                    tracing::warn!(%id, %step, "authorization not terminal at the drain deadline");
+                    lock(&s.rec).abandon(&step);
+                }
+                Err(e) => {
+                    tracing::warn!(%id, error = %e, "authorization not readable at the drain deadline");
+                    lock(&s.rec).abandon("unreadable");
+                }
+            }
+        }
+    });
+    reads.await;
+    all_in
 }
 
 /// Carries out the chaos plan against the environment, each fault at its second from `t0`;
@@ -409,7 +461,15 @@ async fn one(s: &Arc<Shared>, a: Arrival) {
     match s.target.start(params.clone()).await {
         Ok(StartOutcome::Started { id }) => {
             lock(&s.rec).start(s.rel(Instant::now()));
-            follow(s.clone(), id, scheduled, Some((params, a.n))).await;
+            match &s.awaiting {
+                // Its callback came ahead of this answer, or it waits for it, holding nothing.
+                Some(awaiting) => {
+                    if let Some(view) = awaiting.register(&id, scheduled) {
+                        finish(s, &id, &view, scheduled, Instant::now(), None);
+                    }
+                }
+                None => follow(s.clone(), id, scheduled, Some((params, a.n))).await,
+            }
         }
         Ok(StartOutcome::Refused { code }) => lock(&s.rec).refuse(s.rel(Instant::now()), &code),
         Err(e) => {
