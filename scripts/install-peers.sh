@@ -46,6 +46,16 @@ if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2
   fi
 fi
 
+# --- Chromium (the HTML report is opened in a real headless browser) ------------------------
+# load-tests/tests/surge_small.rs writes `surge --html` and opens it with Debian's chromium.
+if ! command -v chromium >/dev/null 2>&1; then
+  need apt-get
+  echo "apt-get install chromium"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y --no-install-recommends chromium
+fi
+
 # --- Redis (the shared store of several gateway nodes) ---------------------------------------
 # The Redis store's conformance tests and the multi-node tests start their own redis-server on a
 # free loopback port with their own data directory; Debian's package provides the binary (7.0).

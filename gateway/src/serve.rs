@@ -239,6 +239,9 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<ServeHandle> {
     let options = StoreOptions {
         terminal_ttl_ms: config.store.terminal_ttl_secs.saturating_mul(1000),
         durable_commit_interval: Duration::from_millis(config.store.durable_commit_interval_ms),
+        cache_bytes: usize::try_from(config.store.cache_mb)
+            .unwrap_or(usize::MAX / (1 << 20))
+            .saturating_mul(1 << 20),
     };
     let backend: Arc<dyn Store> = match config.store.redis_settings() {
         None => Arc::new(

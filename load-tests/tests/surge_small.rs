@@ -191,14 +191,52 @@ fn surge_against_a_throttled_smsc_refuses_the_excess_and_fails_none_it_accepted(
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Opens `page` in Debian's chromium, headless, and returns the `<body>` tag of the DOM after
+/// its scripts ran, and what chromium logged. Fails (never skips) without chromium.
+fn open_in_chromium(page: &std::path::Path) -> (String, String) {
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--virtual-time-budget=2000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("--dump-dom")
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("this test opens the report in chromium (scripts/test.sh installs it): {e}")
+        });
+    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "chromium failed: {log}");
+    let body = dom
+        .find("<body")
+        .and_then(|i| dom[i..].find('>').map(|j| dom[i..=i + j].to_owned()))
+        .unwrap_or_else(|| panic!("no <body> in the DOM chromium rendered:\n{dom}"));
+    (body, log)
+}
+
 /// `--follow callbacks`: no task or connection per authorization in the driver, the gateway
 /// POSTs each ending to surge's receiver. Every arrival is still accounted for, nothing lost,
 /// and the gateway's latency still comes from the views (the callbacks carry `gateway_ms`).
+/// The run's HTML report renders in a real headless browser with every chart drawn and no
+/// script error.
 #[test]
-fn following_by_callback_accounts_for_every_arrival_like_long_polls() {
+fn following_by_callback_accounts_for_every_arrival_and_the_html_report_renders() {
     let dir = std::env::temp_dir().join(format!("surge-callbacks-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let json = dir.join("report.json");
+    let html = dir.join("report.html");
     let out = Command::new(env!("CARGO_BIN_EXE_surge"))
         .args([
             "--scale",
@@ -224,6 +262,8 @@ fn following_by_callback_accounts_for_every_arrival_like_long_polls() {
         ])
         .arg("--json")
         .arg(&json)
+        .arg("--html")
+        .arg(&html)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -234,7 +274,22 @@ fn following_by_callback_accounts_for_every_arrival_like_long_polls() {
         out.status
     );
     let r: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let (body, log) = open_in_chromium(&html);
+    let page = std::fs::read_to_string(&html).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
+    assert!(body.contains("data-charts=\"5\""), "{body}\n{log}");
+    assert!(body.contains("data-errors=\"0\""), "{body}\n{log}");
+    assert!(!log.contains("Uncaught"), "{log}");
+    for panel in [
+        "Rate per second",
+        "Authorizations in flight",
+        "own latency, by second offered (log)",
+        "answered authorizations",
+        "SMPP window",
+    ] {
+        assert!(page.contains(panel), "no {panel} panel");
+    }
+    assert!(page.contains("By channel") && page.contains("stk") && page.contains("ussd"));
     assert_eq!(r["settings"]["follow"], "callbacks", "{stdout}");
     assert_eq!(r["lost"], 0, "{stdout}");
     assert_eq!(r["poll_errors"], 0, "{stdout}");

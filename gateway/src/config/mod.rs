@@ -599,6 +599,14 @@ pub struct StoreConfig {
     /// every commit as soon as the previous one is done.
     #[serde(default = "default_durable_commit_interval_ms")]
     pub durable_commit_interval_ms: u64,
+    /// Embedded store: MiB of the database's pages kept in memory (a fixed cost; the OS's
+    /// page cache holds the rest of the file).
+    #[serde(default = "default_cache_mb")]
+    pub cache_mb: u64,
+}
+
+fn default_cache_mb() -> u64 {
+    (crate::store::DEFAULT_CACHE_BYTES >> 20) as u64
 }
 
 fn default_durable_commit_interval_ms() -> u64 {

@@ -403,6 +403,9 @@ fn store_ttl_and_purge_interval_default_and_a_zero_is_refused_with_its_key() {
     assert_eq!(e.key, "store.durable_commit_interval_ms");
     let c = load(MINIMAL, &[flag("store.durable_commit_interval_ms=0")]).unwrap();
     assert_eq!(c.store.durable_commit_interval_ms, 0);
+    assert_eq!(load(MINIMAL, &[]).unwrap().store.cache_mb, 128);
+    let e = load(MINIMAL, &[flag("store.cache_mb=0")]).unwrap_err();
+    assert_eq!(e.key, "store.cache_mb");
 }
 
 #[test]

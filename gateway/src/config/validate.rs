@@ -210,6 +210,12 @@ impl GatewayConfig {
                 "must be at most 100",
             ));
         }
+        if !(1..=65_536).contains(&self.store.cache_mb) {
+            return Err(ConfigError::at(
+                "store.cache_mb",
+                "must be 1 to 65536 (MiB)",
+            ));
+        }
 
         // [limits]
         nonzero(

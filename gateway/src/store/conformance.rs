@@ -12,6 +12,7 @@ use super::*;
 pub(crate) const OPTIONS: StoreOptions = StoreOptions {
     terminal_ttl_ms: 10_000,
     durable_commit_interval: DEFAULT_DURABLE_COMMIT_INTERVAL,
+    cache_bytes: 16 * 1024 * 1024,
 };
 
 const POLICY: LockoutPolicy = LockoutPolicy {

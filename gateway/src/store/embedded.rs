@@ -123,7 +123,14 @@ impl EmbeddedStore {
         options: StoreOptions,
         observer: Option<Arc<dyn CommitObserver>>,
     ) -> Result<Self, StoreError> {
-        let db = Arc::new(Database::create(path).map_err(backend)?);
+        // redb's default cache is 1 GiB, which a node with many authorizations in flight
+        // fills: the configured size bounds it.
+        let db = Arc::new(
+            Database::builder()
+                .set_cache_size(options.cache_bytes)
+                .create(path.as_ref())
+                .map_err(backend)?,
+        );
         // The tables exist before the writer takes over, so readers never miss one.
         let txn = db.begin_write()?;
         txn.open_table(OTA)?;

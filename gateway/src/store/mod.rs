@@ -119,7 +119,13 @@ pub struct StoreOptions {
     /// Embedded store: the shortest time between the starts of two fsynced commits (see
     /// [`writer`]'s pacing); zero: no pacing.
     pub durable_commit_interval: std::time::Duration,
+    /// Embedded store: bytes of the file's pages kept in memory (a fixed cost, whatever the
+    /// number of authorizations; the OS's page cache holds the rest of the file).
+    pub cache_bytes: usize,
 }
+
+/// Default [`StoreOptions::cache_bytes`].
+pub const DEFAULT_CACHE_BYTES: usize = 128 * 1024 * 1024;
 
 /// Default [`StoreOptions::durable_commit_interval`]: at most 200 fsyncs per second.
 pub const DEFAULT_DURABLE_COMMIT_INTERVAL: std::time::Duration =
@@ -130,6 +136,7 @@ impl Default for StoreOptions {
         Self {
             terminal_ttl_ms: 24 * 60 * 60 * 1000,
             durable_commit_interval: DEFAULT_DURABLE_COMMIT_INTERVAL,
+            cache_bytes: DEFAULT_CACHE_BYTES,
         }
     }
 }

@@ -195,6 +195,10 @@ struct Cli {
     /// Draw rate and latency over the run (SVG).
     #[arg(long)]
     plot: Option<PathBuf>,
+    /// Write the report as one self-contained HTML page: summary and SLO verdicts, outcomes,
+    /// rates, in flight, latency over time, SMPP window.
+    #[arg(long)]
+    html: Option<PathBuf>,
     /// SLO: end-to-end p99, ms.
     #[arg(long)]
     slo_p99_ms: Option<u64>,
@@ -362,12 +366,15 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         let text = serde_json::to_string_pretty(&report)?;
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
     }
+    let title = format!(
+        "surge: scale {} x{} seed {}",
+        config.scale, config.compress, config.seed
+    );
     if let Some(path) = &cli.plot {
-        let title = format!(
-            "surge: scale {} x{} seed {}",
-            config.scale, config.compress, config.seed
-        );
         surge::plot::write_svg(path, &report.timeline, &title)?;
+    }
+    if let Some(path) = &cli.html {
+        surge::html::write_html(path, &report, &title)?;
     }
     Ok(report.slo.values().all(|ok| *ok))
 }

@@ -37,6 +37,10 @@ struct Body {
     state: Option<String>,
     #[serde(default)]
     gateway_ms: Option<u64>,
+    #[serde(default)]
+    channel: Option<String>,
+    #[serde(default)]
+    operator: Option<String>,
 }
 
 type Calls = Arc<Mutex<HashMap<String, Vec<CallbackSeen>>>>;
@@ -156,6 +160,8 @@ async fn receive(State(handling): State<Handling>, body: axum::body::Bytes) -> S
                     status: b.status.clone(),
                     reason: b.reason.clone(),
                     gateway_ms: b.gateway_ms,
+                    channel: b.channel.clone(),
+                    operator: b.operator.clone(),
                 };
                 sink(&b.id, view);
             }

@@ -194,6 +194,11 @@ impl Environment {
         }
     }
 
+    /// The gateway child's process id, when there is one.
+    pub(super) async fn gateway_pid(&self) -> Option<u32> {
+        self.gateway_process.as_ref()?.lock().await.pid()
+    }
+
     /// The gateway child's CPU seconds so far and peak resident set, when there is one.
     pub(super) async fn gateway_process_figures(&self) -> Option<(f64, u64)> {
         self.gateway_process.as_ref()?.lock().await.figures()

@@ -123,6 +123,11 @@ impl GatewayProcess {
         })
     }
 
+    /// Its process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Its CPU seconds so far and peak resident set (`None` once it has ended).
     pub fn figures(&self) -> Option<(f64, u64)> {
         let pid = self.child.id()?;

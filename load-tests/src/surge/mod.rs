@@ -25,6 +25,8 @@ pub mod config;
 pub mod environment;
 pub mod following;
 pub mod gateway_process;
+pub mod html;
+pub mod memory;
 pub mod nodes;
 pub mod plot;
 pub mod profile;

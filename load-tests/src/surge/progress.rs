@@ -25,6 +25,8 @@ pub(super) struct WindowSamples {
     /// The store's group commits and fsyncs so far (embedded store).
     pub(super) store_commits: Option<u64>,
     pub(super) store_fsyncs: Option<u64>,
+    /// Each sample: the second of the run, the window occupancy, the throttles so far.
+    pub(super) series: Vec<(u64, u64, Option<u64>)>,
 }
 
 pub(super) fn lock_w(w: &Mutex<WindowSamples>) -> MutexGuard<'_, WindowSamples> {
@@ -36,6 +38,7 @@ pub(super) fn lock_w(w: &Mutex<WindowSamples>) -> MutexGuard<'_, WindowSamples> 
 pub(super) async fn scrape_windows(
     url: String,
     out: Arc<Mutex<WindowSamples>>,
+    t0: Instant,
     stop: CancellationToken,
 ) {
     let client = target::http_client();
@@ -47,7 +50,8 @@ pub(super) async fn scrape_windows(
             _ = tick.tick() => false,
         };
         if let Ok(text) = target::scrape(&client, &url).await {
-            sample(&text, &out);
+            let second = Instant::now().saturating_duration_since(t0).as_secs();
+            sample(&text, &out, second);
         }
         if stopped {
             break;
@@ -55,18 +59,20 @@ pub(super) async fn scrape_windows(
     }
 }
 
-fn sample(text: &str, out: &Mutex<WindowSamples>) {
+fn sample(text: &str, out: &Mutex<WindowSamples>, second: u64) {
     // The gateway registers under the `gateway_` prefix; accept the bare names too.
     let metric = |name: &str| {
         target::metric_sum(text, &format!("gateway_{name}"))
             .or_else(|| target::metric_sum(text, name))
     };
     let mut w = lock_w(out);
+    let throttles = metric("smpp_throttles_total").map(|t| t as u64);
     if let Some(occ) = metric("smpp_window_occupancy") {
         let occ = occ.max(0.0) as u64;
         w.peak = Some(w.peak.unwrap_or(0).max(occ));
         w.sum += occ as f64;
         w.samples += 1;
+        w.series.push((second, occ, throttles));
     }
     if let Some(size) = metric("smpp_window_size") {
         w.size = Some(size as u64);

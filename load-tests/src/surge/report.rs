@@ -39,8 +39,17 @@ pub struct Second {
     pub started: u64,
     pub completed: u64,
     pub errors: u64,
+    /// Of `errors`, starts the gateway refused.
+    pub refused: u64,
+    /// Most authorizations in flight during this second.
+    pub in_flight: u64,
     /// End-to-end latency of the authorizations that ended in this second.
     pub latency: Histogram<u64>,
+    /// ... of those that ended other than `expired` (the users who answered; an expiry's
+    /// latency is the expiry time, whatever the system did).
+    pub answered: Histogram<u64>,
+    /// The gateway's own latency of the authorizations offered in this second.
+    pub gateway: Histogram<u64>,
 }
 
 impl Second {
@@ -50,9 +59,26 @@ impl Second {
             started: 0,
             completed: 0,
             errors: 0,
+            refused: 0,
+            in_flight: 0,
             latency: histogram(2),
+            answered: histogram(2),
+            gateway: histogram(2),
         }
     }
+}
+
+/// One terminal result, for [`Recorder::classify`].
+#[derive(Debug, Clone, Copy)]
+pub struct Classified<'a> {
+    pub status: &'a str,
+    pub channel: Option<&'a str>,
+    pub operator: Option<&'a str>,
+    /// When it was offered and when it ended, from the start of the run.
+    pub scheduled: Duration,
+    pub now: Duration,
+    pub e2e: Duration,
+    pub gateway_ms: Option<u64>,
 }
 
 /// Live counters of a run; one per run, behind a mutex.
@@ -88,6 +114,9 @@ pub struct Recorder {
     pub seconds: Vec<Second>,
     /// With verification on: the first terminal `(status, reason)` the driver saw, by id.
     pub terminal_seen: Option<HashMap<String, (String, String)>>,
+    /// Terminal status counts by channel (`ussd`, `stk`) and by operator.
+    pub by_channel: BTreeMap<String, BTreeMap<String, u64>>,
+    pub by_operator: BTreeMap<String, BTreeMap<String, u64>>,
 }
 
 impl Default for Recorder {
@@ -121,6 +150,8 @@ impl Recorder {
             gateway_missing: 0,
             seconds: Vec::new(),
             terminal_seen: None,
+            by_channel: BTreeMap::new(),
+            by_operator: BTreeMap::new(),
         }
     }
 
@@ -145,12 +176,17 @@ impl Recorder {
         self.started += 1;
         self.in_flight += 1;
         self.peak_in_flight = self.peak_in_flight.max(self.in_flight);
-        self.second(now).started += 1;
+        let in_flight = self.in_flight;
+        let s = self.second(now);
+        s.started += 1;
+        s.in_flight = s.in_flight.max(in_flight);
     }
 
     pub fn refuse(&mut self, now: Duration, code: &str) {
         *self.refused.entry(code.to_owned()).or_default() += 1;
-        self.second(now).errors += 1;
+        let s = self.second(now);
+        s.errors += 1;
+        s.refused += 1;
     }
 
     pub fn start_error(&mut self, now: Duration) {
@@ -181,6 +217,40 @@ impl Recorder {
         let _ = s.latency.record(e2e_ms);
     }
 
+    /// Where a terminal result falls in the breakdowns and the timeline: by channel and
+    /// operator, the gateway's latency in the second it was offered, the end-to-end latency of
+    /// an answered one in the second it ended.
+    pub fn classify(&mut self, ending: Classified<'_>) {
+        let Classified {
+            status,
+            channel,
+            operator,
+            scheduled,
+            now,
+            e2e,
+            gateway_ms,
+        } = ending;
+        *self
+            .by_channel
+            .entry(channel.unwrap_or("unknown").to_owned())
+            .or_default()
+            .entry(status.to_owned())
+            .or_default() += 1;
+        *self
+            .by_operator
+            .entry(operator.unwrap_or("unknown").to_owned())
+            .or_default()
+            .entry(status.to_owned())
+            .or_default() += 1;
+        if let Some(g) = gateway_ms {
+            let _ = self.second(scheduled).gateway.record(g.clamp(1, MAX_MS));
+        }
+        if status != "expired" {
+            let e2e_ms = (e2e.as_millis() as u64).clamp(1, MAX_MS);
+            let _ = self.second(now).answered.record(e2e_ms);
+        }
+    }
+
     /// A started authorization was given up on (drain time over).
     pub fn abandon(&mut self, last_step: &str) {
         self.in_flight = self.in_flight.saturating_sub(1);
@@ -195,6 +265,10 @@ impl Recorder {
     pub fn completed_total(&self) -> u64 {
         self.completed.values().sum()
     }
+}
+
+fn quantile(h: &Histogram<u64>, q: f64) -> Option<u64> {
+    (!h.is_empty()).then(|| h.value_at_quantile(q))
 }
 
 /// Percentiles of one latency histogram, ms.
@@ -333,14 +407,34 @@ pub struct GatewayProcessFigures {
 }
 
 /// One second of the run in the JSON timeline.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TimelinePoint {
     pub second: u64,
     pub offered: u64,
     pub started: u64,
     pub completed: u64,
     pub errors: u64,
+    /// End-to-end p99 of what ended in this second, expiries included.
     pub p99_ms: u64,
+    #[serde(default)]
+    pub refused: u64,
+    #[serde(default)]
+    pub in_flight: u64,
+    /// End-to-end p99 of what ended in this second other than `expired`.
+    #[serde(default)]
+    pub answered_p99_ms: Option<u64>,
+    /// The gateway's own latency of what was offered in this second.
+    #[serde(default)]
+    pub gateway_p50_ms: Option<u64>,
+    #[serde(default)]
+    pub gateway_p99_ms: Option<u64>,
+    #[serde(default)]
+    pub gateway_max_ms: Option<u64>,
+    /// The gateway's SMPP window occupancy (highest sample) and throttles in this second.
+    #[serde(default)]
+    pub smpp_window: Option<u64>,
+    #[serde(default)]
+    pub smpp_throttles: Option<u64>,
 }
 
 /// The end-of-run report. Key names are fixed (scripts and tests read them).
@@ -379,6 +473,9 @@ pub struct Report {
     pub redis: Option<RedisFigures>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway_process: Option<GatewayProcessFigures>,
+    /// Resident sets against the authorizations in flight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<super::memory::MemoryFigures>,
     /// Arrivals dispatched later than the lateness threshold after their scheduled time.
     pub late_starts: u64,
     pub late_threshold_ms: u64,
@@ -408,6 +505,11 @@ pub struct Report {
     /// HdrHistogram V2 deflate, base64 (`HistogramLogReader` / hdrhistogram crate).
     pub histograms: BTreeMap<String, String>,
     pub timeline: Vec<TimelinePoint>,
+    /// Terminal status counts by channel and by operator.
+    #[serde(default)]
+    pub by_channel: BTreeMap<String, BTreeMap<String, u64>>,
+    #[serde(default)]
+    pub by_operator: BTreeMap<String, BTreeMap<String, u64>>,
     /// The run's settings, as given.
     pub settings: serde_json::Value,
 }
@@ -481,6 +583,14 @@ impl Report {
                 } else {
                     s.latency.value_at_quantile(0.99)
                 },
+                refused: s.refused,
+                in_flight: s.in_flight,
+                answered_p99_ms: quantile(&s.answered, 0.99),
+                gateway_p50_ms: quantile(&s.gateway, 0.50),
+                gateway_p99_ms: quantile(&s.gateway, 0.99),
+                gateway_max_ms: (!s.gateway.is_empty()).then(|| s.gateway.max()),
+                smpp_window: None,
+                smpp_throttles: None,
             })
             .collect();
         let per = |n: u64, secs: f64| {
@@ -507,6 +617,7 @@ impl Report {
             cross_node_answers: None,
             redis: None,
             gateway_process: None,
+            memory: None,
             late_starts: r.late_starts,
             late_threshold_ms: 0,
             offered_per_s: per(r.offered, arrival_phase.as_secs_f64()),
@@ -533,6 +644,8 @@ impl Report {
             slo: BTreeMap::new(),
             histograms,
             timeline,
+            by_channel: r.by_channel.clone(),
+            by_operator: r.by_operator.clone(),
             settings: serde_json::Value::Null,
         }
     }
@@ -721,6 +834,20 @@ impl Report {
                 g.cpu_us_per_authorization
                     .map_or("-".to_owned(), |v| format!("{v:.0}")),
                 g.peak_rss_bytes as f64 / (1024.0 * 1024.0),
+            );
+        }
+        if let Some(m) = self
+            .memory
+            .as_ref()
+            .filter(|m| m.driver_bytes_per_in_flight.is_some())
+        {
+            let per = |b: Option<f64>| b.map_or("-".to_owned(), |v| format!("{v:.0} B"));
+            let _ = writeln!(
+                s,
+                "  memory       at {} in flight: driver {} per authorization, gateway {}",
+                m.at_peak.in_flight,
+                per(m.driver_bytes_per_in_flight),
+                per(m.gateway_bytes_per_in_flight),
             );
         }
         for (k, ok) in &self.slo {

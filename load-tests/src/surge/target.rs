@@ -47,6 +47,10 @@ pub struct Observed {
     pub status: Option<String>,
     pub reason: Option<String>,
     pub gateway_ms: Option<u64>,
+    #[serde(default)]
+    pub channel: Option<String>,
+    #[serde(default)]
+    pub operator: Option<String>,
 }
 
 impl Observed {

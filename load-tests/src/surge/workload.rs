@@ -17,7 +17,7 @@ use super::config::{Follow, Slo, SurgeConfig};
 use super::environment::Environment;
 use super::following::Awaiting;
 use super::progress::{lock_w, progress, scrape_windows, WindowSamples};
-use super::report::{Recorder, Report, SmppFigures, Verification};
+use super::report::{Classified, Recorder, Report, SmppFigures, Verification};
 use super::schedule::{self, Arrival, Rng};
 use super::target::{self, StartOutcome, StartParams, Target};
 use crate::smsc::{Fault, StatsSnapshot};
@@ -205,9 +205,19 @@ async fn drive(
         schedule.len() as u64,
         stop.clone(),
     ));
+    let memory = tokio::spawn(super::memory::sample(
+        shared.clone(),
+        env.gateway_pid().await,
+        stop.clone(),
+    ));
     let window_samples = Arc::new(Mutex::new(WindowSamples::default()));
     if let Some(url) = env.metrics_url.clone() {
-        side.spawn(scrape_windows(url, window_samples.clone(), stop.clone()));
+        side.spawn(scrape_windows(
+            url,
+            window_samples.clone(),
+            t0,
+            stop.clone(),
+        ));
     }
 
     let chaos_done = CancellationToken::new();
@@ -222,10 +232,11 @@ async fn drive(
     stop.cancel();
     side.close();
     side.wait().await;
+    let memory = memory.await.ok();
 
     let verification = match &receiver {
-        Some(receiver) => Some(verify_results(&shared, receiver).await),
-        None => None,
+        Some(receiver) if verify => Some(verify_results(&shared, receiver).await),
+        _ => None,
     };
     let rec = lock(&shared.rec);
     let mut report = Report::build(&rec, arrival_phase, duration);
@@ -234,6 +245,7 @@ async fn drive(
         report.duplicates = duplicates;
     }
     report.chaos = chaos_log;
+    report.memory = memory;
     report.late_threshold_ms = config.late_threshold.as_millis() as u64;
     report.drain_timed_out = !drained || report.lost > 0;
     report.settings = config.settings_json();
@@ -241,6 +253,7 @@ async fn drive(
     report.smpp.window_occupancy_peak = w.peak;
     report.smpp.window_occupancy_mean = (w.samples > 0).then(|| w.sum / w.samples as f64);
     report.smpp.window_size = w.size;
+    fill_window_series(&mut report.timeline, &w.series);
     report.smpp.gateway_throttles = w.throttles;
     report.smpp.gateway_reconnects = w.reconnects;
     report.store.commits = w.store_commits;
@@ -251,6 +264,26 @@ async fn drive(
         .filter(|_| completed > 0)
         .map(|f| ((f as f64 / completed as f64) * 1000.0).round() / 1000.0);
     Ok(report)
+}
+
+/// Puts the scraped SMPP window samples into the timeline: the highest occupancy sampled in
+/// each second, and the throttles counted since the previous sample.
+fn fill_window_series(
+    timeline: &mut [super::report::TimelinePoint],
+    series: &[(u64, u64, Option<u64>)],
+) {
+    let mut last_throttles = None;
+    for &(second, occupancy, throttles) in series {
+        let Some(point) = timeline.get_mut(second as usize) else {
+            continue;
+        };
+        point.smpp_window = Some(point.smpp_window.unwrap_or(0).max(occupancy));
+        if let Some(t) = throttles {
+            let new = t.saturating_sub(last_throttles.unwrap_or(t));
+            point.smpp_throttles = Some(point.smpp_throttles.unwrap_or(0) + new);
+            last_throttles = Some(t);
+        }
+    }
 }
 
 /// Dispatches every arrival at its instant and waits for the followers (bounded by the
@@ -607,12 +640,17 @@ fn finish(
     }
     let key = format!("{status}/{}", v.reason.as_deref().unwrap_or("-"));
     *rec.reasons.entry(key).or_default() += 1;
-    rec.complete(
-        s.rel(end),
+    let e2e = end.saturating_duration_since(scheduled);
+    rec.complete(s.rel(end), status, e2e, gateway_ms);
+    rec.classify(Classified {
         status,
-        end.saturating_duration_since(scheduled),
+        channel: v.channel.as_deref(),
+        operator: v.operator.as_deref(),
+        scheduled: s.rel(scheduled),
+        now: s.rel(end),
+        e2e,
         gateway_ms,
-    );
+    });
 }
 
 /// The user presses "send again": a second start for the same MSISDN. The gateway should
