@@ -317,6 +317,9 @@ impl Authorizer {
         request: AuthRequest,
         accepted: Option<oneshot::Sender<()>>,
     ) -> AuthResult {
+        // Boxed before the first wait: the future lives as long as the authorization, and a
+        // request held by value would sit in it all that time.
+        let request = Box::new(request);
         let Ok(permit) = self.slots.clone().acquire_owned().await else {
             return AuthResult::Unavailable;
         };
@@ -325,7 +328,7 @@ impl Authorizer {
         let ended = request.ended_elsewhere.clone();
         let start = Command::Start {
             auth,
-            request: Box::new(request),
+            request,
             permit,
             reply,
             accepted,
@@ -361,6 +364,9 @@ impl Authorizer {
     /// transaction id and challenge). Nothing is sent; the answer that arrives in time ends it
     /// as [`Authorizer::authorize`] would.
     pub async fn resume(&self, request: AuthRequest) -> AuthResult {
+        // Boxed before the first wait: the future lives as long as the authorization, and a
+        // request held by value would sit in it all that time.
+        let request = Box::new(request);
         let Ok(permit) = self.slots.clone().acquire_owned().await else {
             return AuthResult::Unavailable;
         };
@@ -369,7 +375,7 @@ impl Authorizer {
         let ended = request.ended_elsewhere.clone();
         let resume = Command::Resume {
             auth,
-            request: Box::new(request),
+            request,
             permit,
             reply,
         };

@@ -226,7 +226,12 @@ impl StkPush {
 
     /// The next `submit_sm`, segments in order.
     pub fn poll_transmit(&mut self) -> Option<SubmitSm> {
-        self.outbox.pop()
+        let next = self.outbox.pop();
+        if self.outbox.is_empty() {
+            // The push waits minutes for its answer: its spent segments' room goes back now.
+            self.outbox = Vec::new();
+        }
+        next
     }
 
     /// The bind's verdict on one segment. Any failure before the answer is a delivery error:

@@ -203,7 +203,9 @@ impl Inner {
         });
         // Loses harmlessly when the authorization already ended; when the store fails,
         // `finish` keeps retrying on its own and publishes nothing until it is stored.
-        let _ = self.finish(&flight.id, ending, via).await;
+        // Boxed, as the steps below: a sub-future awaited inline would make the state of every
+        // flight (alive for minutes) as large as its largest step.
+        let _ = Box::pin(self.finish(&flight.id, ending, via)).await;
     }
 
     pub(super) async fn carry_out(
@@ -279,7 +281,7 @@ impl Inner {
                         accepted_rx = None;
                         flight.prompt_left();
                         if taken.is_ok()
-                            && !self.mark_prompted(flight, counter, &mut prompted).await
+                            && !Box::pin(self.mark_prompted(flight, counter, &mut prompted)).await
                         {
                             return (interrupted(), via);
                         }
@@ -291,7 +293,7 @@ impl Inner {
             // proves the prompt arrived.
             let taken = accepted_rx.as_mut().is_some_and(|rx| rx.try_recv().is_ok());
             if (taken || state::user_answered(&result))
-                && !self.mark_prompted(flight, counter, &mut prompted).await
+                && !Box::pin(self.mark_prompted(flight, counter, &mut prompted)).await
             {
                 return (interrupted(), via);
             }
@@ -307,7 +309,7 @@ impl Inner {
                 // another system): raise the floor once, durably, and push again. The card
                 // refused the packet, so the user saw nothing yet.
                 counter_raised = true;
-                if let Some(raised) = self.raise_ota_floor(flight, plan, prompted).await {
+                if let Some(raised) = Box::pin(self.raise_ota_floor(flight, plan, prompted)).await {
                     if let Some(om) = &operator.metrics {
                         om.ota_counter_raised();
                     }
@@ -331,18 +333,18 @@ impl Inner {
                 // The fallback prompt's key goes into the record (with the next commit, not
                 // fsynced by itself), so a restart resumes the USSD dialog, not the STK push.
                 if let Some(key) = ussd_key {
-                    self.keep_with_record(
+                    Box::pin(self.keep_with_record(
                         flight,
                         prompted,
                         |u| u.with_ussd_key(key),
                         "fallback key",
-                    )
+                    ))
                     .await;
                 }
                 flight
                     .view
                     .send_modify(|v| v.channel = Some(ChannelKind::Ussd));
-                if plan.loa == Loa::Loa3 && self.is_locked(&plan.msisdn).await {
+                if plan.loa == Loa::Loa3 && Box::pin(self.is_locked(&plan.msisdn)).await {
                     return (
                         Ending::new(TerminalStatus::PinBlocked, "ussd_pin_locked"),
                         via,
@@ -356,8 +358,8 @@ impl Inner {
                 // a cancel in between wins or loses the ending's compare-and-set).
                 self.set_step(flight, PendingState::Answered);
             }
-            let locked_now =
-                matches!(result, AuthResult::WrongPin) && self.is_locked(&plan.msisdn).await;
+            let locked_now = matches!(result, AuthResult::WrongPin)
+                && Box::pin(self.is_locked(&plan.msisdn)).await;
             if let (Some(om), AuthResult::WrongPin) = (&operator.metrics, &result) {
                 om.pin_failure(metric_channel(channel));
                 if locked_now {
