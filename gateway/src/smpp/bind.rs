@@ -377,11 +377,18 @@ impl BindTask {
     async fn carry_out(&mut self) -> bool {
         loop {
             let mut busy = false;
+            // Everything the machine has to send goes out in one write (one syscall for a
+            // burst of submits and answers, not one per PDU).
+            let mut gathered: Option<Vec<u8>> = None;
             while let Some(bytes) = self.machine.poll_transmit() {
-                busy = true;
-                let Some((_, writer)) = &mut self.link else {
-                    break;
-                };
+                match &mut gathered {
+                    None => gathered = Some(bytes.to_vec()),
+                    Some(all) => all.extend_from_slice(&bytes),
+                }
+            }
+            busy |= gathered.is_some();
+            // Without a link there is nowhere to write: the machine has already counted it lost.
+            if let (Some(bytes), Some((_, writer))) = (gathered, &mut self.link) {
                 // An SMSC that stops reading must not freeze the bind: the write gets as long
                 // as an enquire_link answer would, then the link counts as lost.
                 let limit = self.config.session.enquire_link_timeout;
@@ -390,12 +397,10 @@ impl BindTask {
                     Ok(Err(e)) => {
                         tracing::warn!(error = %e, "write to SMSC failed");
                         self.machine.handle_link_lost(now_std());
-                        break;
                     }
                     Err(_) => {
                         tracing::warn!(?limit, "write to SMSC timed out: it stopped reading");
                         self.machine.handle_link_lost(now_std());
-                        break;
                     }
                 }
             }
