@@ -35,11 +35,23 @@ async fn node(
     kind: BindKind,
     dir: &std::path::Path,
 ) -> gateway::serve::ServeHandle {
+    node_with(smsc, url, kind, dir, |_| {}).await
+}
+
+/// [`node`], with `tweak` applied to its configuration last.
+async fn node_with(
+    smsc: SocketAddr,
+    url: &str,
+    kind: BindKind,
+    dir: &std::path::Path,
+    tweak: impl FnOnce(&mut GatewayConfig),
+) -> gateway::serve::ServeHandle {
     let mut config = gateway_config(smsc, dir, u64::from(SIZE));
     on_redis(&mut config, url);
     for bind in &mut config.operators[0].binds {
         bind.bind_kind = kind;
     }
+    tweak(&mut config);
     start_gateway(config).await
 }
 
@@ -148,14 +160,17 @@ async fn an_answer_on_the_other_node_while_redis_is_paused_is_refused_and_applie
             dir_a.path(),
         )
         .await;
-        let mut config = gateway_config(smsc.local_addr(), dir_b.path(), u64::from(SIZE));
-        on_redis(&mut config, &redis.url());
-        config.store.response_timeout_ms = 200;
-        config.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
-        for bind in &mut config.operators[0].binds {
-            bind.bind_kind = BindKind::Receiver;
-        }
-        let b = start_gateway(config).await;
+        let b = node_with(
+            smsc.local_addr(),
+            &redis.url(),
+            BindKind::Receiver,
+            dir_b.path(),
+            |c| {
+                c.store.response_timeout_ms = 200;
+                c.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
+            },
+        )
+        .await;
         wait_ready(a.api_addr).await;
         wait_ready(b.api_addr).await;
 
@@ -197,11 +212,18 @@ async fn three_wrong_pins_split_across_two_nodes_lock_the_msisdn_on_both() {
         let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let mut nodes = Vec::new();
         for dir in [&dir_a, &dir_b] {
-            let mut config = gateway_config(smsc.local_addr(), dir.path(), u64::from(SIZE));
-            on_redis(&mut config, &redis.url());
-            config.policy.loa3_over_ussd = true;
-            config.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
-            nodes.push(start_gateway(config).await);
+            let node = node_with(
+                smsc.local_addr(),
+                &redis.url(),
+                BindKind::Transceiver,
+                dir.path(),
+                |c| {
+                    c.policy.loa3_over_ussd = true;
+                    c.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
+                },
+            )
+            .await;
+            nodes.push(node);
         }
         for n in &nodes {
             wait_ready(n.api_addr).await;

@@ -20,10 +20,7 @@ const PERIOD: Duration = Duration::from_secs(1);
 
 /// The resident set now (`VmRSS`) of process `pid` (`"self"` or a number), bytes.
 pub fn resident_bytes(pid: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
+    super::report::status_bytes(pid, "VmRSS")
 }
 
 /// One sample.

@@ -542,15 +542,17 @@ pub fn process_figures_of(pid: &str) -> (f64, u64) {
             Some((ut + st) / 100.0)
         })
         .unwrap_or(0.0);
-    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
-            let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-            Some(kb * 1024)
-        })
-        .unwrap_or(0);
-    (cpu, rss)
+    (cpu, status_bytes(pid, "VmHWM").unwrap_or(0))
+}
+
+/// A size field of `/proc/<pid>/status` (`VmHWM`, `VmRSS` ...), in bytes.
+pub fn status_bytes(pid: &str, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status
+        .lines()
+        .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 impl Report {
