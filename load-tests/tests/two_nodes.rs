@@ -145,9 +145,9 @@ async fn an_answer_on_the_other_node_while_redis_is_paused_is_refused_and_applie
         let redis_dir = tempfile::tempdir().unwrap();
         let redis = LocalRedis::start(redis_dir.path())
             .expect("this test needs redis-server (scripts/test.sh installs it)");
-        // Every user approves, about 0.5 s (real) after the prompt.
+        // Every user approves, about 1.5 s (real) after the prompt: time enough to pause Redis first on a busy machine.
         let slow = sim_applet_model::handset::user::UserParams {
-            min_action_ms: 50_000,
+            min_action_ms: 150_000,
             sigma: 0.05,
             ..user(0.0, 0.0, 0.0)
         };
@@ -177,9 +177,9 @@ async fn an_answer_on_the_other_node_while_redis_is_paused_is_refused_and_applie
         let m = msisdn(index_with(false, 3));
         let id = start_ok(a.api_addr, &m, 2, 30).await;
         log.wait_prompts(&m, 1).await;
-        // Redis stops answering before the handset does, for 2 s.
+        // Redis stops answering before the handset does, for 3 s.
         assert_eq!(
-            redis_command(redis.port(), "CLIENT PAUSE 2000 ALL"),
+            redis_command(redis.port(), "CLIENT PAUSE 3000 ALL"),
             "+OK\r\n"
         );
         let on_a = terminal(a.api_addr, &id).await;

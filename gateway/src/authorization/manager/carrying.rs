@@ -158,12 +158,10 @@ impl Inner {
                 .update_authorization_state(&flight.id, &from, &update)
                 .await;
             match result {
-                Ok(_) => {
-                    if let Some(step) = step {
-                        self.set_step(flight, step);
-                    }
-                    return true;
-                }
+                Ok(_) => {}
+                // An earlier attempt that timed out at this end was applied by the store after
+                // all (a paused or slow Redis runs it late): the step is there.
+                Err(StoreError::Conflict { actual, .. }) if actual == to => {}
                 Err(StoreError::Conflict { actual, .. }) if actual.is_terminal() => return false,
                 Err(e) if Instant::now() + pause < flight.deadline && is_transient(&e) => {
                     // A shared store that is briefly unreachable (a Redis restart or
@@ -171,6 +169,7 @@ impl Inner {
                     tracing::warn!(error = %e, "authorization step not stored yet; retrying");
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(STEP_RETRY_MAX);
+                    continue;
                 }
                 Err(e) => {
                     // The store is the record of truth; without it the step cannot be kept,
@@ -179,6 +178,10 @@ impl Inner {
                     return false;
                 }
             }
+            if let Some(step) = step {
+                self.set_step(flight, step);
+            }
+            return true;
         }
     }
 
