@@ -40,12 +40,14 @@ use crate::channel::admission::Admission;
 use crate::channel::{
     AuthRequest, AuthResult, Authorizer, AuthorizerConfig, PinVerifier, StraySlot,
 };
-use crate::config::{GatewayConfig, LogConfig, LogFormat};
+use crate::config::{GatewayConfig, LogConfig, LogFormat, StoreBackend};
 use crate::metrics::smpp::{BindMetrics, BindState};
 use crate::metrics::Metrics;
 use crate::routing::{NumberRange, Router};
 use crate::smpp::bind::{tls_server_config, BindConfig};
-use crate::store::{EmbeddedStore, LockoutPolicy, ObservedStore, RedisStore, Store, StoreOptions};
+use crate::store::{
+    EmbeddedStore, JournalStore, LockoutPolicy, ObservedStore, RedisStore, Store, StoreOptions,
+};
 use crate::subscribers::{Pepper, SubscriberRegistry};
 
 /// Time running authorizations get to finish at shutdown before they are ended.
@@ -244,6 +246,12 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<ServeHandle> {
             .saturating_mul(1 << 20),
     };
     let backend: Arc<dyn Store> = match config.store.redis_settings() {
+        None if config.store.backend == StoreBackend::Journal => Arc::new(
+            JournalStore::open_observed(&config.store.path, options, Some(metrics.store.writer()))
+                .with_context(|| {
+                    format!("opening the journal {}", config.store.path.display())
+                })?,
+        ),
         None => Arc::new(
             EmbeddedStore::open_observed(&config.store.path, options, Some(metrics.store.writer()))
                 .with_context(|| format!("opening the store {}", config.store.path.display()))?,
@@ -483,11 +491,10 @@ async fn purge_on_schedule(
         }
         let report = store.purge_expired(clock()).await;
         let path = path.clone();
-        let bytes =
-            tokio::task::spawn_blocking(move || std::fs::metadata(&path).ok().map(|m| m.len()))
-                .await
-                .ok()
-                .flatten();
+        let bytes = tokio::task::spawn_blocking(move || store_bytes(&path))
+            .await
+            .ok()
+            .flatten();
         match report {
             Ok(report) => {
                 metrics.purged(
@@ -502,6 +509,22 @@ async fn purge_on_schedule(
             Err(e) => tracing::warn!(error = %e, "store purge failed"),
         }
     }
+}
+
+/// The store's size on disk: the redb file, or the sum of the journal's segments.
+fn store_bytes(path: &std::path::Path) -> Option<u64> {
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_dir() {
+        return Some(meta.len());
+    }
+    let entries = std::fs::read_dir(path).ok()?;
+    Some(
+        entries
+            .filter_map(|e| e.ok()?.metadata().ok())
+            .filter(std::fs::Metadata::is_file)
+            .map(|m| m.len())
+            .sum(),
+    )
 }
 
 /// TLS handshakes in front of a TCP listener, for `axum::serve`. Each handshake runs in its

@@ -560,12 +560,12 @@ impl OutboundConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
-    /// `embedded` (one node, a redb file at `path`) or `redis` (several nodes sharing a Redis
-    /// server at `url`).
+    /// `embedded` (one node, a redb file at `path`), `journal` (one node, an append-only
+    /// journal in directory `path`) or `redis` (several nodes sharing a Redis server at `url`).
     #[serde(default)]
     pub backend: StoreBackend,
-    /// Database file of the embedded store. With Redis, this node's local files (the audit
-    /// log) are named after it; no database is created there.
+    /// Database file of the embedded store, or the journal's directory. With Redis, this
+    /// node's local files (the audit log) are named after it; no database is created there.
     pub path: PathBuf,
     /// Redis: `redis://[user:password@]host:port[/db]`, or `rediss://` for TLS.
     #[serde(default)]
@@ -632,6 +632,9 @@ pub enum StoreBackend {
     /// redb file on this node's disk: one node.
     #[default]
     Embedded,
+    /// Append-only journal on this node's disk, the state in memory: one node, the cheapest
+    /// durable commit (see `store::journal`).
+    Journal,
     /// A Redis server shared by every node.
     Redis,
 }

@@ -1,5 +1,5 @@
 //! The behaviour every [`Store`] backend must show, written once and run against each backend
-//! (in memory, embedded, and Redis on a `redis-server` each test starts).
+//! (in memory, embedded redb, journal, and Redis on a `redis-server` each test starts).
 
 #![allow(clippy::unwrap_used)]
 
@@ -726,6 +726,16 @@ macro_rules! suite {
                 }
             )*
         }
+        mod journal {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let store = super::JournalStore::open(dir.path(), super::OPTIONS).unwrap();
+                    super::$name(std::sync::Arc::new(store)).await;
+                }
+            )*
+        }
         mod redis {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -774,6 +784,14 @@ mod purge {
         let dir = tempfile::tempdir().unwrap();
         let store =
             super::EmbeddedStore::open(dir.path().join("store.redb"), super::OPTIONS).unwrap();
+        super::purge_removes_only_expired_terminal_records_and_claims(std::sync::Arc::new(store))
+            .await;
+    }
+
+    #[tokio::test]
+    async fn journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::JournalStore::open(dir.path(), super::OPTIONS).unwrap();
         super::purge_removes_only_expired_terminal_records_and_claims(std::sync::Arc::new(store))
             .await;
     }

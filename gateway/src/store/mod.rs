@@ -87,6 +87,7 @@
 
 pub mod allocator;
 pub mod embedded;
+pub mod journal;
 pub mod memory;
 pub mod observed;
 pub mod records;
@@ -100,6 +101,7 @@ use std::ops::Range;
 
 pub use allocator::OtaCounterAllocator;
 pub use embedded::EmbeddedStore;
+pub use journal::JournalStore;
 pub use memory::InMemoryStore;
 pub use observed::ObservedStore;
 pub use records::{

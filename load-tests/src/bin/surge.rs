@@ -166,9 +166,14 @@ struct Cli {
     /// (more than one needs --store redis).
     #[arg(long, default_value_t = 1)]
     nodes: u32,
-    /// The nodes' store: embedded, redis (a redis-server started here) or redis=URL.
+    /// The nodes' store: embedded (redb), journal (append-only), redis (a redis-server started
+    /// here) or redis=URL.
     #[arg(long, default_value = "embedded")]
     store: load_tests::surge::StoreChoice,
+    /// The gateway's `[store] durable_commit_interval_ms`: shortest time between two fsynced
+    /// commits under load (0: each commit as soon as the previous one is done).
+    #[arg(long)]
+    durable_commit_interval_ms: Option<u64>,
     /// Run the in-process gateway in a child process (implied by kill-gateway).
     #[arg(long)]
     gateway_process: bool,
@@ -337,6 +342,7 @@ impl Cli {
             callback_wait: Duration::from_secs(self.callback_wait_secs),
             nodes: self.nodes,
             store: self.store.clone(),
+            durable_commit_interval_ms: self.durable_commit_interval_ms,
         })
     }
 }

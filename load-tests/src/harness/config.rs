@@ -44,6 +44,8 @@ pub struct GatewayConfigBuilder {
     /// (absent: the gateway's defaults).
     pub terminal_ttl_secs: Option<u64>,
     pub purge_interval_secs: Option<u64>,
+    /// `[store] durable_commit_interval_ms` (absent: the gateway's default).
+    pub durable_commit_interval_ms: Option<u64>,
     /// Directory of the store, the audit log and the pepper file.
     pub dir: PathBuf,
     /// The PIN pepper written to `dir/pepper`.
@@ -57,6 +59,8 @@ pub struct GatewayConfigBuilder {
     /// `[store] backend = "redis"` at this URL with this key prefix (absent: the embedded
     /// store in `dir`).
     pub redis: Option<(String, String)>,
+    /// `[store] backend = "journal"` in `dir` (unless `redis` is set).
+    pub journal: bool,
     /// `[store] node_id` (absent: derived from the store path).
     pub node_id: Option<String>,
     /// `[log]` format and filter (absent: the gateway's default).
@@ -91,20 +95,26 @@ impl GatewayConfigBuilder {
             stk_answer_timeout_secs: None,
             terminal_ttl_secs: None,
             purge_interval_secs: None,
+            durable_commit_interval_ms: None,
             dir: dir.into(),
             pepper: "harness pin pepper, long enough".into(),
             metrics: false,
             api_listen: None,
             metrics_listen: None,
             redis: None,
+            journal: false,
             node_id: None,
             log: None,
         }
     }
 
-    /// Where the store lives.
+    /// Where the store lives (the journal's directory, or the redb file).
     pub fn store_path(&self) -> PathBuf {
-        self.dir.join("store.redb")
+        if self.journal && self.redis.is_none() {
+            self.dir.join("store.journal")
+        } else {
+            self.dir.join("store.redb")
+        }
     }
 
     fn pepper_path(&self) -> PathBuf {
@@ -189,6 +199,8 @@ impl GatewayConfigBuilder {
                 &mut t,
                 format!("backend = \"redis\"\nurl = \"{url}\"\nkey_prefix = \"{prefix}\""),
             );
+        } else if self.journal {
+            line(&mut t, "backend = \"journal\"".into());
         }
         if let Some(id) = &self.node_id {
             line(&mut t, format!("node_id = \"{id}\""));
@@ -196,6 +208,7 @@ impl GatewayConfigBuilder {
         for (key, value) in [
             ("terminal_ttl_secs", self.terminal_ttl_secs),
             ("purge_interval_secs", self.purge_interval_secs),
+            ("durable_commit_interval_ms", self.durable_commit_interval_ms),
         ] {
             if let Some(v) = value {
                 line(&mut t, format!("{key} = {v}"));
@@ -263,6 +276,7 @@ mod tests {
         b.default_expiry_secs = Some(30);
         b.metrics = true;
         b.log = Some(("json".into(), "warn".into()));
+        b.durable_commit_interval_ms = Some(2);
         let c = b.build().unwrap();
         assert_eq!(c.operators[0].binds.len(), 3);
         assert!(c.operators[0].binds.iter().all(|x| x.window == 7));
@@ -271,6 +285,7 @@ mod tests {
         assert_eq!(c.policy.submit_timeout_secs, 2);
         assert_eq!(c.policy.default_expiry_secs, 30);
         assert!(c.metrics.listen.is_some());
+        assert_eq!(c.store.durable_commit_interval_ms, 2);
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -69,6 +69,8 @@ pub enum StoreChoice {
     /// Each node its own embedded store (one node only).
     #[default]
     Embedded,
+    /// Each node its own append-only journal (one node only).
+    Journal,
     /// Every node on one Redis: the one at this URL, or a `redis-server` started here.
     Redis(Option<String>),
 }
@@ -79,11 +81,12 @@ impl std::str::FromStr for StoreChoice {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "embedded" => Ok(Self::Embedded),
+            "journal" => Ok(Self::Journal),
             "redis" => Ok(Self::Redis(None)),
             _ => match s.strip_prefix("redis=") {
                 Some(url) if url.starts_with("redis://") => Ok(Self::Redis(Some(url.to_owned()))),
                 _ => Err(format!(
-                    "`{s}`: expected embedded, redis or redis=redis://host:port/"
+                    "`{s}`: expected embedded, journal, redis or redis=redis://host:port/"
                 )),
             },
         }
@@ -173,6 +176,8 @@ pub struct SurgeConfig {
     /// spread over them. More than one needs the Redis store.
     pub nodes: u32,
     pub store: StoreChoice,
+    /// The embedded store's `durable_commit_interval_ms` (absent: the gateway's default).
+    pub durable_commit_interval_ms: Option<u64>,
 }
 
 impl Default for SurgeConfig {
@@ -219,6 +224,7 @@ impl Default for SurgeConfig {
             callback_wait: Duration::from_secs(60),
             nodes: 1,
             store: StoreChoice::Embedded,
+            durable_commit_interval_ms: None,
         }
     }
 }
@@ -302,9 +308,11 @@ impl SurgeConfig {
             "nodes": self.nodes,
             "store": match &self.store {
                 StoreChoice::Embedded => "embedded".to_owned(),
+                StoreChoice::Journal => "journal".to_owned(),
                 StoreChoice::Redis(None) => "redis (started here)".to_owned(),
                 StoreChoice::Redis(Some(url)) => format!("redis {url}"),
             },
+            "durable_commit_interval_ms": self.durable_commit_interval_ms,
             "verify": self.verify,
             "chaos": self.chaos.iter().map(|e| serde_json::json!({
                 "action": e.action.name(), "at_s": e.at.as_secs_f64(),

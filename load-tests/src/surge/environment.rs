@@ -269,14 +269,14 @@ async fn start_nodes(
     ),
 ) -> anyhow::Result<Nodes> {
     let nodes = c.nodes.max(1);
-    if nodes > 1 && c.store == StoreChoice::Embedded {
+    if nodes > 1 && matches!(c.store, StoreChoice::Embedded | StoreChoice::Journal) {
         anyhow::bail!("--nodes {nodes} needs --store redis: embedded stores are not shared");
     }
     if nodes > 1 && c.wants_gateway_process() {
         anyhow::bail!("a gateway in a child process (kill-gateway) runs with --nodes 1 only");
     }
     let (redis, redis_url) = match &c.store {
-        StoreChoice::Embedded => (None, None),
+        StoreChoice::Embedded | StoreChoice::Journal => (None, None),
         StoreChoice::Redis(Some(url)) => (None, Some(url.clone())),
         StoreChoice::Redis(None) => {
             let server = gateway::store::LocalRedis::start(&dir.join("redis"))
@@ -301,6 +301,7 @@ async fn start_nodes(
         builder.max_submits_per_sec = max_submits_per_sec;
         builder.max_in_flight = Some(max_in_flight);
         builder.loa3_over_ussd = loa3_over_ussd;
+        builder.journal = c.store == StoreChoice::Journal;
         if let Some(url) = &redis_url {
             // A fresh prefix per run: a Redis given by URL may hold an earlier run's keys.
             let prefix = format!("surge-{}-{}", std::process::id(), c.seed);
@@ -376,6 +377,7 @@ fn gateway_builder(
     b.pepper = "surge-load-test-pepper-32-octets!".into();
     b.metrics = true;
     b.log = Some(("pretty".into(), "warn".into()));
+    b.durable_commit_interval_ms = c.durable_commit_interval_ms;
     b
 }
 
