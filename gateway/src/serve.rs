@@ -244,13 +244,12 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<ServeHandle> {
         cache_bytes: usize::try_from(config.store.cache_mb)
             .unwrap_or(usize::MAX / (1 << 20))
             .saturating_mul(1 << 20),
+        ..StoreOptions::default()
     };
     let backend: Arc<dyn Store> = match config.store.redis_settings() {
         None if config.store.backend == StoreBackend::Journal => Arc::new(
             JournalStore::open_observed(&config.store.path, options, Some(metrics.store.writer()))
-                .with_context(|| {
-                    format!("opening the journal {}", config.store.path.display())
-                })?,
+                .with_context(|| format!("opening the journal {}", config.store.path.display()))?,
         ),
         None => Arc::new(
             EmbeddedStore::open_observed(&config.store.path, options, Some(metrics.store.writer()))

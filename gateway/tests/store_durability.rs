@@ -1,4 +1,4 @@
-//! The embedded store survives `kill -9`: every write acknowledged before the kill is there after
+//! The embedded stores (redb, and the journal) survive `kill -9`: every write acknowledged before the kill is there after
 //! reopening, OTA counters restart above every counter handed out, and every in-flight
 //! authorization can be given exactly one terminal status.
 //!
@@ -8,6 +8,7 @@
 //! parent reads a random number of lines, sends SIGKILL while the writer is mid-stream (so at a
 //! random point of some batch), reads what was printed before the kill, reopens the file and
 //! checks. It does this 100 times on the same file, each round adding to what must survive.
+//! The journal runs with a small compaction threshold, so some kills land in a compaction.
 
 #![allow(clippy::unwrap_used)]
 
@@ -18,13 +19,46 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use gateway::store::{
-    AuthState, AuthorizationRecord, AuthorizationUpdate, Channel, EmbeddedStore, Loa, LockState,
-    LockoutPolicy, OtaCounterAllocator, OtaCounterKey, OutboxPolicy, PinAttempt, Store,
+    AuthState, AuthorizationRecord, AuthorizationUpdate, Channel, EmbeddedStore, JournalStore, Loa,
+    LockState, LockoutPolicy, OtaCounterAllocator, OtaCounterKey, OutboxPolicy, PinAttempt, Store,
     StoreOptions, TerminalStatus,
 };
 
 const WRITER_ENV: &str = "GATEWAY_STORE_CRASH_WRITER";
 const ROUND_ENV: &str = "GATEWAY_STORE_CRASH_ROUND";
+const BACKEND_ENV: &str = "GATEWAY_STORE_CRASH_BACKEND";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Backend {
+    Redb,
+    Journal,
+}
+
+impl Backend {
+    fn name(self) -> &'static str {
+        match self {
+            Backend::Redb => "redb",
+            Backend::Journal => "journal",
+        }
+    }
+
+    fn open(self, path: &Path, options: StoreOptions) -> Arc<dyn Store> {
+        match self {
+            Backend::Redb => Arc::new(EmbeddedStore::open(path, options).unwrap()),
+            Backend::Journal => Arc::new(
+                JournalStore::open(
+                    path,
+                    StoreOptions {
+                        // A compaction every few hundred kilobytes: kills land inside them.
+                        journal_compact_bytes: 256 * 1024,
+                        ..options
+                    },
+                )
+                .unwrap(),
+            ),
+        }
+    }
+}
 /// Upper bound of each writer task's work, so a writer whose parent failed stops by itself.
 const WRITER_ITERATIONS: u64 = 5_000;
 /// Writer tasks at once (each with its own subscriber, so its PIN count is exact).
@@ -80,6 +114,10 @@ fn crash_writer_child() {
         return;
     };
     let round: u64 = std::env::var(ROUND_ENV).unwrap().parse().unwrap();
+    let backend = match std::env::var(BACKEND_ENV).unwrap().as_str() {
+        "journal" => Backend::Journal,
+        _ => Backend::Redb,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -96,8 +134,7 @@ fn crash_writer_child() {
             },
             ..StoreOptions::default()
         };
-        let store: Arc<dyn Store> =
-            Arc::new(EmbeddedStore::open(Path::new(&path), options).unwrap());
+        let store = backend.open(Path::new(&path), options);
         let allocator = Arc::new(OtaCounterAllocator::new(Arc::clone(&store), 16, 100));
         let writers: Vec<_> = (0..WRITERS)
             .map(|w| {
@@ -203,7 +240,7 @@ impl Acks {
 }
 
 /// One writer process, killed after a random number of acknowledgements.
-fn crash_once(path: &Path, round: usize, acks: &mut Acks) {
+fn crash_once(backend: Backend, path: &Path, round: usize, acks: &mut Acks) {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "crash_writer_child",
@@ -213,6 +250,7 @@ fn crash_once(path: &Path, round: usize, acks: &mut Acks) {
         ])
         .env(WRITER_ENV, path)
         .env(ROUND_ENV, round.to_string())
+        .env(BACKEND_ENV, backend.name())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -302,20 +340,28 @@ async fn check(store: &dyn Store, acks: &Acks, round: usize) {
 
 #[tokio::test]
 async fn acknowledged_writes_survive_sigkill_at_random_points_of_batches() {
+    survives_sigkill(Backend::Redb, "store.redb").await;
+}
+
+#[tokio::test]
+async fn acknowledged_journal_writes_survive_sigkill_at_random_points_of_batches() {
+    survives_sigkill(Backend::Journal, "store.journal").await;
+}
+
+async fn survives_sigkill(backend: Backend, file: &str) {
     if std::env::var_os(WRITER_ENV).is_some() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("store.redb");
+    let path = dir.path().join(file);
     let mut acks = Acks::default();
     for round in 0..ROUNDS {
-        crash_once(&path, round, &mut acks);
-        let store = EmbeddedStore::open(&path, StoreOptions::default()).unwrap();
-        check(&store, &acks, round).await;
+        crash_once(backend, &path, round, &mut acks);
+        let store = backend.open(&path, StoreOptions::default());
+        check(&*store, &acks, round).await;
     }
 
-    let store: Arc<dyn Store> =
-        Arc::new(EmbeddedStore::open(&path, StoreOptions::default()).unwrap());
+    let store = backend.open(&path, StoreOptions::default());
     let allocator = OtaCounterAllocator::new(Arc::clone(&store), 16, 100);
     for (m, counters) in &acks.counters {
         let highest = *counters.iter().next_back().unwrap();
@@ -339,8 +385,22 @@ async fn acknowledged_writes_survive_sigkill_at_random_points_of_batches() {
         assert!(ended.won);
     }
     assert!(store.list_in_flight().await.unwrap().is_empty());
+    if backend == Backend::Journal {
+        // The journal was compacted along the way (so kills met compactions), and the
+        // segments a completed dump replaced are gone.
+        let segments: Vec<String> = std::fs::read_dir(&path)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            segments.iter().all(|s| s != "00000001.journal"),
+            "no compaction happened: {segments:?}"
+        );
+        assert!(segments.len() <= 2, "old segments left: {segments:?}");
+    }
     eprintln!(
-        "crash test: {ROUNDS} kills, {} acknowledgements, {} in flight at the end",
+        "crash test ({}): {ROUNDS} kills, {} acknowledgements, {} in flight at the end",
+        backend.name(),
         acks.lines,
         in_flight.len()
     );

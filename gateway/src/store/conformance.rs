@@ -13,6 +13,7 @@ pub(crate) const OPTIONS: StoreOptions = StoreOptions {
     terminal_ttl_ms: 10_000,
     durable_commit_interval: DEFAULT_DURABLE_COMMIT_INTERVAL,
     cache_bytes: 16 * 1024 * 1024,
+    journal_compact_bytes: crate::store::journal::COMPACT_MIN_BYTES,
 };
 
 const POLICY: LockoutPolicy = LockoutPolicy {

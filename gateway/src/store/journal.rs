@@ -22,7 +22,7 @@
 //! segments are replayed in order from the newest one that holds a complete dump; a torn frame
 //! at the end of the last segment (a crash mid-write) is cut off, a bad frame anywhere else is
 //! reported as corruption. **Compaction:** when the segment being written has grown past
-//! [`COMPACT_MIN_BYTES`] and past twice what the last dump wrote, the writer starts a new
+//! `journal_compact_bytes` ([`COMPACT_MIN_BYTES`] by default) and past twice what the last dump wrote, the writer starts a new
 //! segment and dumps the live state into it, a few hundred values per lock hold, interleaved
 //! with the frames of new operations (each dumped value is the current one at its place in the
 //! file, so replay stays in order). A `dump_complete` frame, fsynced, ends the dump; only then
@@ -50,7 +50,8 @@ use super::{
     Store, StoreError, StoreOptions, OTA_COUNTER_FIRST, OTA_COUNTER_MAX,
 };
 
-/// The segment being written is compacted only past this size, so a small store never is.
+/// Default [`StoreOptions::journal_compact_bytes`]: the segment being written is compacted
+/// only past this size, so a small store never is.
 pub const COMPACT_MIN_BYTES: u64 = 64 * 1024 * 1024;
 /// Values dumped per lock hold during a compaction: short enough not to stall operations.
 const DUMP_CHUNK: usize = 256;
@@ -61,6 +62,9 @@ const FRAME_HEADER: usize = 8;
 /// One value in the journal: the new state of one key, or its removal.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+// Entries live only while a frame is encoded or replayed; boxing the record would cost an
+// allocation per replayed record for nothing.
+#[allow(clippy::large_enum_variant)]
 enum Entry<'a> {
     /// An OTA counter key's high-water mark.
     Ota { key: Cow<'a, str>, mark: u64 },
@@ -147,7 +151,8 @@ impl Tables {
             }
             Entry::Outbox { event_id, entry } => match entry {
                 Some(e) => {
-                    self.outbox.insert(event_id.into_owned(), (e.into_owned(), 0));
+                    self.outbox
+                        .insert(event_id.into_owned(), (e.into_owned(), 0));
                 }
                 None => {
                     self.outbox.remove(event_id.as_ref());
@@ -164,7 +169,8 @@ impl Tables {
             if let Some(at) = old.expires_ms {
                 self.auth_expiry.remove(&(at, id.clone()));
             }
-            self.in_flight.remove(&(old.record.msisdn.clone(), id.clone()));
+            self.in_flight
+                .remove(&(old.record.msisdn.clone(), id.clone()));
         }
         match expires_ms {
             Some(at) => {
@@ -174,7 +180,10 @@ impl Tables {
                 self.in_flight.insert((record.msisdn.clone(), id.clone()));
             }
         }
-        let publish = self.auth.get(&id).map_or(publish, |s| s.publish.max(publish));
+        let publish = self
+            .auth
+            .get(&id)
+            .map_or(publish, |s| s.publish.max(publish));
         self.auth.insert(
             id,
             Slot {
@@ -320,18 +329,19 @@ fn corrupt(path: &Path, offset: u64, detail: impl Into<String>) -> StoreError {
     }
 }
 
-/// Replays the frames of one segment into `tables`; returns the length of its sound prefix and
-/// whether it holds a complete dump. A bad frame is an error unless `last` (a torn tail).
+/// Replays the frames of one segment into `tables`; returns the length of its sound prefix and,
+/// when it holds a complete dump, where that dump ends. A bad frame is an error unless `last`
+/// (a torn tail).
 fn replay_segment(
     path: &Path,
     tables: &mut Tables,
     last: bool,
     apply: bool,
-) -> Result<(u64, bool), StoreError> {
+) -> Result<(u64, Option<u64>), StoreError> {
     let mut bytes = Vec::new();
     File::open(path)?.read_to_end(&mut bytes)?;
     let mut at = 0usize;
-    let mut complete = false;
+    let mut complete = None;
     while at < bytes.len() {
         let bad = |detail: &str| corrupt(path, at as u64, detail);
         let Some(header) = bytes.get(at..at + FRAME_HEADER) else {
@@ -351,7 +361,7 @@ fn replay_segment(
             .map_err(|e| bad(&format!("frame does not decode: {e}")))?;
         for entry in entries {
             if matches!(entry, Entry::DumpComplete) {
-                complete = true;
+                complete = Some((at + FRAME_HEADER + len) as u64);
             }
             if apply {
                 tables.replay(entry);
@@ -404,7 +414,10 @@ impl JournalStore {
         let mut first = 0;
         for (i, (_, path)) in found.iter().enumerate().rev() {
             let last = i + 1 == found.len();
-            if replay_segment(path, &mut Tables::default(), last, false)?.1 {
+            if replay_segment(path, &mut Tables::default(), last, false)?
+                .1
+                .is_some()
+            {
                 first = i;
                 break;
             }
@@ -413,7 +426,7 @@ impl JournalStore {
         let mut dumped_bytes = 0;
         for (i, (n, path)) in found.iter().enumerate().skip(first) {
             let last = i + 1 == found.len();
-            let (sound, _) = replay_segment(path, &mut tables, last, true)?;
+            let (sound, dump_end) = replay_segment(path, &mut tables, last, true)?;
             if last {
                 let file = OpenOptions::new().append(true).open(path)?;
                 // A torn frame at the end is cut off, so new frames follow sound ones.
@@ -428,7 +441,8 @@ impl JournalStore {
                 });
             }
             if i == first {
-                dumped_bytes = std::fs::metadata(path)?.len();
+                // The live state's size on disk, what the next compaction is measured against.
+                dumped_bytes = dump_end.unwrap_or(sound);
             }
         }
         for (_, path) in found.iter().take(first) {
@@ -623,10 +637,7 @@ impl Writer<'_> {
             let upto = state.last_lsn;
             let operations = std::mem::take(&mut state.pending_frames);
             let durable_ops = std::mem::take(&mut state.pending_durable);
-            let dump_done = self
-                .dump
-                .as_ref()
-                .is_some_and(|d| d.table == DUMP_TABLES);
+            let dump_done = self.dump.as_ref().is_some_and(|d| d.table == DUMP_TABLES);
             drop(state);
             let started = Instant::now();
             let sync = wants_sync || dump_done;
@@ -673,7 +684,8 @@ impl Writer<'_> {
                 }
             } else if self.dump.is_none()
                 && (compact_now
-                    || self.segment.bytes > COMPACT_MIN_BYTES.max(2 * self.dumped_bytes))
+                    || self.segment.bytes
+                        > (self.shared.options.journal_compact_bytes).max(2 * self.dumped_bytes))
             {
                 if let Err(e) = self.start_compaction() {
                     tracing::warn!(error = %e, "journal compaction not started");
@@ -695,9 +707,10 @@ impl Writer<'_> {
 
     fn publish_failure(&self) {
         let durable = self.shared.durable.load(Ordering::Acquire);
-        self.shared
-            .progress
-            .send_replace(Progress { durable, failed: true });
+        self.shared.progress.send_replace(Progress {
+            durable,
+            failed: true,
+        });
     }
 
     /// Starts a new segment (the current one fsynced first) and a dump of the live state into
@@ -967,7 +980,9 @@ impl Store for JournalStore {
                 });
             }
             let existing = record.idempotency_key.as_ref().and_then(|key| {
-                let entry = tables.claims.get(&(record.client_id.clone(), key.clone()))?;
+                let entry = tables
+                    .claims
+                    .get(&(record.client_id.clone(), key.clone()))?;
                 let other = tables.auth.get(&entry.auth_id)?;
                 (entry.expires_ms > now_ms).then(|| (other.record.clone(), other.publish))
             });
@@ -1281,9 +1296,9 @@ impl Store for JournalStore {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use std::time::Duration;
     use crate::store::conformance::OPTIONS;
     use crate::store::records::tests::sample;
+    use std::time::Duration;
 
     fn record(id: &str) -> AuthorizationRecord {
         AuthorizationRecord {
@@ -1383,7 +1398,8 @@ mod tests {
         let sound = std::fs::metadata(&path).unwrap().len();
         // Half a frame, as a crash in the middle of a write leaves it.
         let mut file = OpenOptions::new().append(true).open(&path).unwrap();
-        file.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, b'[', b'{']).unwrap();
+        file.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, b'[', b'{'])
+            .unwrap();
         drop(file);
         {
             let store = JournalStore::open(dir.path(), OPTIONS).unwrap();

@@ -124,6 +124,9 @@ pub struct StoreOptions {
     /// Embedded store: bytes of the file's pages kept in memory (a fixed cost, whatever the
     /// number of authorizations; the OS's page cache holds the rest of the file).
     pub cache_bytes: usize,
+    /// Journal store: the segment being written is compacted once it is past this size and
+    /// past twice the last dump.
+    pub journal_compact_bytes: u64,
 }
 
 /// Default [`StoreOptions::cache_bytes`].
@@ -139,6 +142,7 @@ impl Default for StoreOptions {
             terminal_ttl_ms: 24 * 60 * 60 * 1000,
             durable_commit_interval: DEFAULT_DURABLE_COMMIT_INTERVAL,
             cache_bytes: DEFAULT_CACHE_BYTES,
+            journal_compact_bytes: journal::COMPACT_MIN_BYTES,
         }
     }
 }

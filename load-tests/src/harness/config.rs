@@ -208,7 +208,10 @@ impl GatewayConfigBuilder {
         for (key, value) in [
             ("terminal_ttl_secs", self.terminal_ttl_secs),
             ("purge_interval_secs", self.purge_interval_secs),
-            ("durable_commit_interval_ms", self.durable_commit_interval_ms),
+            (
+                "durable_commit_interval_ms",
+                self.durable_commit_interval_ms,
+            ),
         ] {
             if let Some(v) = value {
                 line(&mut t, format!("{key} = {v}"));
