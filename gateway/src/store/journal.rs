@@ -34,10 +34,10 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::ops::{Bound, Range};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -58,6 +58,10 @@ const DUMP_CHUNK: usize = 256;
 /// Longest frame accepted on replay; anything longer is a damaged length field.
 const MAX_FRAME: usize = 16 * 1024 * 1024;
 const FRAME_HEADER: usize = 8;
+/// Longest a non-durable change waits in memory for a durable one to carry it to the file.
+const LAZY_FLUSH: Duration = Duration::from_millis(50);
+/// Pending bytes that wake the writer even without a durable operation.
+const FLUSH_BYTES: usize = 1 << 20;
 
 /// One value in the journal: the new state of one key, or its removal.
 #[derive(Debug, Serialize, Deserialize)]
@@ -272,6 +276,8 @@ struct Shared {
     work: Condvar,
     /// LSN fsynced so far (the fast path of [`JournalStore::published`]).
     durable: AtomicU64,
+    /// The writer waits for work (set under the state lock before it waits).
+    writer_idle: AtomicBool,
     progress: tokio::sync::watch::Sender<Progress>,
     options: StoreOptions,
     stats: Arc<WriterStats>,
@@ -469,6 +475,7 @@ impl JournalStore {
             }),
             work: Condvar::new(),
             durable: AtomicU64::new(0),
+            writer_idle: AtomicBool::new(false),
             progress,
             options,
             stats: Arc::new(WriterStats::default()),
@@ -515,9 +522,12 @@ impl JournalStore {
         }
     }
 
-    /// Wakes the writer for what was just appended.
+    /// Wakes the writer for a durable operation just appended (a non-durable one waits for
+    /// the next durable one, or for [`LAZY_FLUSH`]): no futex wake-up when it is awake anyway.
     fn kick(&self) {
-        self.shared.work.notify_one();
+        if self.shared.writer_idle.swap(false, Ordering::AcqRel) {
+            self.shared.work.notify_one();
+        }
     }
 
     /// Waits until every frame up to `lsn` is fsynced; an error if the store failed first.
@@ -596,12 +606,22 @@ impl Writer<'_> {
         let mut last_sync_ops = 0usize;
         loop {
             let mut state = lock(&self.shared.state);
-            while state.pending.is_empty() && !state.closing && self.dump.is_none() {
-                state = self
+            while !state.closing
+                && self.dump.is_none()
+                && state.pending_durable == 0
+                && state.pending.len() < FLUSH_BYTES
+            {
+                self.shared.writer_idle.store(true, Ordering::Release);
+                let (next, waited) = self
                     .shared
                     .work
-                    .wait(state)
+                    .wait_timeout(state, LAZY_FLUSH)
                     .unwrap_or_else(PoisonError::into_inner);
+                state = next;
+                self.shared.writer_idle.store(false, Ordering::Release);
+                if waited.timed_out() && !state.pending.is_empty() {
+                    break;
+                }
             }
             if state.pending.is_empty() && state.closing {
                 return;
@@ -936,7 +956,7 @@ impl Store for JournalStore {
 
     async fn reset_pin_failures(&self, msisdn: &str) -> Result<(), StoreError> {
         check_key("msisdn", msisdn)?;
-        {
+        let wake = {
             let mut state = self.lock_for_write()?;
             if state.tables.pin.remove(msisdn).is_some() {
                 state.append(
@@ -947,8 +967,11 @@ impl Store for JournalStore {
                     false,
                 )?;
             }
+            state.pending.len() >= FLUSH_BYTES
+        };
+        if wake {
+            self.kick();
         }
-        self.kick();
         Ok(())
     }
 
@@ -1051,6 +1074,7 @@ impl Store for JournalStore {
         update: &AuthorizationUpdate,
     ) -> Result<AuthorizationRecord, StoreError> {
         check_change(id, update, false)?;
+        let mut wake = false;
         let (result, publish) = 'apply: {
             let mut state = self.lock_for_write()?;
             let slot = state
@@ -1078,9 +1102,12 @@ impl Store for JournalStore {
                 }],
                 false,
             )?;
+            wake = state.pending.len() >= FLUSH_BYTES;
             (Ok(record), publish)
         };
-        self.kick();
+        if wake {
+            self.kick();
+        }
         self.published(publish).await?;
         result
     }
@@ -1216,7 +1243,7 @@ impl Store for JournalStore {
     }
 
     async fn outbox_remove(&self, event_id: &str) -> Result<(), StoreError> {
-        {
+        let wake = {
             let mut state = self.lock_for_write()?;
             if state.tables.outbox.remove(event_id).is_some() {
                 state.append(
@@ -1227,14 +1254,17 @@ impl Store for JournalStore {
                     false,
                 )?;
             }
+            state.pending.len() >= FLUSH_BYTES
+        };
+        if wake {
+            self.kick();
         }
-        self.kick();
         Ok(())
     }
 
     async fn purge_expired(&self, now_ms: u64) -> Result<PurgeReport, StoreError> {
         let mut report = PurgeReport::default();
-        {
+        let wake = {
             let mut state = self.lock_for_write()?;
             let due: Vec<(u64, String)> = state
                 .tables
@@ -1276,8 +1306,11 @@ impl Store for JournalStore {
                 state.tables.claims.remove(&slot);
                 report.idempotency_keys += 1;
             }
+            state.pending.len() >= FLUSH_BYTES
+        };
+        if wake {
+            self.kick();
         }
-        self.kick();
         Ok(report)
     }
 
