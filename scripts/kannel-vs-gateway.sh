@@ -14,7 +14,7 @@
 #
 #   scripts/kannel-vs-gateway.sh            # 3 rounds of 20 000 requests, 32 connections
 #   ROUNDS=1 REQUESTS=5000 scripts/kannel-vs-gateway.sh
-#   GATEWAY_STORE=journal COMMIT_INTERVAL_MS=2 scripts/kannel-vs-gateway.sh   # the journal store
+#   STORE_BACKEND=journal COMMIT_INTERVAL_MS=2 scripts/kannel-vs-gateway.sh   # the journal store
 #
 # Needs Debian's kannel (apt-get install kannel); builds the rest (release). Everything
 # listens on loopback and stops when the script ends. Output: a table, and JSON in
@@ -35,8 +35,9 @@ KANNEL_BOX="${KANNEL_BOX:-27904}"
 KANNEL_SENDSMS="${KANNEL_SENDSMS:-27905}"
 GW_API="${GW_API:-27906}"
 GW_METRICS="${GW_METRICS:-27907}"
-# The gateway's store: embedded (redb) or journal; and its durable commit interval.
-GATEWAY_STORE="${GATEWAY_STORE:-embedded}"
+# The gateway's store: embedded (redb) or journal; and its durable commit interval. (Not
+# GATEWAY_STORE: the gateway reads GATEWAY_<SECTION>_<KEY> variables as overrides.)
+STORE_BACKEND="${STORE_BACKEND:-embedded}"
 COMMIT_INTERVAL_MS="${COMMIT_INTERVAL_MS:-5}"
 
 command -v bearerbox >/dev/null && command -v smsbox >/dev/null || {
@@ -184,8 +185,8 @@ run_gateway() { # round -> "req_per_s cpu_per_1000"
     "$bin/gateway" serve --config scripts/gateway.example.toml \
         --set "api.listen=127.0.0.1:$GW_API" \
         --set "metrics.listen=127.0.0.1:$GW_METRICS" \
-        --set "store.backend=$GATEWAY_STORE" \
-        --set "store.path=$dir/store.$GATEWAY_STORE" \
+        --set "store.backend=$STORE_BACKEND" \
+        --set "store.path=$dir/store.$STORE_BACKEND" \
         --set "store.durable_commit_interval_ms=$COMMIT_INTERVAL_MS" \
         --set "subscribers.generate.count=$POPULATION" \
         --set "operators[0].binds[0].address=127.0.0.1:$SMSC_PORT" \

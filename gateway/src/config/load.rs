@@ -155,11 +155,14 @@ impl Override {
             .filter_map(|(name, value)| {
                 let rest = name.strip_prefix("GATEWAY_")?.to_ascii_lowercase();
                 let mut segs: Vec<String> = rest.split("__").map(str::to_owned).collect();
+                // A name with no key after its section (`GATEWAY_STORE`) would replace the
+                // whole section with a string: such a variable is someone else's, left alone.
                 let (section, key) = match segs[0].split_once('_') {
                     Some((s, k)) => (s.to_owned(), Some(k.to_owned())),
-                    None => (segs[0].clone(), None),
+                    None if segs.len() > 1 => (segs[0].clone(), None),
+                    None => return None,
                 };
-                if !SECTIONS.contains(&section.as_str()) {
+                if !SECTIONS.contains(&section.as_str()) || key.as_deref() == Some("") {
                     return None;
                 }
                 segs[0] = section;

@@ -240,6 +240,9 @@ fn environment_overrides_and_flags_win() {
             "not an override".to_string(),
         ),
         ("HOME".to_string(), "/root".to_string()),
+        // A section's name alone is no override (it would replace the whole section).
+        ("GATEWAY_STORE".to_string(), "journal".to_string()),
+        ("GATEWAY_STORE_".to_string(), "journal".to_string()),
     ]);
     assert_eq!(env.len(), 3);
     let mut all = env.clone();

@@ -117,6 +117,7 @@ pub struct StoreWriterMetrics {
     batch: Histogram,
     commit_seconds: Histogram,
     failed: Gauge,
+    compactions: Counter,
 }
 
 impl crate::store::writer::CommitObserver for StoreWriterMetrics {
@@ -131,6 +132,10 @@ impl crate::store::writer::CommitObserver for StoreWriterMetrics {
 
     fn failed(&self) {
         self.failed.set(1);
+    }
+
+    fn compacted(&self) {
+        self.compactions.inc();
     }
 }
 
@@ -165,6 +170,7 @@ impl StoreMetrics {
             batch: Histogram::new(BATCH_BUCKETS),
             commit_seconds: Histogram::new(STORE_LATENCY_BUCKETS),
             failed: Gauge::default(),
+            compactions: Counter::default(),
         };
         registry.register(
             "store_commits",
@@ -191,6 +197,11 @@ impl StoreMetrics {
             "1 when the store refuses writes after a failed commit (see /readyz)",
             writer.failed.clone(),
         );
+        registry.register(
+            "store_compactions",
+            "Compactions of the journal store completed (the live state dumped into a new segment, older segments removed)",
+            writer.compactions.clone(),
+        );
         let purged = Family::<PurgedLabels, Counter>::default();
         registry.register(
             "store_purged",
@@ -200,7 +211,7 @@ impl StoreMetrics {
         let file_bytes = Gauge::default();
         registry.register(
             "store_file_bytes",
-            "Size of the embedded store's file, read after each purge",
+            "Size of the embedded store's file (the journal's segments together), read after each purge",
             file_bytes.clone(),
         );
         let round_trips = Counter::default();

@@ -699,6 +699,10 @@ impl Writer<'_> {
                 self.dump = None;
                 self.dumped_bytes = self.segment.bytes;
                 lock(&self.shared.state).compact_now = false;
+                if let Some(o) = &self.shared.observer {
+                    o.compacted();
+                }
+                tracing::info!(bytes = self.dumped_bytes, "journal compacted");
                 if let Err(e) = self.drop_older_segments() {
                     tracing::warn!(error = %e, "old journal segments not removed; retried after the next compaction");
                 }

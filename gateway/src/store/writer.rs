@@ -80,6 +80,8 @@ pub trait CommitObserver: Send + Sync {
     fn committed(&self, operations: usize, durable: bool, took: std::time::Duration);
     /// The store failed and refuses writes from now on.
     fn failed(&self);
+    /// The journal store completed a compaction.
+    fn compacted(&self) {}
 }
 
 /// Answers a caller once its batch's fate is known: `None` when it committed, else why not.
