@@ -189,6 +189,8 @@ run_gateway() { # round -> "req_per_s cpu_per_1000"
         --set "store.path=$dir/store.$STORE_BACKEND" \
         --set "store.durable_commit_interval_ms=$COMMIT_INTERVAL_MS" \
         --set "subscribers.generate.count=$POPULATION" \
+        --set "api.clients[1].rate_limit_per_sec=1000000" \
+        --set "api.clients[1].rate_limit_burst=1000000" \
         --set "operators[0].binds[0].address=127.0.0.1:$SMSC_PORT" \
         --set "operators[0].binds[1].address=127.0.0.1:$SMSC_PORT" \
         --set "operators[1].binds[0].address=127.0.0.1:$SMSC_PORT" \
