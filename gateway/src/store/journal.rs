@@ -17,16 +17,24 @@
 //! before it. Non-durable steps ride on the next fsync, as in the module table of
 //! [`super`].
 //!
-//! **Files.** The journal is a directory of segments `NNNNNNNN.journal`. A frame is
-//! `[length u32 LE][CRC-32 of the payload u32 LE][payload: JSON array of entries]`. On open the
-//! segments are replayed in order from the newest one that holds a complete dump; a torn frame
-//! at the end of the last segment (a crash mid-write) is cut off, a bad frame anywhere else is
-//! reported as corruption. **Compaction:** when the segment being written has grown past
-//! `journal_compact_bytes` ([`COMPACT_MIN_BYTES`] by default) and past twice what the last dump wrote, the writer starts a new
-//! segment and dumps the live state into it, a few hundred values per lock hold, interleaved
-//! with the frames of new operations (each dumped value is the current one at its place in the
-//! file, so replay stays in order). A `dump_complete` frame, fsynced, ends the dump; only then
-//! are the older segments deleted.
+//! **Files.** The journal is a directory of segments `NNNNNNNN.journal` and snapshots
+//! `NNNNNNNN.snapshot`. A frame is `[length u32 LE][CRC-32 of the payload u32 LE][payload:
+//! JSON array of entries]`; a snapshot is frames too. On open, the newest snapshot is loaded and
+//! the segments from its number on are replayed in order (without a snapshot: every segment from
+//! the first). A torn frame at the end of the last segment (a crash mid-write) is cut off; a bad
+//! frame anywhere else is reported as corruption.
+//!
+//! **Compaction.** When the segment being written has grown past `journal_compact_bytes`
+//! ([`COMPACT_MIN_BYTES`] by default) and past the last snapshot, the writer fsyncs it and
+//! starts segment N+1, and a compaction thread dumps the live state into `N+1.snapshot`, a few
+//! hundred values per lock hold, while operations go on into segment N+1. Each value is dumped
+//! as it is at that moment, so the snapshot is fuzzy, and that is enough: every entry is a
+//! key's whole new value, so replaying all of segment N+1 over the snapshot ends with every
+//! key's latest value (a change before the dump point is applied again, then every later one).
+//! The snapshot is written to a temporary name, fsynced and renamed, and only then are the
+//! older segments and snapshots deleted. A crash before the rename leaves the older snapshot
+//! and segments, and replay uses them. The dump goes to its own file, so the fsyncs that
+//! durable operations wait for never carry it.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -95,9 +103,6 @@ enum Entry<'a> {
         event_id: Cow<'a, str>,
         entry: Option<Cow<'a, OutboxEntry>>,
     },
-    /// Every live value is in this segment, before this frame or by frames after the dump
-    /// began: older segments are no longer needed.
-    DumpComplete,
 }
 
 /// An authorization with the LSN of the last durable change a reader must not see early.
@@ -162,7 +167,6 @@ impl Tables {
                     self.outbox.remove(event_id.as_ref());
                 }
             },
-            Entry::DumpComplete => {}
         }
     }
 
@@ -227,7 +231,7 @@ struct State {
     failure: Option<String>,
     /// The store is being dropped: the writer finishes what is pending and ends.
     closing: bool,
-    /// Compact now, whatever the segment's size (tests); cleared when the dump completes.
+    /// Compact now, whatever the segment's size (tests); cleared when the snapshot is done.
     compact_now: bool,
 }
 
@@ -308,15 +312,29 @@ fn segment_name(n: u64) -> String {
     format!("{n:08}.journal")
 }
 
+fn snapshot_name(n: u64) -> String {
+    format!("{n:08}.snapshot")
+}
+
 /// The segments in `dir`, oldest first.
 fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
+    numbered(dir, ".journal")
+}
+
+/// The complete snapshots in `dir`, oldest first.
+fn snapshots(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
+    numbered(dir, ".snapshot")
+}
+
+/// Files `NNNNNNNN{suffix}` in `dir`, by number.
+fn numbered(dir: &Path, suffix: &str) -> Result<Vec<(u64, PathBuf)>, StoreError> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
         let Some(n) = name
             .to_str()
-            .and_then(|s| s.strip_suffix(".journal"))
+            .and_then(|s| s.strip_suffix(suffix))
             .and_then(|s| s.parse::<u64>().ok())
         else {
             continue;
@@ -335,23 +353,20 @@ fn corrupt(path: &Path, offset: u64, detail: impl Into<String>) -> StoreError {
     }
 }
 
-/// Replays the frames of one segment into `tables`; returns the length of its sound prefix and,
-/// when it holds a complete dump, where that dump ends. A bad frame is an error unless `last`
-/// (a torn tail).
-fn replay_segment(
+/// Replays the frames of one file into `tables`; returns the length of its sound prefix. A bad
+/// frame is an error unless `torn_tail_allowed` (the last segment: a crash mid-write).
+fn replay_file(
     path: &Path,
     tables: &mut Tables,
-    last: bool,
-    apply: bool,
-) -> Result<(u64, Option<u64>), StoreError> {
+    torn_tail_allowed: bool,
+) -> Result<u64, StoreError> {
     let mut bytes = Vec::new();
     File::open(path)?.read_to_end(&mut bytes)?;
     let mut at = 0usize;
-    let mut complete = None;
     while at < bytes.len() {
         let bad = |detail: &str| corrupt(path, at as u64, detail);
         let Some(header) = bytes.get(at..at + FRAME_HEADER) else {
-            if last {
+            if torn_tail_allowed {
                 break;
             }
             return Err(bad("truncated frame header"));
@@ -360,22 +375,17 @@ fn replay_segment(
         let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
         let payload = match bytes.get(at + FRAME_HEADER..at + FRAME_HEADER + len) {
             Some(p) if len <= MAX_FRAME && crc32fast::hash(p) == crc => p,
-            _ if last => break,
+            _ if torn_tail_allowed => break,
             _ => return Err(bad("frame length or checksum wrong")),
         };
         let entries: Vec<Entry<'_>> = serde_json::from_slice(payload)
             .map_err(|e| bad(&format!("frame does not decode: {e}")))?;
         for entry in entries {
-            if matches!(entry, Entry::DumpComplete) {
-                complete = Some((at + FRAME_HEADER + len) as u64);
-            }
-            if apply {
-                tables.replay(entry);
-            }
+            tables.replay(entry);
         }
         at += FRAME_HEADER + len;
     }
-    Ok((at as u64, complete))
+    Ok(at as u64)
 }
 
 /// The open segment the writer appends to.
@@ -415,24 +425,28 @@ impl JournalStore {
         std::fs::create_dir_all(&dir)?;
         let mut tables = Tables::default();
         let found = segments(&dir)?;
-        // Replay from the newest segment whose dump completed; older ones are garbage. A new
-        // segment's dump may be under way (a crash mid-compaction): the one before it counts.
-        let mut first = 0;
-        for (i, (_, path)) in found.iter().enumerate().rev() {
-            let last = i + 1 == found.len();
-            if replay_segment(path, &mut Tables::default(), last, false)?
-                .1
-                .is_some()
-            {
-                first = i;
-                break;
+        // The newest snapshot, then the segments from its number on.
+        let base = snapshots(&dir)?.pop();
+        let first = base.as_ref().map_or(0, |(n, _)| *n);
+        let mut snapshot_bytes = 0;
+        if let Some((_, path)) = &base {
+            snapshot_bytes = replay_file(path, &mut tables, false)?;
+        }
+        let replayed: Vec<&(u64, PathBuf)> = found.iter().filter(|(n, _)| *n >= first).collect();
+        if let Some((n, _)) = replayed.first() {
+            let expected = if base.is_some() { first } else { 1 };
+            if *n != expected {
+                return Err(corrupt(
+                    &dir,
+                    0,
+                    format!("segment {expected} is missing (the first is {n})"),
+                ));
             }
         }
         let mut segment = None;
-        let mut dumped_bytes = 0;
-        for (i, (n, path)) in found.iter().enumerate().skip(first) {
-            let last = i + 1 == found.len();
-            let (sound, dump_end) = replay_segment(path, &mut tables, last, true)?;
+        for (i, (n, path)) in replayed.iter().enumerate() {
+            let last = i + 1 == replayed.len();
+            let sound = replay_file(path, &mut tables, last)?;
             if last {
                 let file = OpenOptions::new().append(true).open(path)?;
                 // A torn frame at the end is cut off, so new frames follow sound ones.
@@ -446,26 +460,11 @@ impl JournalStore {
                     bytes: sound,
                 });
             }
-            if i == first {
-                // The live state's size on disk, what the next compaction is measured against.
-                dumped_bytes = dump_end.unwrap_or(sound);
-            }
         }
-        for (_, path) in found.iter().take(first) {
-            std::fs::remove_file(path)?;
-        }
+        remove_older(&dir, first)?;
         let segment = match segment {
             Some(s) => s,
-            None => {
-                // A new journal: its first segment is complete by definition.
-                let mut s = create_segment(&dir, 1)?;
-                let mut frame = Vec::new();
-                encode_frame(&mut frame, &[Entry::DumpComplete])?;
-                s.file.write_all(&frame)?;
-                s.file.sync_data()?;
-                s.bytes = frame.len() as u64;
-                s
-            }
+            None => create_segment(&dir, first.max(1))?,
         };
         let (progress, _) = tokio::sync::watch::channel(Progress::default());
         let shared = Arc::new(Shared {
@@ -487,11 +486,11 @@ impl JournalStore {
                 .name("store-journal".into())
                 .spawn(move || {
                     Writer {
-                        shared: &shared,
+                        shared,
                         dir,
                         segment,
-                        dumped_bytes,
-                        dump: None,
+                        snapshot_bytes: Arc::new(AtomicU64::new(snapshot_bytes)),
+                        compaction: None,
                     }
                     .run();
                 })
@@ -569,36 +568,36 @@ impl Drop for JournalStore {
     }
 }
 
-/// A compaction under way: the next key of each table to dump.
-#[derive(Debug, Default)]
-struct Dump {
-    ota: Option<String>,
-    pin: Option<String>,
-    auth: Option<String>,
-    claims: Option<(String, String)>,
-    outbox: Option<String>,
-    table: usize,
+/// Removes the segments and snapshots numbered below `first`, and unfinished snapshots.
+fn remove_older(dir: &Path, first: u64) -> Result<(), StoreError> {
+    for (n, path) in segments(dir)?.into_iter().chain(snapshots(dir)?) {
+        if n < first {
+            std::fs::remove_file(path)?;
+        }
+    }
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let unfinished = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.ends_with(".snapshot.tmp"));
+        if unfinished {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
 }
 
-/// The next at most `n` keys of `map` after `after`.
-fn next_keys<K: Ord + Clone, V>(map: &BTreeMap<K, V>, after: Option<&K>, n: usize) -> Vec<K> {
-    let range = match after {
-        Some(k) => map.range((Bound::Excluded(k.clone()), Bound::Unbounded)),
-        None => map.range::<K, _>(..),
-    };
-    range.take(n).map(|(k, _)| k.clone()).collect()
-}
-
-struct Writer<'a> {
-    shared: &'a Shared,
+struct Writer {
+    shared: Arc<Shared>,
     dir: PathBuf,
     segment: Segment,
-    /// Bytes the segment held when its dump completed (the live state's size on disk).
-    dumped_bytes: u64,
-    dump: Option<Dump>,
+    /// Size of the last snapshot: the segment must outgrow it before the next compaction.
+    snapshot_bytes: Arc<AtomicU64>,
+    compaction: Option<JoinHandle<()>>,
 }
 
-impl Writer<'_> {
+impl Writer {
     fn run(mut self) {
         let interval = self.shared.options.durable_commit_interval;
         let mut spare = Vec::new();
@@ -606,10 +605,7 @@ impl Writer<'_> {
         let mut last_sync_ops = 0usize;
         loop {
             let mut state = lock(&self.shared.state);
-            while !state.closing
-                && self.dump.is_none()
-                && state.pending_durable == 0
-                && state.pending.len() < FLUSH_BYTES
+            while !state.closing && state.pending_durable == 0 && state.pending.len() < FLUSH_BYTES
             {
                 self.shared.writer_idle.store(true, Ordering::Release);
                 let (next, waited) = self
@@ -619,17 +615,12 @@ impl Writer<'_> {
                     .unwrap_or_else(PoisonError::into_inner);
                 state = next;
                 self.shared.writer_idle.store(false, Ordering::Release);
-                if waited.timed_out() && !state.pending.is_empty() {
+                if waited.timed_out() && (!state.pending.is_empty() || state.compact_now) {
                     break;
                 }
             }
             if state.pending.is_empty() && state.closing {
-                return;
-            }
-            if let Some(dump) = self.dump.as_mut() {
-                if state.failure.is_none() {
-                    dump_chunk(&mut state, dump);
-                }
+                break;
             }
             let wants_sync = state.wanted > self.shared.durable.load(Ordering::Acquire);
             let busy = last_sync_ops > 1 || state.pending_durable > 1;
@@ -646,34 +637,30 @@ impl Writer<'_> {
             if state.failure.is_some() {
                 state.pending.clear();
                 drop(state);
-                self.dump = None;
                 self.publish_failure();
                 continue;
             }
-            let compact_now = state.compact_now && self.dump.is_none();
+            let compact_now = state.compact_now;
             let wants_sync = state.wanted > self.shared.durable.load(Ordering::Acquire);
             spare.clear();
             std::mem::swap(&mut state.pending, &mut spare);
             let upto = state.last_lsn;
             let operations = std::mem::take(&mut state.pending_frames);
             let durable_ops = std::mem::take(&mut state.pending_durable);
-            let dump_done = self.dump.as_ref().is_some_and(|d| d.table == DUMP_TABLES);
             drop(state);
             let started = Instant::now();
-            let sync = wants_sync || dump_done;
-            if let Err(e) = self.write(&spare, sync) {
+            if let Err(e) = self.write(&spare, wants_sync) {
                 let why = format!("journal write: {e}");
                 tracing::error!(error = %why, "store write failed; the store refuses writes from now on");
                 lock(&self.shared.state).failure = Some(why);
                 if let Some(o) = &self.shared.observer {
                     o.failed();
                 }
-                self.dump = None;
                 self.publish_failure();
                 continue;
             }
             let took = started.elapsed();
-            if sync {
+            if wants_sync {
                 last_sync = Some(started);
                 last_sync_ops = durable_ops;
                 self.shared.durable.store(upto, Ordering::Release);
@@ -685,36 +672,39 @@ impl Writer<'_> {
             if operations > 0 {
                 let stats = &self.shared.stats;
                 stats.commits.fetch_add(1, Ordering::Relaxed);
-                if sync {
+                if wants_sync {
                     stats.durable_commits.fetch_add(1, Ordering::Relaxed);
                 }
                 stats
                     .operations
                     .fetch_add(operations as u64, Ordering::Relaxed);
                 if let Some(o) = &self.shared.observer {
-                    o.committed(operations, sync, took);
+                    o.committed(operations, wants_sync, took);
                 }
             }
-            if dump_done {
-                self.dump = None;
-                self.dumped_bytes = self.segment.bytes;
-                lock(&self.shared.state).compact_now = false;
-                if let Some(o) = &self.shared.observer {
-                    o.compacted();
-                }
-                tracing::info!(bytes = self.dumped_bytes, "journal compacted");
-                if let Err(e) = self.drop_older_segments() {
-                    tracing::warn!(error = %e, "old journal segments not removed; retried after the next compaction");
-                }
-            } else if self.dump.is_none()
-                && (compact_now
-                    || self.segment.bytes
-                        > (self.shared.options.journal_compact_bytes).max(2 * self.dumped_bytes))
+            if self
+                .compaction
+                .as_ref()
+                .is_some_and(JoinHandle::is_finished)
             {
+                if let Some(done) = self.compaction.take() {
+                    let _ = done.join();
+                }
+            }
+            let outgrown = self.segment.bytes
+                > self
+                    .shared
+                    .options
+                    .journal_compact_bytes
+                    .max(self.snapshot_bytes.load(Ordering::Acquire));
+            if self.compaction.is_none() && (compact_now || outgrown) {
                 if let Err(e) = self.start_compaction() {
                     tracing::warn!(error = %e, "journal compaction not started");
                 }
             }
+        }
+        if let Some(compaction) = self.compaction.take() {
+            let _ = compaction.join();
         }
     }
 
@@ -737,110 +727,166 @@ impl Writer<'_> {
         });
     }
 
-    /// Starts a new segment (the current one fsynced first) and a dump of the live state into
-    /// it.
+    /// Starts segment N+1 (segment N fsynced first: everything in it is in the state the
+    /// snapshot will read) and the thread that writes snapshot N+1.
     fn start_compaction(&mut self) -> Result<(), StoreError> {
-        // Everything written so far is durable before the new segment can replace it.
         self.segment.file.sync_data()?;
-        let next = create_segment(&self.dir, self.segment.number + 1)?;
-        // Frames pending now go to the new segment with the dump: the switch happens under the
-        // lock, between two frames.
-        let _state = lock(&self.shared.state);
-        self.segment = next;
-        self.dump = Some(Dump::default());
-        Ok(())
-    }
-
-    fn drop_older_segments(&self) -> Result<(), StoreError> {
-        for (n, path) in segments(&self.dir)? {
-            if n < self.segment.number {
-                std::fs::remove_file(path)?;
-            }
-        }
+        self.segment = create_segment(&self.dir, self.segment.number + 1)?;
+        let (shared, dir, number) = (self.shared.clone(), self.dir.clone(), self.segment.number);
+        let snapshot_bytes = self.snapshot_bytes.clone();
+        let thread = std::thread::Builder::new()
+            .name("store-compaction".into())
+            .spawn(move || compact(&shared, &dir, number, &snapshot_bytes))
+            .map_err(StoreError::Io)?;
+        self.compaction = Some(thread);
         Ok(())
     }
 }
 
-const DUMP_TABLES: usize = 5;
+/// Writes snapshot `number`, then removes what it replaces.
+fn compact(shared: &Shared, dir: &Path, number: u64, snapshot_bytes: &AtomicU64) {
+    let tmp = dir.join(format!("{}.tmp", snapshot_name(number)));
+    match write_snapshot(shared, dir, &tmp, number) {
+        Ok(Some(bytes)) => {
+            snapshot_bytes.store(bytes, Ordering::Release);
+            if let Err(e) = remove_older(dir, number) {
+                tracing::warn!(error = %e, "journal files a snapshot replaced not removed; removed at the next start");
+            }
+            lock(&shared.state).compact_now = false;
+            if let Some(o) = &shared.observer {
+                o.compacted();
+            }
+            tracing::info!(snapshot = number, bytes, "journal compacted");
+        }
+        // The store is closing: the segments stay, the next start replays them.
+        Ok(None) => {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            tracing::warn!(error = %e, "journal compaction failed; the segments stay and the next one tries again");
+        }
+    }
+}
 
-/// Appends the next chunk of the dump to the pending frames (the tables as they are now); the
-/// `dump_complete` frame after the last one.
-fn dump_chunk(state: &mut State, dump: &mut Dump) {
-    let mut entries: Vec<Entry<'_>> = Vec::new();
-    let tables = &state.tables;
-    let table_done;
-    match dump.table {
-        0 => {
-            let keys = next_keys(&tables.ota, dump.ota.as_ref(), DUMP_CHUNK);
-            table_done = keys.len() < DUMP_CHUNK;
-            for k in &keys {
-                entries.push(Entry::Ota {
-                    key: Cow::Owned(k.clone()),
-                    mark: tables.ota[k],
-                });
-            }
-            dump.ota = keys.last().cloned().or(dump.ota.take());
-        }
-        1 => {
-            let keys = next_keys(&tables.pin, dump.pin.as_ref(), DUMP_CHUNK);
-            table_done = keys.len() < DUMP_CHUNK;
-            for k in &keys {
-                entries.push(Entry::Pin {
-                    msisdn: Cow::Owned(k.clone()),
-                    record: Some(Cow::Borrowed(&tables.pin[k])),
-                });
-            }
-            dump.pin = keys.last().cloned().or(dump.pin.take());
-        }
-        2 => {
-            let keys = next_keys(&tables.auth, dump.auth.as_ref(), DUMP_CHUNK);
-            table_done = keys.len() < DUMP_CHUNK;
-            for k in &keys {
-                let slot = &tables.auth[k];
-                entries.push(Entry::Auth {
-                    record: Cow::Borrowed(&slot.record),
-                    expires_ms: slot.expires_ms,
-                });
-            }
-            dump.auth = keys.last().cloned().or(dump.auth.take());
-        }
-        3 => {
-            let keys = next_keys(&tables.claims, dump.claims.as_ref(), DUMP_CHUNK);
-            table_done = keys.len() < DUMP_CHUNK;
-            for k in &keys {
-                entries.push(Entry::Claim {
-                    client: Cow::Owned(k.0.clone()),
-                    key: Cow::Owned(k.1.clone()),
-                    entry: Some(Cow::Borrowed(&tables.claims[k])),
-                });
-            }
-            dump.claims = keys.last().cloned().or(dump.claims.take());
-        }
-        4 => {
-            let keys = next_keys(&tables.outbox, dump.outbox.as_ref(), DUMP_CHUNK);
-            table_done = keys.len() < DUMP_CHUNK;
-            for k in &keys {
-                entries.push(Entry::Outbox {
-                    event_id: Cow::Owned(k.clone()),
-                    entry: Some(Cow::Borrowed(&tables.outbox[k].0)),
-                });
-            }
-            dump.outbox = keys.last().cloned().or(dump.outbox.take());
-        }
-        _ => return,
+/// A snapshot being written: frames of entries, like a segment.
+struct SnapshotFile {
+    file: File,
+    buf: Vec<u8>,
+    bytes: u64,
+}
+
+impl SnapshotFile {
+    fn frame(&mut self, entries: &[Entry<'_>]) -> Result<(), StoreError> {
+        self.buf.clear();
+        encode_frame(&mut self.buf, entries)?;
+        self.file.write_all(&self.buf)?;
+        self.bytes += self.buf.len() as u64;
+        Ok(())
     }
-    if table_done {
-        dump.table += 1;
-        if dump.table == DUMP_TABLES {
-            entries.push(Entry::DumpComplete);
+}
+
+/// Dumps every table into `tmp`, fsyncs it and renames it to snapshot `number`; its size, or
+/// `None` when the store began closing meanwhile.
+fn write_snapshot(
+    shared: &Shared,
+    dir: &Path,
+    tmp: &Path,
+    number: u64,
+) -> Result<Option<u64>, StoreError> {
+    let mut out = SnapshotFile {
+        file: File::create(tmp)?,
+        buf: Vec::new(),
+        bytes: 0,
+    };
+    let done = dump_table(
+        shared,
+        &mut out,
+        |t| &t.ota,
+        |k, mark| Entry::Ota {
+            key: Cow::Owned(k.clone()),
+            mark: *mark,
+        },
+    )? && dump_table(
+        shared,
+        &mut out,
+        |t| &t.pin,
+        |k, record| Entry::Pin {
+            msisdn: Cow::Owned(k.clone()),
+            record: Some(Cow::Owned(record.clone())),
+        },
+    )? && dump_table(
+        shared,
+        &mut out,
+        |t| &t.auth,
+        |_, slot| Entry::Auth {
+            record: Cow::Owned(slot.record.clone()),
+            expires_ms: slot.expires_ms,
+        },
+    )? && dump_table(
+        shared,
+        &mut out,
+        |t| &t.claims,
+        |(client, key), claim| Entry::Claim {
+            client: Cow::Owned(client.clone()),
+            key: Cow::Owned(key.clone()),
+            entry: Some(Cow::Owned(claim.clone())),
+        },
+    )? && dump_table(
+        shared,
+        &mut out,
+        |t| &t.outbox,
+        |k, (entry, _)| Entry::Outbox {
+            event_id: Cow::Owned(k.clone()),
+            entry: Some(Cow::Owned(entry.clone())),
+        },
+    )?;
+    if !done {
+        return Ok(None);
+    }
+    out.file.sync_all()?;
+    std::fs::rename(tmp, dir.join(snapshot_name(number)))?;
+    File::open(dir)?.sync_all()?;
+    Ok(Some(out.bytes))
+}
+
+/// Dumps one table, [`DUMP_CHUNK`] values per lock hold (copied under the lock, encoded and
+/// written outside it); `false` when the store began closing.
+fn dump_table<K: Ord + Clone, V>(
+    shared: &Shared,
+    out: &mut SnapshotFile,
+    table: impl Fn(&Tables) -> &BTreeMap<K, V>,
+    entry: impl Fn(&K, &V) -> Entry<'static>,
+) -> Result<bool, StoreError> {
+    let mut after: Option<K> = None;
+    loop {
+        let (entries, last) = {
+            let state = lock(&shared.state);
+            if state.closing {
+                return Ok(false);
+            }
+            let map = table(&state.tables);
+            let range = match &after {
+                Some(k) => map.range((Bound::Excluded(k.clone()), Bound::Unbounded)),
+                None => map.range::<K, _>(..),
+            };
+            let mut last = None;
+            let entries: Vec<Entry<'static>> = range
+                .take(DUMP_CHUNK)
+                .map(|(k, v)| {
+                    last = Some(k);
+                    entry(k, v)
+                })
+                .collect();
+            (entries, last.cloned())
+        };
+        if !entries.is_empty() {
+            out.frame(&entries)?;
         }
-    }
-    if entries.is_empty() {
-        return;
-    }
-    if encode_frame(&mut state.pending, &entries).is_ok() {
-        state.pending_frames += 1;
-        state.last_lsn += 1;
+        match last {
+            Some(k) if entries.len() == DUMP_CHUNK => after = Some(k),
+            _ => return Ok(true),
+        }
     }
 }
 
@@ -1510,6 +1556,7 @@ mod tests {
         racing.await.unwrap();
         wait_until(|| segments(dir.path()).unwrap().len() == 1 && dump_done(&store)).await;
         assert_eq!(segments(dir.path()).unwrap()[0].0, 2);
+        assert_eq!(snapshots(dir.path()).unwrap()[0].0, 2);
         drop(Arc::into_inner(store).unwrap());
         let store = JournalStore::open(dir.path(), OPTIONS).unwrap();
         assert_eq!(store.list_in_flight().await.unwrap().len(), 200);
@@ -1525,7 +1572,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_crash_mid_compaction_replays_the_older_segment_too() {
+    async fn a_crash_mid_compaction_replays_the_older_segment_and_drops_the_unfinished_snapshot() {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = JournalStore::open(dir.path(), OPTIONS).unwrap();
@@ -1549,7 +1596,11 @@ mod tests {
         )
         .unwrap();
         std::fs::write(dir.path().join(segment_name(2)), &frame).unwrap();
+        // Its snapshot was being written: half a frame under the temporary name.
+        let unfinished = dir.path().join(format!("{}.tmp", snapshot_name(2)));
+        std::fs::write(&unfinished, &frame[..frame.len() / 2]).unwrap();
         let store = JournalStore::open(dir.path(), OPTIONS).unwrap();
+        assert!(!unfinished.exists());
         let in_flight = store.list_in_flight().await.unwrap();
         assert_eq!(in_flight.len(), 3);
         assert_eq!(in_flight[1].state, AuthState::Routed);
