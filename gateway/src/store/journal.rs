@@ -63,6 +63,10 @@ use super::{
 pub const COMPACT_MIN_BYTES: u64 = 64 * 1024 * 1024;
 /// Values dumped per lock hold during a compaction: short enough not to stall operations.
 const DUMP_CHUNK: usize = 256;
+/// A snapshot being written is flushed to disk every this many bytes.
+const SNAPSHOT_SYNC_BYTES: u64 = 1 << 20;
+/// A compaction rests this many times as long as each chunk took.
+const DUMP_IDLE_FACTOR: u32 = 3;
 /// Longest frame accepted on replay; anything longer is a damaged length field.
 const MAX_FRAME: usize = 16 * 1024 * 1024;
 const FRAME_HEADER: usize = 8;
@@ -774,6 +778,7 @@ struct SnapshotFile {
     file: File,
     buf: Vec<u8>,
     bytes: u64,
+    unsynced: u64,
 }
 
 impl SnapshotFile {
@@ -782,6 +787,13 @@ impl SnapshotFile {
         encode_frame(&mut self.buf, entries)?;
         self.file.write_all(&self.buf)?;
         self.bytes += self.buf.len() as u64;
+        self.unsynced += self.buf.len() as u64;
+        if self.unsynced >= SNAPSHOT_SYNC_BYTES {
+            // Flushed a little at a time: one fsync of the whole snapshot at the end would
+            // hold the disk, and the journal's fsyncs behind it, for tens of milliseconds.
+            self.file.sync_data()?;
+            self.unsynced = 0;
+        }
         Ok(())
     }
 }
@@ -798,6 +810,7 @@ fn write_snapshot(
         file: File::create(tmp)?,
         buf: Vec::new(),
         bytes: 0,
+        unsynced: 0,
     };
     let done = dump_table(
         shared,
@@ -860,6 +873,7 @@ fn dump_table<K: Ord + Clone, V>(
 ) -> Result<bool, StoreError> {
     let mut after: Option<K> = None;
     loop {
+        let chunk_started = Instant::now();
         let (entries, last) = {
             let state = lock(&shared.state);
             if state.closing {
@@ -883,6 +897,9 @@ fn dump_table<K: Ord + Clone, V>(
         if !entries.is_empty() {
             out.frame(&entries)?;
         }
+        // A compaction is background work: at most a quarter of one core, so a large dump
+        // does not take the CPU from the operations it runs beside.
+        std::thread::sleep(chunk_started.elapsed() * DUMP_IDLE_FACTOR);
         match last {
             Some(k) if entries.len() == DUMP_CHUNK => after = Some(k),
             _ => return Ok(true),
