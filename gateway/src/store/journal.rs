@@ -639,7 +639,10 @@ impl Writer {
                 }
             }
             if state.failure.is_some() {
+                // Nothing more reaches the file; the waiters learn why from the failure.
                 state.pending.clear();
+                state.pending_frames = 0;
+                state.pending_durable = 0;
                 drop(state);
                 self.publish_failure();
                 continue;
@@ -1622,6 +1625,44 @@ mod tests {
         assert_eq!(in_flight.len(), 3);
         assert_eq!(in_flight[1].state, AuthState::Routed);
         assert_eq!(segments(dir.path()).unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn after_a_failure_writes_are_refused_and_waiters_get_the_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = JournalStore::open(dir.path(), OPTIONS).unwrap();
+        store
+            .create_authorization(&record("f1"), 0, 60_000, None)
+            .await
+            .unwrap();
+        // A durable change the writer never gets to write: the disk failed first.
+        let lsn = {
+            let mut state = lock(&store.shared.state);
+            let lsn = state
+                .append(
+                    &[Entry::Ota {
+                        key: "k".into(),
+                        mark: 9,
+                    }],
+                    true,
+                )
+                .unwrap();
+            state.failure = Some("injected: disk gone".into());
+            lsn
+        };
+        store.shared.work.notify_one();
+        let waited = tokio::time::timeout(Duration::from_secs(5), store.published(lsn))
+            .await
+            .expect("a waiter is told of the failure, not left waiting");
+        assert!(waited.is_err());
+        assert!(store.failure().unwrap().contains("disk gone"));
+        let refused = store
+            .create_authorization(&record("f2"), 0, 60_000, None)
+            .await
+            .unwrap_err();
+        assert!(refused.to_string().contains("writes refused"), "{refused}");
+        // What was durable before the failure is still read.
+        assert!(store.get_authorization("f1").await.unwrap().is_some());
     }
 
     /// Asks the writer for a compaction now, whatever the segment's size.
