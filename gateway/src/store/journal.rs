@@ -533,6 +533,22 @@ impl JournalStore {
         }
     }
 
+    /// Appends a frame that needs no fsync of its own; it rides on the next durable flush (or
+    /// [`LAZY_FLUSH`]), and wakes the writer only once the pending bytes are many.
+    fn append_lazily(
+        &self,
+        mut state: MutexGuard<'_, State>,
+        entries: &[Entry<'_>],
+    ) -> Result<(), StoreError> {
+        state.append(entries, false)?;
+        let wake = state.pending.len() >= FLUSH_BYTES;
+        drop(state);
+        if wake {
+            self.kick();
+        }
+        Ok(())
+    }
+
     /// Waits until every frame up to `lsn` is fsynced; an error if the store failed first.
     async fn published(&self, lsn: u64) -> Result<(), StoreError> {
         if self.shared.durable.load(Ordering::Acquire) >= lsn {
@@ -1026,23 +1042,17 @@ impl Store for JournalStore {
 
     async fn reset_pin_failures(&self, msisdn: &str) -> Result<(), StoreError> {
         check_key("msisdn", msisdn)?;
-        let wake = {
-            let mut state = self.lock_for_write()?;
-            if state.tables.pin.remove(msisdn).is_some() {
-                state.append(
-                    &[Entry::Pin {
-                        msisdn: Cow::Borrowed(msisdn),
-                        record: None,
-                    }],
-                    false,
-                )?;
-            }
-            state.pending.len() >= FLUSH_BYTES
-        };
-        if wake {
-            self.kick();
+        let mut state = self.lock_for_write()?;
+        if state.tables.pin.remove(msisdn).is_none() {
+            return Ok(());
         }
-        Ok(())
+        self.append_lazily(
+            state,
+            &[Entry::Pin {
+                msisdn: Cow::Borrowed(msisdn),
+                record: None,
+            }],
+        )
     }
 
     async fn lock_state(&self, msisdn: &str, now_ms: u64) -> Result<LockState, StoreError> {
@@ -1144,7 +1154,6 @@ impl Store for JournalStore {
         update: &AuthorizationUpdate,
     ) -> Result<AuthorizationRecord, StoreError> {
         check_change(id, update, false)?;
-        let mut wake = false;
         let (result, publish) = 'apply: {
             let mut state = self.lock_for_write()?;
             let slot = state
@@ -1165,19 +1174,15 @@ impl Store for JournalStore {
                 break 'apply (Err(conflict), publish);
             }
             let record = slot.record.clone();
-            state.append(
+            self.append_lazily(
+                state,
                 &[Entry::Auth {
                     record: Cow::Borrowed(&record),
                     expires_ms: None,
                 }],
-                false,
             )?;
-            wake = state.pending.len() >= FLUSH_BYTES;
             (Ok(record), publish)
         };
-        if wake {
-            self.kick();
-        }
         self.published(publish).await?;
         result
     }
@@ -1313,74 +1318,55 @@ impl Store for JournalStore {
     }
 
     async fn outbox_remove(&self, event_id: &str) -> Result<(), StoreError> {
-        let wake = {
-            let mut state = self.lock_for_write()?;
-            if state.tables.outbox.remove(event_id).is_some() {
-                state.append(
-                    &[Entry::Outbox {
-                        event_id: Cow::Borrowed(event_id),
-                        entry: None,
-                    }],
-                    false,
-                )?;
-            }
-            state.pending.len() >= FLUSH_BYTES
-        };
-        if wake {
-            self.kick();
+        let mut state = self.lock_for_write()?;
+        if state.tables.outbox.remove(event_id).is_none() {
+            return Ok(());
         }
-        Ok(())
+        self.append_lazily(
+            state,
+            &[Entry::Outbox {
+                event_id: Cow::Borrowed(event_id),
+                entry: None,
+            }],
+        )
     }
 
     async fn purge_expired(&self, now_ms: u64) -> Result<PurgeReport, StoreError> {
-        let mut report = PurgeReport::default();
-        let wake = {
-            let mut state = self.lock_for_write()?;
-            let due: Vec<(u64, String)> = state
-                .tables
-                .auth_expiry
-                .range(..(now_ms.saturating_add(1), String::new()))
-                .cloned()
-                .collect();
-            let claims: Vec<(String, String)> = state
-                .tables
-                .claims
-                .iter()
-                .filter(|(_, e)| e.expires_ms <= now_ms)
-                .map(|(k, _)| k.clone())
-                .collect();
-            let mut entries = Vec::with_capacity(due.len() + claims.len());
-            for (_, id) in &due {
-                entries.push(Entry::AuthGone {
-                    id: Cow::Owned(id.clone()),
-                });
-            }
-            for (client, key) in &claims {
-                entries.push(Entry::Claim {
-                    client: Cow::Owned(client.clone()),
-                    key: Cow::Owned(key.clone()),
-                    entry: None,
-                });
-            }
-            if !entries.is_empty() {
-                state.append(&entries, false)?;
-            }
-            drop(entries);
-            for (_, id) in due {
-                if state.tables.auth.contains_key(&id) {
-                    state.tables.remove_auth(&id);
-                    report.authorizations += 1;
-                }
-            }
-            for slot in claims {
-                state.tables.claims.remove(&slot);
-                report.idempotency_keys += 1;
-            }
-            state.pending.len() >= FLUSH_BYTES
+        let mut state = self.lock_for_write()?;
+        let due: Vec<(u64, String)> = state
+            .tables
+            .auth_expiry
+            .range(..(now_ms.saturating_add(1), String::new()))
+            .cloned()
+            .collect();
+        let claims: Vec<(String, String)> = state
+            .tables
+            .claims
+            .iter()
+            .filter(|(_, e)| e.expires_ms <= now_ms)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let report = PurgeReport {
+            authorizations: due.len(),
+            idempotency_keys: claims.len(),
         };
-        if wake {
-            self.kick();
+        if due.is_empty() && claims.is_empty() {
+            return Ok(report);
         }
+        let mut entries = Vec::with_capacity(due.len() + claims.len());
+        for (_, id) in due {
+            state.tables.remove_auth(&id);
+            entries.push(Entry::AuthGone { id: Cow::Owned(id) });
+        }
+        for (client, key) in claims {
+            state.tables.claims.remove(&(client.clone(), key.clone()));
+            entries.push(Entry::Claim {
+                client: Cow::Owned(client),
+                key: Cow::Owned(key),
+                entry: None,
+            });
+        }
+        self.append_lazily(state, &entries)?;
         Ok(report)
     }
 
