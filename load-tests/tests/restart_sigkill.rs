@@ -9,7 +9,8 @@
 //! file), prints `API <addr>` and waits, bounded; without it that test does nothing. The parent
 //! runs the simulated SMSC and a callback receiver in-process, starts authorizations through
 //! the gateway's API, SIGKILLs the gateway while the users are still reading their prompts,
-//! starts it again on the same store, and checks.
+//! starts it again on the same store, and checks. It runs twice: on the redb store and on the
+//! journal.
 
 #![allow(clippy::unwrap_used)]
 
@@ -202,6 +203,16 @@ async fn post_with_bearer(api: SocketAddr, path: &str, token: &str, body: Value)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prompts_on_handsets_and_callbacks_owed_survive_sigkill_of_the_gateway() {
+    survives_sigkill(false).await;
+}
+
+/// The same with the journal store (`[store] backend = "journal"`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompts_and_callbacks_survive_sigkill_of_a_gateway_on_the_journal() {
+    survives_sigkill(true).await;
+}
+
+async fn survives_sigkill(journal: bool) {
     if std::env::var_os(CONFIG_ENV).is_some() {
         return;
     }
@@ -257,6 +268,7 @@ async fn prompts_on_handsets_and_callbacks_owed_survive_sigkill_of_the_gateway()
     b.msisdn_base = BASE;
     b.applet_share = SHARE;
     b.pepper = "end to end test pepper, long enough".into();
+    b.journal = journal;
     b.build().unwrap();
     let toml = format!(
         "{}[keycloak]\nrealm_url = \"{realm}\"\naudience = \"{realm}\"\njwks_file = \"{}\"\nusernames_are_msisdn = true\n",
