@@ -174,6 +174,41 @@ impl Tables {
         }
     }
 
+    /// The high-water mark of an OTA counter key, by its storage key.
+    fn ota_mark(&self, storage: &str) -> u64 {
+        self.ota.get(storage).copied().unwrap_or(OTA_COUNTER_FIRST)
+    }
+
+    /// Sets the mark of `storage`; returns the entry that logs it.
+    fn set_ota_mark(&mut self, storage: String, mark: u64) -> Entry<'static> {
+        self.ota.insert(storage.clone(), mark);
+        Entry::Ota {
+            key: Cow::Owned(storage),
+            mark,
+        }
+    }
+
+    /// Reserves `n` (at least one) counters of `key`: the range, and the entry that logs the new
+    /// mark.
+    fn reserve_ota(
+        &mut self,
+        key: &OtaCounterKey,
+        n: u64,
+    ) -> Result<(Range<u64>, Entry<'static>), StoreError> {
+        let storage = key.storage_key();
+        let start = self.ota_mark(&storage).max(OTA_COUNTER_FIRST);
+        let next = advance_high_water(key, start, n)?;
+        Ok((start..next, self.set_ota_mark(storage, next)))
+    }
+
+    /// The record `id`, or [`StoreError::NotFound`].
+    fn slot_mut(&mut self, id: &str) -> Result<&mut Slot, StoreError> {
+        self.auth.get_mut(id).ok_or_else(|| StoreError::NotFound {
+            table: "authorizations",
+            key: id.to_owned(),
+        })
+    }
+
     /// Stores `record`, keeping the indexes in step with its state.
     fn put_auth(&mut self, record: AuthorizationRecord, expires_ms: Option<u64>, publish: u64) {
         let id = record.id.clone();
@@ -926,10 +961,6 @@ fn dump_table<K: Ord + Clone, V>(
     }
 }
 
-fn ota_storage_key(key: &OtaCounterKey) -> Cow<'static, str> {
-    Cow::Owned(key.storage_key())
-}
-
 #[async_trait::async_trait]
 impl Store for JournalStore {
     async fn reserve_ota_counters(
@@ -940,27 +971,12 @@ impl Store for JournalStore {
         check_key("msisdn", &key.msisdn)?;
         let (range, lsn) = {
             let mut state = self.lock_for_write()?;
-            let storage = key.storage_key();
-            let mark = state
-                .tables
-                .ota
-                .get(&storage)
-                .copied()
-                .unwrap_or(OTA_COUNTER_FIRST);
             if n == 0 {
+                let mark = state.tables.ota_mark(&key.storage_key());
                 return Ok(mark..mark);
             }
-            let start = mark.max(OTA_COUNTER_FIRST);
-            let next = advance_high_water(key, start, n)?;
-            state.tables.ota.insert(storage, next);
-            let lsn = state.append(
-                &[Entry::Ota {
-                    key: ota_storage_key(key),
-                    mark: next,
-                }],
-                true,
-            )?;
-            (start..next, lsn)
+            let (range, entry) = state.tables.reserve_ota(key, n)?;
+            (range, state.append(&[entry], true)?)
         };
         self.kick();
         self.published(lsn).await?;
@@ -979,22 +995,9 @@ impl Store for JournalStore {
         let (mark, lsn) = {
             let mut state = self.lock_for_write()?;
             let storage = key.storage_key();
-            let old = state
-                .tables
-                .ota
-                .get(&storage)
-                .copied()
-                .unwrap_or(OTA_COUNTER_FIRST);
-            let mark = old.max(floor);
-            state.tables.ota.insert(storage, mark);
-            let lsn = state.append(
-                &[Entry::Ota {
-                    key: ota_storage_key(key),
-                    mark,
-                }],
-                true,
-            )?;
-            (mark, lsn)
+            let mark = state.tables.ota_mark(&storage).max(floor);
+            let entry = state.tables.set_ota_mark(storage, mark);
+            (mark, state.append(&[entry], true)?)
         };
         self.kick();
         self.published(lsn).await?;
@@ -1003,13 +1006,7 @@ impl Store for JournalStore {
 
     async fn ota_high_water(&self, key: &OtaCounterKey) -> Result<u64, StoreError> {
         check_key("msisdn", &key.msisdn)?;
-        let mark = self
-            .lock()
-            .tables
-            .ota
-            .get(&key.storage_key())
-            .copied()
-            .unwrap_or(OTA_COUNTER_FIRST);
+        let mark = self.lock().tables.ota_mark(&key.storage_key());
         self.published_all().await?;
         Ok(mark)
     }
@@ -1096,21 +1093,10 @@ impl Store for JournalStore {
             let mut entries = Vec::with_capacity(3);
             let ota_counter = match ota {
                 Some(key) => {
-                    let storage = key.storage_key();
-                    let mark = tables
-                        .ota
-                        .get(&storage)
-                        .copied()
-                        .unwrap_or(OTA_COUNTER_FIRST);
-                    let counter = mark.max(OTA_COUNTER_FIRST);
-                    let next = advance_high_water(key, counter, 1)?;
-                    tables.ota.insert(storage, next);
-                    entries.push(Entry::Ota {
-                        key: ota_storage_key(key),
-                        mark: next,
-                    });
-                    record.stk_counter = Some(counter);
-                    Some(counter)
+                    let (reserved, entry) = tables.reserve_ota(key, 1)?;
+                    entries.push(entry);
+                    record.stk_counter = Some(reserved.start);
+                    Some(reserved.start)
                 }
                 None => None,
             };
@@ -1156,14 +1142,7 @@ impl Store for JournalStore {
         check_change(id, update, false)?;
         let (result, publish) = 'apply: {
             let mut state = self.lock_for_write()?;
-            let slot = state
-                .tables
-                .auth
-                .get_mut(id)
-                .ok_or_else(|| StoreError::NotFound {
-                    table: "authorizations",
-                    key: id.to_owned(),
-                })?;
+            let slot = state.tables.slot_mut(id)?;
             let publish = slot.publish;
             let applied = apply_update(&mut slot.record, expected, update);
             if let Err(CasRefusal::Conflict(actual)) = applied {
@@ -1196,14 +1175,7 @@ impl Store for JournalStore {
         check_change(id, update, true)?;
         let (ended, lsn) = 'apply: {
             let mut state = self.lock_for_write()?;
-            let slot = state
-                .tables
-                .auth
-                .get_mut(id)
-                .ok_or_else(|| StoreError::NotFound {
-                    table: "authorizations",
-                    key: id.to_owned(),
-                })?;
+            let slot = state.tables.slot_mut(id)?;
             let mut record = slot.record.clone();
             if !apply_ending(&mut record, update) {
                 let lost = Ended {
